@@ -1,0 +1,83 @@
+"""Queue tier: the job queue and its dead-letter queue (SQS).
+
+Named ``queues`` rather than ``queue``: the program directory is first on
+``sys.path`` when Pulumi runs it, where a ``queue.py`` would shadow the
+standard library's ``queue`` module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.settings import Queue as QueueSettings
+from infra.tier import Tier
+
+
+@dataclass(frozen=True)
+class QueueTierArgs:
+    settings: QueueSettings
+    kms_key_arn: pulumi.Input[str]
+
+
+def queue_names(stack: str) -> tuple[str, str]:
+    """Physical names of the job queue and its DLQ; the local stack uses them too."""
+    from pynomaly_ops.naming import resource_name
+
+    return resource_name(stack, "queue", "jobs"), resource_name(stack, "queue", "jobs-dlq")
+
+
+class QueueTier(Tier):
+    TIER = "queue"
+
+    def __init__(
+        self, stack: str, tags: dict[str, str], args: QueueTierArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__(stack, tags, opts)
+        s = args.settings
+        jobs_name, dlq_name = queue_names(stack)
+        dlq = aws.sqs.Queue(
+            self.name_of("jobs-dlq"),
+            name=dlq_name,
+            message_retention_seconds=s.dlq_retention_s,
+            kms_master_key_id=args.kms_key_arn,
+            kms_data_key_reuse_period_seconds=300,
+            tags=self.tagged("jobs-dlq"),
+            opts=self.child,
+        )
+        jobs = aws.sqs.Queue(
+            self.name_of("jobs"),
+            name=jobs_name,
+            visibility_timeout_seconds=s.visibility_timeout_s,
+            receive_wait_time_seconds=s.receive_wait_s,
+            message_retention_seconds=s.message_retention_s,
+            kms_master_key_id=args.kms_key_arn,
+            kms_data_key_reuse_period_seconds=300,
+            redrive_policy=dlq.arn.apply(
+                lambda arn: json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": s.max_receive_count})
+            ),
+            tags=self.tagged("jobs"),
+            opts=self.child,
+        )
+        # Only the job queue may send to the DLQ.
+        aws.sqs.RedriveAllowPolicy(
+            self.name_of("jobs-dlq-redrive-allow"),
+            queue_url=dlq.url,
+            redrive_allow_policy=jobs.arn.apply(
+                lambda arn: json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [arn]})
+            ),
+            opts=self.child,
+        )
+        self.finish(
+            queue=jobs,
+            dead_letter_queue=dlq,
+            queue_url=jobs.url,
+            queue_arn=jobs.arn,
+            queue_name=jobs.name,
+            dead_letter_queue_url=dlq.url,
+            dead_letter_queue_arn=dlq.arn,
+            dead_letter_queue_name=dlq.name,
+        )

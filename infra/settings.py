@@ -1,0 +1,345 @@
+"""Typed, validated stack settings.
+
+Defaults come from the ``config:`` schema in Pulumi.yaml (the one place they
+are written); a stack file overrides them. Everything is checked before any
+resource is declared, and every error names the stack file and the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT = "pynomaly"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_FILE = PROJECT_DIR / "Pulumi.yaml"
+STACKS_DIR = PROJECT_DIR / "stacks"
+PRODUCTION_STACKS = frozenset({"prod"})
+TLS12_POLICIES_PREFIX = ("ELBSecurityPolicy-TLS13-1-2", "ELBSecurityPolicy-TLS-1-2", "ELBSecurityPolicy-FS-1-2")
+
+
+class SettingsError(ValueError):
+    """A stack's configuration is wrong; the message says where and how to fix it."""
+
+
+class _Tier(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Network(_Tier):
+    cidr: str
+    nat_gateways: Literal["one_per_az", "single"]
+    flow_logs_retention_days: int = Field(ge=1)
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        net = ipaddress.ip_network(v)  # raises ValueError with a clear message
+        if net.prefixlen > 20:
+            raise ValueError("needs at least a /20 to hold 9 subnets")
+        return v
+
+
+class LoadBalancer(_Tier):
+    certificate_arn: str
+    ssl_policy: str
+    deletion_protection: bool
+    maintenance_mode: bool
+    waf_rate_limit: int = Field(ge=100)  # AWS WAF's minimum
+    access_log_retention_days: int = Field(ge=1)
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _arn(cls, v: str) -> str:
+        if not v.startswith("arn:aws") or ":acm:" not in v:
+            raise ValueError(
+                "must be an ACM certificate ARN; set it with "
+                "`pulumi config set lb.certificate_arn arn:aws:acm:REGION:ACCOUNT:certificate/ID`"
+            )
+        return v
+
+    @field_validator("ssl_policy")
+    @classmethod
+    def _tls12(cls, v: str) -> str:
+        if not v.startswith(TLS12_POLICIES_PREFIX):
+            raise ValueError(f"must allow TLS 1.2+ only (one of {', '.join(TLS12_POLICIES_PREFIX)}*)")
+        return v
+
+
+class Fleet(_Tier):
+    ami_id: str
+    instance_type: str
+    root_volume_gb: int = Field(ge=8)
+    health_check_grace_s: int = Field(ge=0)
+    app_port: int = Field(ge=1, le=65535)
+
+    @field_validator("ami_id")
+    @classmethod
+    def _ami(cls, v: str) -> str:
+        if not v.startswith("ami-"):
+            raise ValueError("must be an AMI id; set it with `pulumi config set fleet.ami_id ami-...`")
+        return v
+
+
+class Database(_Tier):
+    instance_class: str
+    engine_version: str
+    allocated_storage_gb: int = Field(ge=20)
+    max_allocated_storage_gb: int
+    multi_az: bool
+    deletion_protection: bool
+    backup_retention_days: int = Field(ge=7, le=35)
+    read_replica: bool
+    monitoring_interval_s: int
+
+    @field_validator("monitoring_interval_s")
+    @classmethod
+    def _interval(cls, v: int) -> int:
+        if v not in (1, 5, 10, 15, 30, 60):
+            raise ValueError("must be one of 1, 5, 10, 15, 30, 60 (enhanced monitoring intervals)")
+        return v
+
+    @model_validator(mode="after")
+    def _storage(self) -> Database:
+        if self.allocated_storage_gb > self.max_allocated_storage_gb:
+            raise ValueError(
+                f"min > max: allocated_storage_gb ({self.allocated_storage_gb}) exceeds "
+                f"max_allocated_storage_gb ({self.max_allocated_storage_gb})"
+            )
+        return self
+
+
+class Cache(_Tier):
+    node_type: str
+    engine_version: str
+    replicas: int = Field(ge=1, le=5)
+    snapshot_retention_days: int = Field(ge=1, le=35)
+
+
+class Queue(_Tier):
+    visibility_timeout_s: int = Field(ge=0, le=43200)
+    max_receive_count: int = Field(ge=1, le=1000)
+    receive_wait_s: int = Field(ge=0, le=20)
+    message_retention_s: int = Field(ge=60, le=1209600)
+    dlq_retention_s: int = Field(ge=60, le=1209600)
+
+
+class Storage(_Tier):
+    noncurrent_version_days: int = Field(ge=1)
+
+
+class Backup(_Tier):
+    enabled: bool
+    retention_days: int = Field(ge=1)
+
+
+class Alarms(_Tier):
+    emails: list[str]
+
+    @field_validator("emails")
+    @classmethod
+    def _emails(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if "@" not in e]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {', '.join(bad)}")
+        return v
+
+
+class Cluster(_Tier):
+    enabled: bool
+    version: str = Field(pattern=r"^1\.\d+$")
+    public_access_cidrs: list[str]
+    admin_role_arns: list[str]
+    node_instance_type: str
+    node_disk_gb: int = Field(ge=20)
+    node_min: int = Field(ge=1)
+    node_desired: int = Field(ge=1)
+    node_max: int = Field(ge=1)
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            ipaddress.ip_network(cidr)
+            if cidr in ("0.0.0.0/0", "::/0"):
+                raise ValueError("must not open the API endpoint to the whole internet")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Cluster:
+        if not self.node_min <= self.node_desired <= self.node_max:
+            raise ValueError(
+                f"min > max: need node_min ({self.node_min}) <= node_desired "
+                f"({self.node_desired}) <= node_max ({self.node_max})"
+            )
+        return self
+
+
+class Workload(_Tier):
+    image_repository: str
+    blue_tag: str
+    green_tag: str
+    active_color: Literal["blue", "green"]
+    idle_replicas: int = Field(ge=0)
+    worker_replicas: int = Field(ge=1)
+    worker_termination_grace_s: int = Field(ge=1)
+    prometheus_operator: bool
+    backup_schedule: str
+
+    @property
+    def idle_color(self) -> str:
+        return "green" if self.active_color == "blue" else "blue"
+
+    def tag(self, color: str) -> str:
+        return self.blue_tag if color == "blue" else self.green_tag
+
+
+class StackSettings(_Tier):
+    stack: str
+    region: str
+    owner: str
+    network: Network
+    lb: LoadBalancer
+    fleet: Fleet
+    db: Database
+    cache: Cache
+    queue: Queue
+    storage: Storage
+    backup: Backup
+    alarms: Alarms
+    cluster: Cluster
+    workload: Workload
+
+    @property
+    def is_production(self) -> bool:
+        return self.stack in PRODUCTION_STACKS
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"Project": PROJECT, "Environment": self.stack, "Owner": self.owner, "ManagedBy": "pulumi"}
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> StackSettings:
+        if self.is_production:
+            for key, on in (
+                ("db.multi_az", self.db.multi_az),
+                ("db.deletion_protection", self.db.deletion_protection),
+                ("lb.deletion_protection", self.lb.deletion_protection),
+            ):
+                if not on:
+                    raise _KeyError(key, f"must stay true in a stack named {self.stack}")
+        if self.workload.worker_termination_grace_s <= 0:
+            raise _KeyError("workload.worker_termination_grace_s", "must be positive")
+        return self
+
+
+class _KeyError(ValueError):
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict[str, dict[str, Any]]:
+    """The ``config:`` block of Pulumi.yaml: every setting with its default."""
+    return yaml.safe_load(PROJECT_FILE.read_text())["config"]
+
+
+def stack_file(stack: str) -> Path:
+    return STACKS_DIR / f"Pulumi.{stack}.yaml"
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands typed values to programs as strings; arrays as JSON."""
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        tier, _, name = key.partition(".")
+        if name:
+            nested.setdefault(tier, {})[name] = value
+        else:
+            nested[tier] = value
+    return nested
+
+
+def _format(errors: list[dict]) -> list[str]:
+    lines = []
+    for err in errors:
+        loc = [str(p) for p in err["loc"]]
+        ctx_err = err.get("ctx", {}).get("error")
+        if isinstance(ctx_err, _KeyError):
+            lines.append(str(ctx_err))
+            continue
+        key = ".".join(loc) if loc else "(stack)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {msg}")
+    return lines
+
+
+def build(stack: str, config: dict[str, Any], region: str = "us-east-1") -> StackSettings:
+    """Validate ``config`` (project keys without the ``pynomaly:`` prefix,
+    defaults not yet applied) into settings for ``stack``."""
+    where = stack_file(stack).relative_to(PROJECT_DIR)
+    known = schema()
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise SettingsError(
+            f"{where}: unknown setting(s) {', '.join(PROJECT + ':' + k for k in unknown)}; "
+            f"the settings are listed with their defaults in Pulumi.yaml"
+        )
+    values = {k: spec.get("default") for k, spec in known.items()}
+    values.update({k: _decode(v) for k, v in config.items()})
+    data = _nest(values) | {"stack": stack, "region": region}
+    try:
+        return StackSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n  ".join(PROJECT + ":" + line for line in _format(exc.errors()))
+        raise SettingsError(f"{where}: invalid configuration:\n  {problems}") from None
+
+
+def split_namespaces(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Pick this project's keys (without prefix) and the AWS region from a
+    full ``namespace:key`` config map."""
+    project = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith(PROJECT + ":")}
+    region = raw.get("aws:region") or "us-east-1"
+    return project, region
+
+
+def from_pulumi() -> StackSettings:
+    """Settings of the running stack, from the config Pulumi hands the program."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    project, region = split_namespaces(raw)
+    return build(pulumi.get_stack(), project, region)
+
+
+def from_stack_file(stack: str, overrides: dict[str, Any] | None = None) -> StackSettings:
+    """Settings of ``stack`` read straight from its stack file (offline tools)."""
+    raw = read_stack_config(stack)
+    raw.update(overrides or {})
+    project, region = split_namespaces(raw)
+    return build(stack, project, region)
+
+
+def read_stack_config(stack: str) -> dict[str, Any]:
+    path = stack_file(stack)
+    if not path.exists():
+        available = ", ".join(sorted(p.stem.removeprefix("Pulumi.") for p in STACKS_DIR.glob("Pulumi.*.yaml")))
+        raise SettingsError(f"no stack file {path.relative_to(PROJECT_DIR)}; stacks: {available}")
+    return dict((yaml.safe_load(path.read_text()) or {}).get("config") or {})

@@ -1,0 +1,220 @@
+"""Load and validate ``baselines.yaml``, the one file of runbook numbers.
+
+Infra alarms, Prometheus rules, the HPA, drills and load tests all call
+:func:`load`; none of them types a runbook number of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pynomaly_ops import REPO_ROOT
+
+DEFAULT_PATH = REPO_ROOT / "baselines.yaml"
+
+
+class BaselinesError(ValueError):
+    """The numbers file is missing, malformed or inconsistent."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+NonNegative = Field(ge=0)
+
+
+class Level(_Strict):
+    """A warning/critical pair; the warning must sit below the critical."""
+
+    warning: float = NonNegative
+    critical: float = NonNegative
+
+    @model_validator(mode="after")
+    def _warning_below_critical(self) -> Level:
+        if self.warning >= self.critical:
+            raise ValueError(f"warning ({self.warning:g}) must be below critical ({self.critical:g})")
+        return self
+
+    def at(self, severity: Severity) -> float:
+        return getattr(self, severity)
+
+
+Severity = Literal["warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("warning", "critical")
+
+
+class Thresholds(_Strict):
+    source: str
+    cpu_percent: Level
+    memory_percent: Level
+    disk_percent: Level
+    response_time_p95_ms: Level
+    error_rate_percent: Level
+
+    def levels(self) -> dict[str, Level]:
+        """Every threshold by name, for code that must cover them all."""
+        return {k: v for k, v in self if isinstance(v, Level)}
+
+
+class Band(_Strict):
+    min: float = Field(default=0, ge=0)
+    max: float = NonNegative
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) must not exceed max ({self.max:g})")
+        return self
+
+
+class Normal(_Strict):
+    source: str
+    cpu_percent: Band
+    memory_percent: Band
+    response_time_avg_ms: Band
+    error_rate_percent: Band
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class PeakHours(_Strict):
+    start: str
+    end: str
+    timezone: str
+
+    @model_validator(mode="after")
+    def _valid(self) -> PeakHours:
+        for name in ("start", "end"):
+            if not _HHMM.match(getattr(self, name)):
+                raise ValueError(f"{name} must be HH:MM, got {getattr(self, name)!r}")
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        return self
+
+
+class Traffic(_Strict):
+    source: str
+    peak_hours: PeakHours
+    peak_multiplier: float = Field(gt=0)
+    weekend_fraction: float = Field(gt=0)
+    holiday_fraction: float = Field(gt=0)
+
+
+class Scaling(_Strict):
+    source: str
+    instances_normal: int = Field(ge=1)
+    instances_high_load: int = Field(ge=1)
+    pods_min: int = Field(ge=1)
+    pods_max: int = Field(ge=1)
+    target_cpu_percent: float = Field(gt=0, le=100)
+    target_memory_percent: float = Field(gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        if self.instances_normal > self.instances_high_load:
+            raise ValueError("instances_normal must not exceed instances_high_load")
+        if self.pods_min > self.pods_max:
+            raise ValueError("pods_min must not exceed pods_max")
+        return self
+
+
+class AppAlarms(_Strict):
+    source: str
+    inference_time_s: float = NonNegative
+    processing_lag_s: float = NonNegative
+    auth_failure_rate_percent: float = NonNegative
+
+
+class DatabaseFailover(_Strict):
+    rto_s: float = NonNegative
+    acknowledged_writes_lost: int = NonNegative
+
+
+class InstanceLoss(_Strict):
+    max_error_rate: Severity
+
+
+class CacheFailover(_Strict):
+    rto_s: float = NonNegative
+
+
+class QueueBacklog(_Strict):
+    drain_within: Literal["processing_lag_s"]
+
+
+class Recovery(_Strict):
+    source: str
+    database_failover: DatabaseFailover
+    instance_loss: InstanceLoss
+    cache_failover: CacheFailover
+    queue_backlog: QueueBacklog
+
+
+class Baselines(_Strict):
+    thresholds: Thresholds
+    normal: Normal
+    traffic: Traffic
+    scaling: Scaling
+    app_alarms: AppAlarms
+    recovery: Recovery
+
+    # Objectives that refer to other numbers resolve here, so no number is
+    # typed twice in the file.
+    @property
+    def instance_loss_max_error_rate_percent(self) -> float:
+        level = self.recovery.instance_loss.max_error_rate
+        return self.thresholds.error_rate_percent.at(level)
+
+    @property
+    def queue_backlog_drain_s(self) -> float:
+        return getattr(self.app_alarms, self.recovery.queue_backlog.drain_within)
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    kind = error["type"]
+    if kind == "missing":
+        return f"{key}: missing (add it)"
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (remove it or fix its spelling)"
+    return f"{key}: {error['msg']}"
+
+
+def parse(data: object, path: Path | str = DEFAULT_PATH) -> Baselines:
+    try:
+        return Baselines.model_validate(data)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise BaselinesError(f"{path}: invalid runbook numbers:\n  {problems}") from None
+
+
+@lru_cache(maxsize=8)
+def load(path: Path | str = DEFAULT_PATH) -> Baselines:
+    """Read and validate the numbers file; errors name the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BaselinesError(
+            f"{path}: not found. The project must be installed editable "
+            "(pip install -e .) so the numbers file next to it can be read."
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BaselinesError(f"{path}: not valid YAML: {exc}") from None
+    return parse(data, path)

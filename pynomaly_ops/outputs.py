@@ -1,0 +1,67 @@
+"""The stack outputs: one shape for every target.
+
+``pulumi stack output --json`` of an AWS stack and ``pynomaly-ops local
+outputs --json`` print these keys; drills and load tests read them through
+:class:`StackOutputs` and never care which target they face. The Pulumi
+program exports exactly these names (infra/__main__.py uses the constants).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+# Keys every target has.
+LOAD_BALANCER_URL = "load_balancer_url"
+DB_WRITER_ENDPOINT = "db_writer_endpoint"
+DB_READER_ENDPOINT = "db_reader_endpoint"
+DB_SECRET_ARN = "db_secret_arn"
+REDIS_PRIMARY_ENDPOINT = "redis_primary_endpoint"
+REDIS_READER_ENDPOINT = "redis_reader_endpoint"
+QUEUE_URL = "queue_url"
+DEAD_LETTER_QUEUE_URL = "dead_letter_queue_url"
+ARTIFACTS_BUCKET = "artifacts_bucket"
+BACKUPS_BUCKET = "backups_bucket"
+ASG_NAME = "asg_name"
+ALARM_TOPIC_ARNS = "alarm_topic_arns"  # {"warning": arn, "critical": arn}
+ALARM_NAMES = "alarm_names"
+
+# Keys only some targets have.
+CLUSTER_NAME = "cluster_name"  # EKS, when the stack declares it
+WORKLOAD_NAMESPACE = "workload_namespace"
+DB_WRITER_DSN = "db_writer_dsn"  # local only: a libpq connection string
+API_KEY = "api_key"  # local only: generated at `local up`
+AWS_ENDPOINT_URL = "aws_endpoint_url"  # local only: the SQS/S3 stand-in
+PROMETHEUS_URL = "prometheus_url"  # local only
+
+
+class StackOutputs(BaseModel):
+    """What drills and load tests need to reach a target."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    load_balancer_url: str
+    db_writer_endpoint: str
+    db_reader_endpoint: str
+    redis_primary_endpoint: str
+    redis_reader_endpoint: str
+    queue_url: str
+    dead_letter_queue_url: str
+    artifacts_bucket: str
+    backups_bucket: str
+    db_secret_arn: str | None = None
+    asg_name: str | None = None
+    alarm_topic_arns: dict[str, str] = {}
+    alarm_names: list[str] = []
+    cluster_name: str | None = None
+    workload_namespace: str | None = None
+    db_writer_dsn: str | None = None
+    api_key: str | None = None
+    aws_endpoint_url: str | None = None
+    prometheus_url: str | None = None
+
+    @classmethod
+    def from_json_file(cls, path: Path | str) -> StackOutputs:
+        return cls.model_validate(json.loads(Path(path).read_text()))
