@@ -114,6 +114,16 @@ class Traffic(_Strict):
     holiday_fraction: float = Field(gt=0)
 
 
+_QUANTITY = r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$"
+
+
+class PodResources(_Strict):
+    """A Kubernetes pod's CPU and memory, as Kubernetes quantities (750m, 2Gi)."""
+
+    cpu: str = Field(pattern=_QUANTITY)
+    memory: str = Field(pattern=_QUANTITY)
+
+
 class Scaling(_Strict):
     source: str
     instances_normal: int = Field(ge=1)
@@ -122,6 +132,8 @@ class Scaling(_Strict):
     pods_max: int = Field(ge=1)
     target_cpu_percent: float = Field(gt=0, le=100)
     target_memory_percent: float = Field(gt=0, le=100)
+    pod_requests: PodResources
+    pod_limits: PodResources
 
     @model_validator(mode="after")
     def _ordered(self) -> Scaling:
