@@ -6,6 +6,7 @@ Infra alarms, Prometheus rules, the HPA, drills and load tests all call
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pynomaly_ops import REPO_ROOT
 
 DEFAULT_PATH = REPO_ROOT / "baselines.yaml"
+# Points every reader at another copy of the numbers file (tests, what-if runs).
+PATH_ENV = "PYNOMALY_BASELINES"
+
+
+def default_path() -> Path:
+    """The numbers file in use: ``$PYNOMALY_BASELINES`` if set, else the repo's."""
+    return Path(os.environ.get(PATH_ENV) or DEFAULT_PATH)
 
 
 class BaselinesError(ValueError):
@@ -176,6 +184,14 @@ class Recovery(_Strict):
     queue_backlog: QueueBacklog
 
 
+class Database(_Strict):
+    source: str
+    max_connections: int = Field(ge=1)
+    shared_buffers_mb: int = Field(ge=1)
+    effective_cache_size_mb: int = Field(ge=1)
+    replica_lag_s: Level
+
+
 class Baselines(_Strict):
     thresholds: Thresholds
     normal: Normal
@@ -183,6 +199,7 @@ class Baselines(_Strict):
     scaling: Scaling
     app_alarms: AppAlarms
     recovery: Recovery
+    database: Database
 
     # Objectives that refer to other numbers resolve here, so no number is
     # typed twice in the file.
@@ -206,7 +223,8 @@ def _describe(error: dict) -> str:
     return f"{key}: {error['msg']}"
 
 
-def parse(data: object, path: Path | str = DEFAULT_PATH) -> Baselines:
+def parse(data: object, path: Path | str | None = None) -> Baselines:
+    path = path or default_path()
     try:
         return Baselines.model_validate(data)
     except ValidationError as exc:
@@ -214,10 +232,14 @@ def parse(data: object, path: Path | str = DEFAULT_PATH) -> Baselines:
         raise BaselinesError(f"{path}: invalid runbook numbers:\n  {problems}") from None
 
 
+def load(path: Path | str | None = None) -> Baselines:
+    """Read and validate the numbers file (default: :func:`default_path`);
+    errors name the file and the key."""
+    return _load(Path(path or default_path()).resolve())
+
+
 @lru_cache(maxsize=8)
-def load(path: Path | str = DEFAULT_PATH) -> Baselines:
-    """Read and validate the numbers file; errors name the file and the key."""
-    path = Path(path)
+def _load(path: Path) -> Baselines:
     try:
         text = path.read_text()
     except FileNotFoundError:
