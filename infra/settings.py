@@ -161,6 +161,7 @@ class Cluster(_Tier):
     node_min: int = Field(ge=1)
     node_desired: int = Field(ge=1)
     node_max: int = Field(ge=1)
+    log_retention_days: int = Field(ge=1)
 
     @field_validator("public_access_cidrs")
     @classmethod
@@ -181,6 +182,9 @@ class Cluster(_Tier):
         return self
 
 
+K8S_QUANTITY = r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$"  # a Kubernetes CPU or memory quantity: 1000m, 4Gi
+
+
 class Workload(_Tier):
     image_repository: str
     blue_tag: str
@@ -191,6 +195,8 @@ class Workload(_Tier):
     worker_termination_grace_s: int = Field(ge=1)
     prometheus_operator: bool
     backup_schedule: str
+    worker_cpu: str = Field(pattern=K8S_QUANTITY)
+    worker_memory: str = Field(pattern=K8S_QUANTITY)
 
     @property
     def idle_color(self) -> str:
