@@ -256,7 +256,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
             return f"{args.name}-id", state
 
         def call(self, args: mocks.MockCallArgs):
-            return _call(args.token, args.args, region), None
+            return _call(args.token, args.args, region), []  # (result, check failures)
 
     class Monitor(mocks.MockMonitor):
         def RegisterResource(self, request):
