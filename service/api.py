@@ -1,0 +1,262 @@
+"""The HTTP API: FastAPI on uvicorn. ``python -m service.api`` (or ``pynomaly-api``) serves it.
+
+/health never touches a dependency; /ready does a real write on PostgreSQL and asks
+the queue; /api/v1 needs an API key. CPU-heavy detection and blocking I/O run off
+the event loop (sync routes run in the threadpool; detection in a process pool),
+so /health keeps answering under load.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import ConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import auth, db, metrics, store
+from service.cache import ResultCache
+from service.config import ConfigError, Settings, load_settings
+from service.detector import Detector
+from service.errors import ApiError, DependencyUnavailable, validation_error
+from service.middleware import BodyLimit, RequestMetrics
+from service.migrations import Schema
+from service.queue import JobQueue
+from service.schemas import DetectRequest, JobRequest
+from service.storage import ResultStore
+
+log = logging.getLogger("service.api")
+READY_DB_TIMEOUT_S = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: ConnectionPool
+    schema: Schema
+    cache: ResultCache
+    queue: JobQueue
+    results: ResultStore
+    detector: Detector
+
+    @classmethod
+    def start(cls, settings: Settings) -> Services:
+        pool = db.open_pool(settings)
+        return cls(
+            settings=settings,
+            pool=pool,
+            schema=Schema(pool, settings.bootstrap_api_key).start(),
+            cache=ResultCache(settings),
+            queue=JobQueue(settings),
+            results=ResultStore(settings),
+            detector=Detector(settings.detector_processes),
+        )
+
+    def close(self) -> None:
+        self.schema.stop()
+        self.detector.close()
+        self.cache.close()
+        self.pool.close(timeout=5)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def api_key(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The caller's key name; also refuses /api/v1 until the schema is in place."""
+    if not services.schema.ready.is_set():
+        raise DependencyUnavailable("database", f"schema not ready yet ({services.schema.last_error})")
+    return auth.authenticate(services.pool, authorization)
+
+
+KeyDep = Annotated[str, Depends(api_key)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics.INSTANCE.info({"instance_id": settings.instance_id})
+        app.state.services = Services.start(settings)
+        log.info("instance %s ready to serve", settings.instance_id)
+        try:
+            yield
+        finally:
+            app.state.services.close()
+            log.info("instance %s stopped", settings.instance_id)
+
+    app = FastAPI(title="Pynomaly reference service", lifespan=lifespan)
+    _add_error_handlers(app)
+    _add_routes(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    return app
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(validation_error(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, str]:
+        return {"status": "ok", "instance": request.app.state.services.settings.instance_id}
+
+    @app.get("/ready")
+    def ready(services: ServicesDep) -> JSONResponse:
+        checks = {
+            "database": _check_database(services),
+            "queue": services.queue.check(),
+            "cache": services.cache.check(),
+        }
+        essential_ok = checks["database"] == "ok" and checks["queue"] == "ok"
+        status = "unready" if not essential_ok else "ready" if checks["cache"] == "ok" else "degraded"
+        body = {"status": status, "instance": services.settings.instance_id, "checks": checks}
+        return JSONResponse(body, status_code=200 if essential_ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/api/v1/detect")
+    def detect(body: DetectRequest, key_name: KeyDep, services: ServicesDep) -> JSONResponse:
+        return JSONResponse(_detect(services, body, key_name))
+
+    @app.post("/api/v1/jobs", status_code=202)
+    def submit_job(body: JobRequest, key_name: KeyDep, services: ServicesDep) -> JSONResponse:
+        job, created = _submit(services, body, key_name)
+        return JSONResponse({"job": job}, status_code=202 if created else 200)
+
+    @app.get("/api/v1/jobs/{job_id}")
+    def job_status(job_id: uuid.UUID, key_name: KeyDep, services: ServicesDep, result: bool = False) -> JSONResponse:
+        job = store.get_job(services.pool, job_id, key_name)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id} for this API key", field="job_id")
+        body: dict[str, Any] = {"job": _job_view(job)}
+        if result and job["status"] == "completed":
+            body["result"] = services.results.get(job["result_key"])
+        return JSONResponse(body)
+
+
+def _check_database(services: Services) -> str:
+    if not services.schema.ready.is_set():
+        return f"failed: schema not ready ({services.schema.last_error})"
+    try:
+        store.probe_write(services.pool, services.settings.instance_id, READY_DB_TIMEOUT_S)
+    except Exception as exc:  # any failure means "not ready"; the body says which
+        return f"failed: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def _detect(services: Services, body: DetectRequest, key_name: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    body.check_input(services.settings.max_series_length)
+    options = body.resolved_options(services.settings.detector_trees)
+    input_hash = body.input_hash(options)
+    result = services.cache.get(input_hash)
+    cached = result is not None
+    if result is None:
+        result = services.detector.run(body.points, options)
+        services.cache.put(input_hash, result)
+    detection = store.Detection(
+        id=uuid.uuid4(),
+        key_name=key_name,
+        input_hash=input_hash,
+        points=body.points,
+        options=options,
+        result=result,
+        cached=cached,
+        total_ms=(time.perf_counter() - started) * 1000,
+        instance=services.settings.instance_id,
+    )
+    store.save_detection(services.pool, detection)  # answered only once stored: no acknowledged write is lost
+    return {
+        "id": str(detection.id),
+        "n_points": len(body.points),
+        "cached": cached,
+        "options": options,
+        "threshold": result["threshold"],
+        "n_flagged": result["n_flagged"],
+        "scores": result["scores"],
+        "flags": result["flags"],
+        "inference_ms": round(result["inference_ms"], 3),
+    }
+
+
+def _submit(services: Services, body: JobRequest, key_name: str) -> tuple[dict[str, Any], bool]:
+    body.check_input(services.settings.max_series_length)
+    options = body.resolved_options(services.settings.detector_trees)
+    input_hash = body.input_hash(options)
+    job_id = body.job_id or uuid.uuid4()
+    job, created = store.create_job(services.pool, job_id, key_name, input_hash, body.points, options)
+    if job["key_name"] != key_name or job["input_hash"] != input_hash:
+        raise ApiError(409, "conflict", f"job {job_id} exists with different input: use a new job_id", field="job_id")
+    if job["status"] == "queued":  # new, or a retried submission whose message may never have been sent
+        try:
+            services.queue.send(str(job_id), job["submitted_at"].timestamp())
+        except DependencyUnavailable:
+            if created:
+                store.delete_queued_job(services.pool, job_id)
+            raise
+    return _job_view(job), created
+
+
+def _job_view(job: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in job.items() if k not in ("key_name", "input_hash")}
+    for k, v in view.items():
+        if hasattr(v, "isoformat"):
+            view[k] = v.isoformat()
+        elif isinstance(v, uuid.UUID):
+            view[k] = str(v)
+    return view
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.exit(f"pynomaly-api: {exc}")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        access_log=False,
+        log_level="info",
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Detection results cached in Redis by input hash; the cache is an optimisation, never a dependency.
+
+With ``PYNOMALY_REDIS_SENTINELS`` set the client asks Sentinel for the current
+master, so a Redis failover is followed. Any Redis error is counted and swallowed;
+after one, the cache is skipped for ``PYNOMALY_REDIS_RETRY_AFTER_S`` so an outage
+does not add a timeout to every request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
+
+from service import metrics
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+KEY_PREFIX = "pynomaly:detect:"
+
+
+def _client(settings: Settings) -> redis.Redis:
+    timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s}
+    if settings.redis_sentinels:
+        sentinel = Sentinel(
+            list(settings.redis_sentinels),
+            sentinel_kwargs={**timeouts, "password": settings.redis_password},
+            password=settings.redis_password,
+            **timeouts,
+        )
+        return sentinel.master_for(settings.redis_sentinel_master, **timeouts)
+    return redis.Redis.from_url(settings.redis_url, password=settings.redis_password, **timeouts)
+
+
+class ResultCache:
+    def __init__(self, settings: Settings) -> None:
+        self._redis = _client(settings)
+        self._ttl = settings.cache_ttl_s
+        self._retry_after = settings.redis_retry_after_s
+        self._skip_until = 0.0
+        self._lock = threading.Lock()
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._skip_until
+
+    def _failed(self, exc: Exception) -> None:
+        metrics.CACHE_REQUESTS.labels(result="error").inc()
+        with self._lock:
+            self._skip_until = time.monotonic() + self._retry_after
+        log.warning("cache unavailable, skipping it for %.1fs: %s", self._retry_after, exc)
+
+    def get(self, input_hash: str) -> dict[str, Any] | None:
+        if not self._available():
+            metrics.CACHE_REQUESTS.labels(result="error").inc()
+            return None
+        try:
+            raw = self._redis.get(KEY_PREFIX + input_hash)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        metrics.CACHE_REQUESTS.labels(result="miss" if raw is None else "hit").inc()
+        return None if raw is None else json.loads(raw)
+
+    def put(self, input_hash: str, result: dict[str, Any]) -> None:
+        if not self._available():
+            return
+        try:
+            self._redis.set(KEY_PREFIX + input_hash, json.dumps(result), ex=self._ttl)
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+
+    def check(self) -> str:
+        """Readiness: 'ok' or the error, always asking Redis (not the skip window)."""
+        try:
+            self._redis.ping()
+        except (redis.RedisError, OSError) as exc:
+            return f"degraded: {type(exc).__name__}: {exc}"
+        return "ok"
+
+    def close(self) -> None:
+        self._redis.close()

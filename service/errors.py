@@ -1,0 +1,70 @@
+"""Errors the API turns into JSON bodies: bad input names its field, a missing dependency names itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+class ApiError(Exception):
+    """A request the service refuses, with the HTTP status and a body naming what to fix."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        error.update(self.extra)
+        return {"error": error}
+
+
+class DependencyUnavailable(ApiError):
+    """PostgreSQL, the queue or the object store did not answer in time: retry later (503)."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(503, "dependency_unavailable", f"{dependency} is unavailable: {detail}", dependency=dependency)
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """Render a pydantic error location as the field a client would write: ``rows[3][1]``, ``options.x``."""
+    parts = [p for p in loc if p != "body"]
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+_HINTS = {
+    "finite_number": "must be a finite number (NaN and Infinity are not allowed)",
+    "json_invalid": "is not valid JSON",
+    "missing": "is required",
+    "float_type": "must be a number",
+    "extra_forbidden": "is not a known field (remove it)",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    return _HINTS.get(error.get("type", ""), error.get("msg", "is invalid"))
+
+
+def validation_error(errors: Iterable[dict[str, Any]]) -> ApiError:
+    """One 4xx error from pydantic's list: the first problem leads, every problem is listed."""
+    errors = list(errors)
+    details = [{"field": field_path(e.get("loc", ())), "message": _describe(e)} for e in errors]
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        where = first.get("ctx", {}).get("error", "")
+        return ApiError(400, "malformed_json", f"request body is not valid JSON ({where})", field="body")
+    lead = details[0] if details else {"field": "body", "message": "is invalid"}
+    message = f"{lead['field']}: {lead['message']}"
+    return ApiError(422, "invalid_field", message, field=lead["field"], details=details[:20])

@@ -1,0 +1,81 @@
+"""The job queue (SQS). Messages carry only the job id and submit time; the job lives in PostgreSQL.
+
+Failed messages are not deleted: they reappear after the visibility timeout, and the
+queue's redrive policy moves one that failed too often to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from service import aws, metrics
+from service.config import Settings
+from service.errors import DependencyUnavailable
+
+
+@dataclass(frozen=True)
+class Message:
+    receipt: str
+    body: str
+    receive_count: int
+
+
+class JobQueue:
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.queue_url
+        self._sqs = aws.client(settings, "sqs")
+        self._probe = aws.client(settings, "sqs", timeout_s=1, attempts=1)  # readiness must answer fast
+
+    def _require_url(self) -> str:
+        if not self.url:
+            raise DependencyUnavailable("queue", "PYNOMALY_QUEUE_URL is not set")
+        return self.url
+
+    def send(self, job_id: str, submitted_at: float) -> None:
+        body = json.dumps({"job_id": job_id, "submitted_at": submitted_at})
+        try:
+            self._sqs.send_message(QueueUrl=self._require_url(), MessageBody=body)
+        except aws.AWS_ERRORS as exc:
+            raise DependencyUnavailable("queue", str(exc)) from exc
+        metrics.QUEUE_SENT.inc()
+
+    def receive(self, max_messages: int, wait_s: int) -> list[Message]:
+        reply = self._sqs.receive_message(
+            QueueUrl=self._require_url(),
+            MaxNumberOfMessages=min(max_messages, 10),
+            WaitTimeSeconds=wait_s,
+            AttributeNames=["ApproximateReceiveCount"],
+        )
+        return [
+            Message(m["ReceiptHandle"], m["Body"], int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)))
+            for m in reply.get("Messages", [])
+        ]
+
+    def delete(self, message: Message) -> None:
+        self._sqs.delete_message(QueueUrl=self._require_url(), ReceiptHandle=message.receipt)
+
+    def release(self, message: Message) -> None:
+        """Make the message visible again now, for another worker (graceful shutdown)."""
+        self._sqs.change_message_visibility(
+            QueueUrl=self._require_url(), ReceiptHandle=message.receipt, VisibilityTimeout=0
+        )
+
+    def attributes(self) -> dict[str, Any]:
+        reply = self._sqs.get_queue_attributes(
+            QueueUrl=self._require_url(), AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+        )
+        return reply.get("Attributes", {})
+
+    def max_receives(self) -> int | None:
+        """The redrive policy's maxReceiveCount: the attempt after which a message goes to the DLQ."""
+        policy = self.attributes().get("RedrivePolicy")
+        return int(json.loads(policy)["maxReceiveCount"]) if policy else None
+
+    def check(self) -> str:
+        try:
+            self._probe.get_queue_attributes(QueueUrl=self._require_url(), AttributeNames=["QueueArn"])
+        except (DependencyUnavailable, *aws.AWS_ERRORS) as exc:
+            return f"failed: {exc}"
+        return "ok"

@@ -1,0 +1,29 @@
+"""Job results in S3, one object per job id, so reprocessing a job overwrites rather than duplicates."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from service import aws
+from service.config import Settings
+
+
+def result_key(job_id: str) -> str:
+    return f"jobs/{job_id}/result.json"
+
+
+class ResultStore:
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.artifacts_bucket
+        self._s3 = aws.client(settings, "s3")
+
+    def put(self, job_id: str, result: dict[str, Any]) -> str:
+        key = result_key(job_id)
+        self._s3.put_object(
+            Bucket=self.bucket, Key=key, Body=json.dumps(result).encode(), ContentType="application/json"
+        )
+        return key
+
+    def get(self, key: str) -> dict[str, Any]:
+        return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())

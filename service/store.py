@@ -1,0 +1,159 @@
+"""The service's rows in PostgreSQL: detections and jobs.
+
+Every write is keyed by an id the service chose before writing, and inserts use
+ON CONFLICT DO NOTHING, so repeating a write after a lost connection is safe:
+that is what makes these writes retryable during a failover.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from service import db
+
+
+@dataclass(frozen=True)
+class Detection:
+    id: uuid.UUID
+    key_name: str
+    input_hash: str
+    points: list[list[float]]
+    options: dict[str, Any]
+    result: dict[str, Any]
+    cached: bool
+    total_ms: float
+    instance: str
+
+
+def save_detection(pool: ConnectionPool, d: Detection) -> None:
+    """Request, result and timing in one row, one transaction: all of it is stored or none."""
+    params = (
+        d.id, d.key_name, d.input_hash, len(d.points), len(d.points[0]), Jsonb(d.options), Jsonb(d.points),
+        Jsonb(d.result["scores"]), Jsonb(d.result["flags"]), d.result["n_flagged"], d.cached,
+        d.result["inference_ms"], d.total_ms, d.instance,
+    )  # fmt: skip
+    db.run(
+        pool,
+        lambda conn: conn.execute(
+            "INSERT INTO detections (id, key_name, input_hash, n_points, n_features, options, input, scores, flags,"
+            " n_flagged, cached, inference_ms, total_ms, instance)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            params,
+        ),
+        idempotent=True,
+    )
+
+
+JOB_COLUMNS = (
+    "id, key_name, status, input_hash, n_points, attempts, result_key, n_flagged, error,"
+    " submitted_at, started_at, finished_at"
+)
+
+
+def create_job(
+    pool: ConnectionPool, job_id: uuid.UUID, key_name: str, input_hash: str, points: list, options: dict
+) -> tuple[dict[str, Any], bool]:
+    """Insert the job unless its id exists; return the stored job and whether this call created it."""
+
+    def work(conn: psycopg.Connection) -> tuple[dict[str, Any], bool]:
+        cur = conn.cursor(row_factory=dict_row)
+        created = cur.execute(
+            "INSERT INTO jobs (id, key_name, status, input_hash, options, input, n_points)"
+            " VALUES (%s, %s, 'queued', %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
+            (job_id, key_name, input_hash, Jsonb(options), Jsonb(points), len(points)),
+        ).fetchone()
+        row = cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        return row, created is not None
+
+    return db.run(pool, work, idempotent=True)
+
+
+def get_job(pool: ConnectionPool, job_id: uuid.UUID, key_name: str | None = None) -> dict[str, Any] | None:
+    def work(conn: psycopg.Connection) -> dict[str, Any] | None:
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+
+    row = db.run(pool, work, idempotent=True)
+    return row if row is not None and (key_name is None or row["key_name"] == key_name) else None
+
+
+def delete_queued_job(pool: ConnectionPool, job_id: uuid.UUID) -> None:
+    """Undo a submission whose message could not be sent, so no job waits for a message that never comes."""
+    db.run(
+        pool,
+        lambda conn: conn.execute("DELETE FROM jobs WHERE id = %s AND status = 'queued' AND attempts = 0", (job_id,)),
+        idempotent=True,
+    )
+
+
+def claim_job(pool: ConnectionPool, job_id: uuid.UUID, worker: str, lease_s: float) -> dict[str, Any] | None:
+    """Take a queued job, or a running one whose worker's lease ran out; None if it is done or held.
+
+    The lease matches the queue's visibility timeout: a message redelivered while
+    another worker still holds the job finds it held and leaves it alone.
+    """
+
+    def work(conn: psycopg.Connection) -> dict[str, Any] | None:
+        cur = conn.cursor(row_factory=dict_row)
+        return cur.execute(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = %s, started_at = now(),"
+            " lease_until = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND (status = 'queued' OR (status = 'running' AND lease_until < now()))"
+            " RETURNING id, options, input, extract(epoch FROM submitted_at) AS submitted_at",
+            (worker, lease_s, job_id),
+        ).fetchone()
+
+    # Not retried: after a lost connection the claim may have committed, and a retry would
+    # then find the job held by ourselves. The message is simply redelivered later.
+    return db.run(pool, work, idempotent=False)
+
+
+def finish_job(pool: ConnectionPool, job_id: uuid.UUID, worker: str, result_key: str, n_flagged: int) -> bool:
+    """Mark our running job completed; idempotent (a repeat finds it completed and changes nothing)."""
+
+    def work(conn: psycopg.Connection) -> bool:
+        row = conn.execute(
+            "UPDATE jobs SET status = 'completed', result_key = %s, n_flagged = %s, finished_at = now(),"
+            " lease_until = NULL, error = NULL WHERE id = %s AND status = 'running' AND worker = %s RETURNING id",
+            (result_key, n_flagged, job_id, worker),
+        ).fetchone()
+        return row is not None
+
+    return db.run(pool, work, idempotent=True)
+
+
+def release_job(pool: ConnectionPool, job_id: uuid.UUID, worker: str, error: str | None, final: bool) -> None:
+    """Give our claim back: 'queued' for a retry, or 'failed' when the queue will not redeliver."""
+    db.run(
+        pool,
+        lambda conn: conn.execute(
+            "UPDATE jobs SET status = %s, error = %s, lease_until = NULL,"
+            " finished_at = CASE WHEN %s THEN now() END WHERE id = %s AND status = 'running' AND worker = %s",
+            ("failed" if final else "queued", error, final, job_id, worker),
+        ),
+        idempotent=True,
+    )
+
+
+def job_exists(pool: ConnectionPool, job_id: uuid.UUID) -> str | None:
+    row = db.run(
+        pool, lambda conn: conn.execute("SELECT status FROM jobs WHERE id = %s", (job_id,)).fetchone(), idempotent=True
+    )
+    return None if row is None else row[0]
+
+
+def probe_write(pool: ConnectionPool, instance: str, timeout_s: float) -> None:
+    """Readiness: a real write on the primary, bounded in time (raises on failure)."""
+    with pool.connection(timeout=timeout_s) as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO readiness_probes (instance, checked_at) VALUES (%s, now())"
+            " ON CONFLICT (instance) DO UPDATE SET checked_at = excluded.checked_at",
+            (instance,),
+        )

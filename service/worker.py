@@ -1,0 +1,178 @@
+"""The batch worker: ``python -m service.worker`` (or ``pynomaly-worker``).
+
+For each SQS message it claims the job in PostgreSQL, runs the detector, writes
+the result to S3 under the job's id and marks the job completed, then deletes the
+message. The claim makes a redelivered message harmless: a finished job is only
+acknowledged, a job held by a live worker is left alone. A failed message is not
+deleted; the queue redelivers it, and its redrive policy moves it to the
+dead-letter queue after maxReceiveCount receives. On SIGTERM the worker stops
+receiving, hands in-flight messages back (visibility 0) and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from service import aws, db, metrics, store
+from service.config import ConfigError, Settings, load_settings, require
+from service.detector import Detector
+from service.migrations import Schema
+from service.queue import JobQueue, Message
+from service.storage import ResultStore
+
+log = logging.getLogger("service.worker")
+DEFAULT_LEASE_S = 30.0
+
+
+class PoisonMessage(ValueError):
+    """A message no retry can fix (malformed, or naming no job); left for the redrive policy."""
+
+
+class Stopping(Exception):
+    """SIGTERM arrived while a message was in flight."""
+
+
+def parse(message: Message) -> tuple[uuid.UUID, float]:
+    try:
+        body = json.loads(message.body)
+        return uuid.UUID(body["job_id"]), float(body["submitted_at"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise PoisonMessage(f"malformed job message {message.body[:80]!r}: {exc}") from exc
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        require(settings.queue_url, "PYNOMALY_QUEUE_URL")
+        require(settings.artifacts_bucket, "PYNOMALY_ARTIFACTS_BUCKET")
+        self.settings = settings
+        self.name = f"{settings.instance_id}-{os.getpid()}"
+        self.stop = threading.Event()
+        self.pool = db.open_pool(settings)
+        self.schema = Schema(self.pool, settings.bootstrap_api_key).start()
+        self.queue = JobQueue(settings)
+        self.results = ResultStore(settings)
+        self.detector = Detector(0)  # this process exists to detect: run it inline
+        self.lease_s = DEFAULT_LEASE_S
+        self.max_receives: int | None = None
+
+    def _read_queue_policy(self) -> None:
+        """The claim lease matches the visibility timeout; maxReceiveCount tells the last attempt."""
+        attributes = self.queue.attributes()
+        self.lease_s = float(attributes.get("VisibilityTimeout", DEFAULT_LEASE_S))
+        self.max_receives = self.queue.max_receives()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and not self.schema.ready.wait(0.5):
+            pass
+        if self.stop.is_set():
+            return
+        self._read_queue_policy()
+        log.info("worker %s consuming %s (lease %.0fs)", self.name, self.queue.url, self.lease_s)
+        with ThreadPoolExecutor(self.settings.worker_concurrency, thread_name_prefix="job") as executor:
+            while not self.stop.is_set():
+                messages = self._receive()
+                if not messages:
+                    metrics.JOB_PROCESSING_LAG.set(0)
+                    continue
+                futures = [executor.submit(self.handle, m) for m in messages]
+                while wait(futures, timeout=0.5).not_done:
+                    pass  # wake regularly so the SIGTERM handler runs promptly
+        log.info("worker %s stopped", self.name)
+
+    def _receive(self) -> list[Message]:
+        try:
+            return self.queue.receive(self.settings.worker_concurrency, self.settings.worker_wait_s)
+        except aws.AWS_ERRORS as exc:
+            log.warning("queue receive failed, retrying: %s", exc)
+            self.stop.wait(1.0)
+            return []
+
+    def handle(self, message: Message) -> None:
+        """Process one message; never raises (an unhandled error would only hide the message's fate)."""
+        try:
+            if self.stop.is_set():
+                self.queue.release(message)
+                return
+            self._process(message)
+        except Exception as exc:  # the message stays unacknowledged: redelivered, or dead-lettered
+            metrics.JOBS.labels(status="failed").inc()
+            log.error("message failed (receive %d of %s): %s", message.receive_count, self.max_receives, exc)
+
+    def _process(self, message: Message) -> None:
+        job_id, submitted_at = parse(message)
+        metrics.JOB_PROCESSING_LAG.set(max(0.0, time.time() - submitted_at))
+        job = store.claim_job(self.pool, job_id, self.name, self.lease_s)
+        if job is None:
+            self._not_claimed(message, job_id)
+            return
+        try:
+            result_key, n_flagged = self._run_job(job)
+        except Stopping:
+            store.release_job(self.pool, job_id, self.name, None, final=False)
+            self.queue.release(message)
+            log.info("job %s handed back to the queue on shutdown", job_id)
+            return
+        except Exception as exc:
+            final = self.max_receives is not None and message.receive_count >= self.max_receives
+            store.release_job(self.pool, job_id, self.name, str(exc)[:500], final=final)
+            raise
+        store.finish_job(self.pool, job_id, self.name, result_key, n_flagged)
+        self.queue.delete(message)
+        metrics.JOBS.labels(status="completed").inc()
+        log.info("job %s completed: %d points flagged", job_id, n_flagged)
+
+    def _not_claimed(self, message: Message, job_id: uuid.UUID) -> None:
+        status = store.job_exists(self.pool, job_id)
+        if status is None:
+            raise PoisonMessage(f"message names job {job_id}, which does not exist")
+        if status in ("completed", "failed"):
+            self.queue.delete(message)  # a redelivery of finished work: acknowledge, do nothing
+            log.info("duplicate message for %s job %s acknowledged", status, job_id)
+        # else another worker holds it: leave the message; it comes back after the visibility timeout
+
+    def _run_job(self, job: dict[str, Any]) -> tuple[str, int]:
+        result = self.detector.run(job["input"], job["options"])
+        if self.stop.is_set():
+            raise Stopping
+        document = {"job_id": str(job["id"]), "options": job["options"], **result}
+        key = self.results.put(str(job["id"]), document)  # same key every time: a retry overwrites
+        if self.stop.is_set():
+            raise Stopping
+        return key, result["n_flagged"]
+
+    def close(self) -> None:
+        self.schema.stop()
+        self.pool.close(timeout=5)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        worker = Worker(settings)
+    except ConfigError as exc:
+        sys.exit(f"pynomaly-worker: {exc}")
+    metrics.INSTANCE.info({"instance_id": settings.instance_id})
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop.set())
+    try:
+        worker.run()
+    finally:
+        worker.close()
+
+
+if __name__ == "__main__":
+    main()
