@@ -15,6 +15,16 @@ err_console = Console(stderr=True)
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: a file stacks/Pulumi.<stack>.yaml.")]
 
 
+def _add_local() -> None:
+    """The local stack's sub-commands (local/cli.py)."""
+    from local.cli import app as local_app
+
+    app.add_typer(local_app, name="local")
+
+
+_add_local()
+
+
 @app.callback()
 def main() -> None:
     """Operate the Pynomaly API: platform, local stack, drills, load tests."""

@@ -1,0 +1,105 @@
+"""``pynomaly-ops local ...``: the local stack's commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from local.layout import STATE_ENV, LayoutError, state_dir_from
+from local.stack import StackError, open_stack
+from local.waiting import Timeout
+
+app = typer.Typer(no_args_is_help=True, help="The production topology on this machine, from real servers.")
+console = Console()
+err_console = Console(stderr=True)
+
+StateOption = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar=STATE_ENV, help="Where the stack keeps its state (default .local-stack/)."),
+]
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(1)
+
+
+def _say(message: str) -> None:
+    err_console.print(f"[green]✓[/] {message}")
+
+
+def _open(state_dir: Path | None, create: bool = False):
+    try:
+        return open_stack(state_dir_from(state_dir), _say, create=create)
+    except (StackError, LayoutError) as exc:
+        _fail(exc)
+
+
+@app.command()
+def up(state_dir: StateOption = None) -> None:
+    """Start every piece (idempotent) and wait until all are healthy."""
+    stack = _open(state_dir, create=True)
+    try:
+        with err_console.status("bringing the local stack up..."):
+            seconds = stack.up()
+    except (StackError, Timeout, LayoutError) as exc:
+        _fail(exc)
+    _say(f"local stack up in {seconds:.1f}s: {stack.layout.outputs_file}")
+
+
+@app.command()
+def status(
+    state_dir: StateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every process, its address, state and health."""
+    rows = _open(state_dir).status()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "zone", "address", "state", "pid", "health", "role")
+    for r in rows:
+        mark = "[green]ok[/]" if r["healthy"] else "[red]failing[/]"
+        table.add_row(r["name"], r["zone"], r["address"], r["state"], str(r["pid"] or "-"), mark, r["role"])
+    console.print(table)
+    if not all(r["healthy"] for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def down(
+    state_dir: StateOption = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete data (databases, Redis, Prometheus).")] = False,
+) -> None:
+    """Stop every process (verified by pid and by port)."""
+    try:
+        _open(state_dir).down(purge=purge)
+    except (StackError, Timeout) as exc:
+        _fail(exc)
+    _say("local stack down")
+
+
+@app.command()
+def outputs(
+    state_dir: StateOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+) -> None:
+    """The stack outputs: the same keys as `pulumi stack output --json`, plus local-only ones."""
+    print(json.dumps(_open(state_dir).wiring.outputs(), indent=2))
+
+
+@app.command()
+def scale(
+    count: Annotated[int, typer.Argument(help="Number of API instances.")], state_dir: StateOption = None
+) -> None:
+    """Change the number of API instances without dropping traffic."""
+    stack = _open(state_dir)
+    try:
+        stack.scale(count)
+    except (StackError, Timeout) as exc:
+        _fail(exc)

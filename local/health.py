@@ -1,0 +1,106 @@
+"""Is a server healthy? One probe per kind of server, plus the cluster-level
+questions (who is the PostgreSQL leader, which Redis node is the primary)."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import redis
+
+from local.layout import ZONES
+from local.programs import PATRONI_MEMBERS, SENTINEL_MASTER, Check, Program
+
+PROBE_TIMEOUT_S = 1.0
+
+
+def port_open(address: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def port_free(address: str, port: int) -> bool:
+    """Whether we could bind ``address:port`` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=PROBE_TIMEOUT_S).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def redis_client(address: str, port: int) -> redis.Redis:
+    return redis.Redis(host=address, port=port, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S)
+
+
+def redis_ok(address: str, port: int) -> bool:
+    try:
+        return bool(redis_client(address, port).ping())
+    except redis.RedisError:
+        return False
+
+
+def sentinel_ok(address: str, port: int) -> bool:
+    """Ping answered and the master known, with the other two Sentinels seen."""
+    try:
+        master = redis_client(address, port).sentinel_master(SENTINEL_MASTER)
+    except redis.RedisError:
+        return False
+    return master.get("num-other-sentinels", 0) >= 2 and not master.get("is_odown")
+
+
+def probe(program: Program, haproxy_ok=None) -> bool:
+    if program.check == Check.HTTP:
+        return http_ok(program.check_url)
+    if program.check == Check.REDIS:
+        return redis_ok(program.address, program.port)
+    if program.check == Check.SENTINEL:
+        return sentinel_ok(program.address, program.port)
+    if program.check == Check.HAPROXY and haproxy_ok is not None:
+        return haproxy_ok()
+    return port_open(program.address, program.port)
+
+
+# --- cluster questions ------------------------------------------------------------
+def patroni_cluster(patroni_port: int) -> dict:
+    """Patroni's view of the cluster, from whichever member answers."""
+    last: Exception | None = None
+    for zone in PATRONI_MEMBERS.values():
+        try:
+            return httpx.get(f"http://{ZONES[zone]}:{patroni_port}/cluster", timeout=PROBE_TIMEOUT_S).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            last = exc
+    raise ConnectionError(f"no Patroni member answers: {last}")
+
+
+def patroni_roles(patroni_port: int) -> dict[str, str]:
+    """member name -> role ("leader", "sync_standby", "replica"), running members only."""
+    members = patroni_cluster(patroni_port).get("members", [])
+    return {m["name"]: m["role"] for m in members if m.get("state") in ("running", "streaming")}
+
+
+def database_ready(patroni_port: int) -> bool:
+    """A leader and a synchronous standby: the Multi-AZ shape."""
+    roles = set(patroni_roles(patroni_port).values())
+    return "leader" in roles and "sync_standby" in roles
+
+
+def redis_primary(sentinels: list[tuple[str, int]]) -> tuple[str, int] | None:
+    for address, port in sentinels:
+        try:
+            host, p = redis_client(address, port).sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+            return host, int(p)
+        except (redis.RedisError, TypeError):
+            continue
+    return None

@@ -1,0 +1,193 @@
+"""Where the local stack lives: zones, ports and directories.
+
+Everything a run needs to find again (ports, passwords, the database
+directory) is recorded in the state directory at the first ``up``, so
+``status``/``down``/``scale`` act on the stack that is running, whatever the
+environment says later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pynomaly_ops import REPO_ROOT
+
+STACK = "local"
+STATE_ENV = "PYNOMALY_LOCAL_STATE"
+# Put in every child's environment: finds a crashed run's orphans.
+MARKER_ENV = "PYNOMALY_LOCAL_STACK"
+PORT_OFFSET_ENV = "PYNOMALY_LOCAL_PORT_OFFSET"
+PORT_ENV_PREFIX = "PYNOMALY_LOCAL_PORT_"
+DEFAULT_STATE_DIR = REPO_ROOT / ".local-stack"
+# Database files must be readable by the database user; used when the state
+# directory is not (e.g. a checkout under /root, mode 700).
+SHARED_DB_ROOT = Path("/var/lib/pynomaly-local")
+DB_USER_WHEN_ROOT = "postgres"
+# AF_UNIX paths are limited to 108 bytes; sockets move to /tmp when the
+# state directory is deeper than this.
+MAX_SOCKET_DIR = 60
+
+ZONES: dict[str, str] = {"a": "127.0.1.1", "b": "127.0.2.1", "c": "127.0.3.1"}
+REGIONAL = "127.0.0.1"  # the load balancer, SQS/S3 and monitoring are regional
+
+# Default ports. A zonal server listens on the same port on its zone's address;
+# the i-th API instance / worker uses port + i.
+DEFAULT_PORTS: dict[str, int] = {
+    "lb": 18080,  # HAProxy: the load balancer
+    "lb_stats": 18404,  # HAProxy: stats page and /metrics
+    "db_writer": 15433,  # HAProxy -> Patroni /primary
+    "db_reader": 15434,  # HAProxy -> Patroni /replica
+    "redis_writer": 16479,  # HAProxy -> role:master
+    "redis_reader": 16480,  # HAProxy -> role:slave
+    "postgres": 15432,
+    "patroni": 18008,
+    "etcd": 12379,
+    "etcd_peer": 12380,
+    "redis": 16379,
+    "sentinel": 26379,
+    "moto": 15000,
+    "prometheus": 19090,
+    "postgres_exporter": 19187,
+    "redis_exporter": 19121,
+    "node_exporter": 19100,
+    "api": 18100,
+    "worker_metrics": 18200,
+}
+
+
+class LayoutError(ValueError):
+    """The local stack's settings are wrong; the message says how to fix them."""
+
+
+def ports_from_env(env: dict[str, str] | None = None) -> dict[str, int]:
+    """Default ports shifted by ``$PYNOMALY_LOCAL_PORT_OFFSET``, each overridable
+    with ``$PYNOMALY_LOCAL_PORT_<NAME>`` (e.g. PYNOMALY_LOCAL_PORT_LB=8080)."""
+    env = os.environ if env is None else env
+    offset = _int_env(env, PORT_OFFSET_ENV, 0)
+    ports = {name: port + offset for name, port in DEFAULT_PORTS.items()}
+    for name in ports:
+        key = PORT_ENV_PREFIX + name.upper()
+        if key in env:
+            ports[name] = _int_env(env, key, 0)
+    bad = {n: p for n, p in ports.items() if not 1024 <= p <= 65535 - 64}
+    if bad:
+        raise LayoutError(f"ports out of range 1024-65471: {bad}; fix {PORT_OFFSET_ENV} or {PORT_ENV_PREFIX}<NAME>")
+    return ports
+
+
+def _int_env(env: dict[str, str], key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise LayoutError(f"{key}={raw!r} is not an integer") from None
+
+
+def traversable_by(user: str, path: Path) -> bool:
+    """Whether ``user`` can reach ``path`` (every parent searchable)."""
+    probe = subprocess.run(["test", "-x", str(path)], user=user, capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha1(str(path).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Layout:
+    """The recorded shape of one local stack."""
+
+    state_dir: Path
+    db_dir: Path
+    run_dir: Path
+    db_user: str | None  # None: the current user (not root)
+    ports: dict[str, int]
+    secrets: dict[str, str]
+    instances: int
+    workers: int = 2
+    extra: dict[str, str] = field(default_factory=dict)
+
+    FILE = "stack.json"
+
+    # --- paths -------------------------------------------------------------
+    @property
+    def conf_dir(self) -> Path:
+        return self.state_dir / "conf"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def programs_dir(self) -> Path:
+        return self.conf_dir / "programs"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def haproxy_socket(self) -> Path:
+        return self.run_dir / "haproxy.sock"
+
+    @property
+    def outputs_file(self) -> Path:
+        return self.state_dir / "outputs.json"
+
+    def member_dir(self, member: str) -> Path:
+        return self.db_dir / member
+
+    # --- persistence -------------------------------------------------------
+    def save(self) -> None:
+        data = asdict(self) | {k: str(getattr(self, k)) for k in ("state_dir", "db_dir", "run_dir")}
+        path = self.state_dir / self.FILE
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        path.chmod(0o600)  # it holds passwords
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Layout | None:
+        path = state_dir / cls.FILE
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        for key in ("state_dir", "db_dir", "run_dir"):
+            data[key] = Path(data[key])
+        return cls(**data)
+
+    @classmethod
+    def create(cls, state_dir: Path, instances: int) -> Layout:
+        """A new layout for ``state_dir``: ports from the environment, fresh secrets."""
+        state_dir = state_dir.resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db_user = DB_USER_WHEN_ROOT if os.geteuid() == 0 else None
+        db_dir = state_dir / "db"
+        if db_user and not traversable_by(db_user, state_dir):
+            db_dir = SHARED_DB_ROOT / _digest(state_dir)
+        run_dir = state_dir / "run"
+        if len(str(run_dir)) > MAX_SOCKET_DIR:
+            run_dir = Path("/tmp") / f"pynomaly-local-{_digest(state_dir)}"
+        names = ("postgres_password", "replication_password", "app_db_password", "api_key")
+        return cls(
+            state_dir=state_dir,
+            db_dir=db_dir,
+            run_dir=run_dir,
+            db_user=db_user,
+            ports=ports_from_env(),
+            secrets={n: secrets.token_urlsafe(24) for n in names},
+            instances=instances,
+        )
+
+
+def state_dir_from(option: Path | None) -> Path:
+    """The state directory: the option, else ``$PYNOMALY_LOCAL_STATE``, else ``.local-stack/``."""
+    if option is not None:
+        return option.resolve()
+    return Path(os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR).resolve()

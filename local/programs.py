@@ -1,0 +1,310 @@
+"""The processes of the local stack: one spec per server, in start phases.
+
+A spec says how supervisord runs the server, which Debian package provides
+its binary, where it listens and how to tell it is healthy; nothing else
+in the package hard-codes a command line.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+from local.layout import REGIONAL, ZONES, Layout
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PATRONI_MEMBERS = {"pg-a": "a", "pg-b": "b"}
+REDIS_NODES = {"redis-a": "a", "redis-b": "b"}  # redis-a starts as the primary
+SENTINELS = {"sentinel-a": "a", "sentinel-b": "b", "sentinel-c": "c"}
+ETCD_ZONE = "c"  # the zone without a database member holds the DCS
+SENTINEL_MASTER = "pynomaly"
+FLEET_GROUP = "fleet"
+
+
+class Phase(IntEnum):
+    """Start order: each phase waits until the previous one is healthy."""
+
+    BASE = 1  # no dependencies
+    DATABASE = 2  # needs etcd
+    APP = 3  # needs the database, the queue and the buckets
+
+
+class Check:
+    TCP = "tcp"
+    HTTP = "http"
+    REDIS = "redis"
+    SENTINEL = "sentinel"
+    HAPROXY = "haproxy"
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    command: list[str]
+    package: str  # the Debian (or PyPI) package that provides command[0]
+    phase: Phase
+    address: str
+    port: int
+    check: str = Check.TCP
+    check_path: str = ""
+    zone: str = ""
+    user: str | None = None
+    directory: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    stop_signal: str = "TERM"
+    stop_wait_s: int = 10
+    group: str | None = None  # the instance group (the "ASG")
+
+    @property
+    def command_line(self) -> str:
+        # supervisord expands %(...)s: escape literal percent signs.
+        return shlex.join(self.command).replace("%", "%%")
+
+    @property
+    def environment(self) -> str:
+        return ",".join(f'{k}="{v}"'.replace("%", "%%") for k, v in self.env.items())
+
+    @property
+    def check_url(self) -> str:
+        return f"http://{self.address}:{self.port}{self.check_path}"
+
+
+def binary(name: str) -> str:
+    """Absolute path of a binary from the virtualenv first, then PATH."""
+    venv = Path(sys.executable).parent / name
+    return str(venv) if venv.exists() else (shutil.which(name) or name)
+
+
+def zone_of(index: int) -> str:
+    """Zones assigned round robin, like an ASG spreading over AZs."""
+    zones = sorted(ZONES)
+    return zones[index % len(zones)]
+
+
+def base_programs(layout: Layout) -> list[Program]:
+    p, conf = layout.ports, layout.conf_dir
+    etcd_addr = ZONES[ETCD_ZONE]
+    programs = [
+        Program(
+            name="etcd",
+            command=[
+                "/usr/bin/etcd",
+                "--name=etcd-c",
+                f"--data-dir={layout.db_dir / 'etcd'}",
+                f"--listen-client-urls=http://{etcd_addr}:{p['etcd']}",
+                f"--advertise-client-urls=http://{etcd_addr}:{p['etcd']}",
+                f"--listen-peer-urls=http://{etcd_addr}:{p['etcd_peer']}",
+                f"--initial-advertise-peer-urls=http://{etcd_addr}:{p['etcd_peer']}",
+                f"--initial-cluster=etcd-c=http://{etcd_addr}:{p['etcd_peer']}",
+                "--log-level=warn",
+            ],
+            package="etcd-server",
+            phase=Phase.BASE,
+            address=etcd_addr,
+            port=p["etcd"],
+            check=Check.HTTP,
+            check_path="/health",
+            zone=ETCD_ZONE,
+        ),
+        Program(
+            name="moto",
+            command=[binary("moto_server"), "-H", REGIONAL, "-p", str(p["moto"])],
+            package="moto[server] (PyPI, in the project's [local] extra)",
+            phase=Phase.BASE,
+            address=REGIONAL,
+            port=p["moto"],
+            check=Check.HTTP,
+            check_path="/moto-api/",
+        ),
+        Program(
+            name="haproxy",
+            command=["/usr/sbin/haproxy", "-W", "-db", "-f", str(conf / "haproxy.cfg")],
+            package="haproxy",
+            phase=Phase.BASE,
+            address=REGIONAL,
+            port=p["lb_stats"],
+            check=Check.HAPROXY,
+            stop_signal="USR1",  # soft stop: finish in-flight requests
+        ),
+        Program(
+            name="prometheus",
+            command=[
+                "/usr/bin/prometheus",
+                f"--config.file={conf / 'prometheus.yml'}",
+                f"--storage.tsdb.path={layout.state_dir / 'prometheus'}",
+                f"--web.listen-address={REGIONAL}:{p['prometheus']}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            package="prometheus",
+            phase=Phase.BASE,
+            address=REGIONAL,
+            port=p["prometheus"],
+            check=Check.HTTP,
+            check_path="/-/ready",
+        ),
+        Program(
+            name="node-exporter",
+            command=[
+                "/usr/bin/prometheus-node-exporter",
+                f"--web.listen-address={REGIONAL}:{p['node_exporter']}",
+                "--collector.disable-defaults",
+                "--collector.cpu",
+                "--collector.meminfo",
+                "--collector.filesystem",
+                "--collector.loadavg",
+            ],
+            package="prometheus-node-exporter",
+            phase=Phase.BASE,
+            address=REGIONAL,
+            port=p["node_exporter"],
+            check=Check.HTTP,
+            check_path="/metrics",
+        ),
+        Program(
+            name="redis-exporter",
+            command=[
+                "/usr/bin/prometheus-redis-exporter",
+                f"-web.listen-address={REGIONAL}:{p['redis_exporter']}",
+                f"-redis.addr=redis://{ZONES['a']}:{p['redis']}",
+            ],
+            package="prometheus-redis-exporter",
+            phase=Phase.BASE,
+            address=REGIONAL,
+            port=p["redis_exporter"],
+            check=Check.HTTP,
+            check_path="/metrics",
+        ),
+    ]
+    programs += [_redis(layout, name, zone) for name, zone in REDIS_NODES.items()]
+    programs += [_sentinel(layout, name, zone) for name, zone in SENTINELS.items()]
+    programs += [_postgres_exporter(layout, member, zone) for member, zone in PATRONI_MEMBERS.items()]
+    return programs
+
+
+def _redis(layout: Layout, name: str, zone: str) -> Program:
+    return Program(
+        name=name,
+        command=["/usr/bin/redis-server", str(layout.conf_dir / f"{name}.conf")],
+        package="redis-server",
+        phase=Phase.BASE,
+        address=ZONES[zone],
+        port=layout.ports["redis"],
+        check=Check.REDIS,
+        zone=zone,
+    )
+
+
+def _sentinel(layout: Layout, name: str, zone: str) -> Program:
+    return Program(
+        name=name,
+        command=["/usr/bin/redis-sentinel", str(layout.conf_dir / f"{name}.conf")],
+        package="redis-sentinel",
+        phase=Phase.BASE,
+        address=ZONES[zone],
+        port=layout.ports["sentinel"],
+        check=Check.SENTINEL,
+        zone=zone,
+    )
+
+
+def _postgres_exporter(layout: Layout, member: str, zone: str) -> Program:
+    addr, p = ZONES[zone], layout.ports
+    dsn = (
+        f"postgresql://postgres:{layout.secrets['postgres_password']}@{addr}:{p['postgres']}/postgres"
+        "?sslmode=disable&connect_timeout=2"
+    )
+    return Program(
+        name=f"postgres-exporter-{zone}",
+        command=[
+            "/usr/bin/prometheus-postgres-exporter",
+            f"--web.listen-address={addr}:{p['postgres_exporter']}",
+            "--no-collector.stat_bgwriter",
+        ],
+        package="prometheus-postgres-exporter",
+        phase=Phase.BASE,
+        address=addr,
+        port=p["postgres_exporter"],
+        check=Check.HTTP,
+        check_path="/metrics",
+        zone=zone,
+        env={"DATA_SOURCE_NAME": dsn},
+    )
+
+
+def database_programs(layout: Layout) -> list[Program]:
+    return [
+        Program(
+            name=f"patroni-{zone}",
+            command=["/usr/bin/patroni", str(layout.member_dir(member) / "patroni.yml")],
+            package="patroni",
+            phase=Phase.DATABASE,
+            address=ZONES[zone],
+            port=layout.ports["patroni"],
+            check=Check.HTTP,
+            check_path="/health",
+            zone=zone,
+            user=layout.db_user,
+            directory=layout.member_dir(member),
+            env={"HOME": str(layout.member_dir(member))},
+            stop_wait_s=30,
+        )
+        for member, zone in PATRONI_MEMBERS.items()
+    ]
+
+
+def api_program(layout: Layout, index: int, service_env: dict[str, str]) -> Program:
+    zone = zone_of(index)
+    name = f"api-{index}"
+    port = layout.ports["api"] + index
+    env = service_env | {"PYNOMALY_HOST": ZONES[zone], "PYNOMALY_PORT": str(port), "PYNOMALY_INSTANCE_ID": name}
+    return Program(
+        name=name,
+        command=[sys.executable, "-m", "service.api"],
+        package="the project's [service] extra (pip install -e '.[local]')",
+        phase=Phase.APP,
+        address=ZONES[zone],
+        port=port,
+        check=Check.HTTP,
+        check_path="/health",
+        zone=zone,
+        env=env,
+        group=FLEET_GROUP,
+        stop_wait_s=15,
+    )
+
+
+def worker_program(layout: Layout, index: int, service_env: dict[str, str]) -> Program:
+    zone = zone_of(index)
+    port = layout.ports["worker_metrics"] + index
+    env = service_env | {
+        "PYNOMALY_HOST": ZONES[zone],
+        "PYNOMALY_WORKER_METRICS_PORT": str(port),
+        "PYNOMALY_INSTANCE_ID": f"worker-{index}",
+    }
+    return Program(
+        name=f"worker-{index}",
+        command=[sys.executable, "-m", "service.worker"],
+        package="the project's [service] extra (pip install -e '.[local]')",
+        phase=Phase.APP,
+        address=ZONES[zone],
+        port=port,
+        check=Check.HTTP,
+        check_path="/metrics",
+        zone=zone,
+        env=env,
+        stop_wait_s=30,
+    )
+
+
+def app_programs(layout: Layout, service_env: dict[str, str]) -> list[Program]:
+    apis = [api_program(layout, i, service_env) for i in range(layout.instances)]
+    return apis + [worker_program(layout, i, service_env) for i in range(layout.workers)]
+
+
+def all_programs(layout: Layout, service_env: dict[str, str]) -> list[Program]:
+    return base_programs(layout) + database_programs(layout) + app_programs(layout, service_env)

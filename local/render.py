@@ -1,0 +1,180 @@
+"""Writes every generated configuration file from local/templates/ (one
+template per file kind) into the state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from local.layout import MARKER_ENV, REGIONAL, STACK, ZONES, Layout
+from local.programs import (
+    ETCD_ZONE,
+    FLEET_GROUP,
+    PATRONI_MEMBERS,
+    PG_BIN,
+    REDIS_NODES,
+    SENTINEL_MASTER,
+    SENTINELS,
+    Program,
+)
+from local.rules import rules
+from pynomaly_ops.baselines import default_path, load
+
+TEMPLATES = Path(__file__).parent / "templates"
+RULES_GROUP = "pynomaly-runbook-thresholds"
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True
+)
+
+
+def render(template: str, **values: object) -> str:
+    return _env.get_template(template).render(**values)
+
+
+def write(path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+    if owner:
+        shutil.chown(path, owner, owner)
+
+
+def _node(name: str, zone: str, directory: Path, **extra: object) -> dict[str, object]:
+    return {"name": name, "address": ZONES[zone], "dir": directory, **extra}
+
+
+def own_dir(path: Path, owner: str | None, mode: int = 0o700) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+    if owner:
+        shutil.chown(path, owner, owner)
+    return path
+
+
+def prepare_dirs(layout: Layout) -> None:
+    for d in (layout.conf_dir, layout.log_dir, layout.programs_dir, layout.run_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    # The database user must reach its files: the shared root is searchable by all.
+    layout.db_dir.mkdir(parents=True, exist_ok=True)
+    layout.db_dir.chmod(0o755)
+    if layout.db_dir.parent != layout.state_dir:
+        layout.db_dir.parent.chmod(0o755)
+    for member in PATRONI_MEMBERS:
+        own_dir(layout.member_dir(member), layout.db_user)
+        own_dir(layout.member_dir(member) / "run", layout.db_user)
+
+
+def haproxy_cfg(layout: Layout, app: list[Program]) -> str:
+    return render(
+        "haproxy.cfg.j2",
+        layout=layout,
+        ports=layout.ports,
+        regional=REGIONAL,
+        fleet_backend=FLEET_GROUP,
+        app_servers=[p for p in app if p.group == FLEET_GROUP],
+        pg_members=[{"name": m, "address": ZONES[z]} for m, z in PATRONI_MEMBERS.items()],
+        redis_nodes=[{"name": n, "address": ZONES[z]} for n, z in REDIS_NODES.items()],
+    )
+
+
+def write_patroni(layout: Layout) -> None:
+    for member, zone in PATRONI_MEMBERS.items():
+        text = render(
+            "patroni.yml.j2",
+            member=_node(member, zone, layout.member_dir(member)),
+            ports=layout.ports,
+            etcd_address=ZONES[ETCD_ZONE],
+            pg_bin=PG_BIN,
+            secrets=layout.secrets,
+            db=load().database,
+        )
+        write(layout.member_dir(member) / "patroni.yml", text, 0o600, layout.db_user)
+
+
+def write_redis(layout: Layout) -> None:
+    """Fresh replication topology: redis-a primary, redis-b its replica; the
+    Sentinels learn the rest. Only called when nothing is running."""
+    primary = ZONES[next(iter(REDIS_NODES.values()))]
+    for name, zone in REDIS_NODES.items():
+        d = layout.state_dir / "redis" / name
+        d.mkdir(parents=True, exist_ok=True)
+        replica_of = "" if ZONES[zone] == primary else primary
+        node = _node(name, zone, d, replica_of=replica_of)
+        write(layout.conf_dir / f"{name}.conf", render("redis.conf.j2", node=node, ports=layout.ports))
+    for name, zone in SENTINELS.items():
+        d = layout.state_dir / "redis" / name
+        d.mkdir(parents=True, exist_ok=True)
+        text = render(
+            "sentinel.conf.j2",
+            node=_node(name, zone, d),
+            ports=layout.ports,
+            master_name=SENTINEL_MASTER,
+            primary_address=primary,
+        )
+        write(layout.conf_dir / f"{name}.conf", text)
+
+
+def rules_yml() -> str:
+    return render("rules.yml.j2", rules=rules(load()), group=RULES_GROUP, source=default_path().name)
+
+
+def write_prometheus(layout: Layout, programs: list[Program]) -> None:
+    p = layout.ports
+    by_name = {prog.name: prog for prog in programs}
+    write(layout.conf_dir / "rules.yml", rules_yml())
+    write_api_targets(layout, programs)
+    text = render(
+        "prometheus.yml.j2",
+        stack=STACK,
+        regional=REGIONAL,
+        ports=p,
+        rules_file=layout.conf_dir / "rules.yml",
+        api_targets_file=layout.conf_dir / "api-targets.json",
+        worker_targets=[f"{x.address}:{x.port}" for x in programs if x.name.startswith("worker-")],
+        patroni_targets=[f"{ZONES[z]}:{p['patroni']}" for z in PATRONI_MEMBERS.values()],
+        postgres_exporter_targets=[
+            f"{by_name[n].address}:{by_name[n].port}" for n in by_name if n.startswith("postgres-exporter-")
+        ],
+        redis_targets=[f"{ZONES[z]}:{p['redis']}" for z in REDIS_NODES.values()],
+    )
+    write(layout.conf_dir / "prometheus.yml", text)
+
+
+def write_api_targets(layout: Layout, programs: list[Program]) -> None:
+    targets = [
+        {"targets": [f"{x.address}:{x.port}"], "labels": {"zone": x.zone, "program": x.name}}
+        for x in programs
+        if x.group == FLEET_GROUP
+    ]
+    tmp = layout.conf_dir / "api-targets.json.tmp"
+    write(tmp, json.dumps(targets, indent=2) + "\n")
+    os.replace(tmp, layout.conf_dir / "api-targets.json")  # atomic for Prometheus' file watcher
+
+
+def write_program(layout: Layout, program: Program) -> Path:
+    path = layout.programs_dir / f"{program.name}.conf"
+    write(path, render("program.conf.j2", p=program, log_dir=layout.log_dir), 0o600)
+    return path
+
+
+def write_supervisor(layout: Layout, programs: list[Program]) -> None:
+    for stale in layout.programs_dir.glob("*.conf"):
+        stale.unlink()
+    for program in programs:
+        write_program(layout, program)
+    write(layout.conf_dir / "supervisord.conf", render("supervisord.conf.j2", layout=layout, marker_env=MARKER_ENV))
+
+
+def render_all(layout: Layout, programs: list[Program]) -> None:
+    """Every configuration file, for a cold start."""
+    prepare_dirs(layout)
+    write(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs))
+    write_patroni(layout)
+    write_redis(layout)
+    write_prometheus(layout, programs)
+    write_supervisor(layout, programs)

@@ -1,0 +1,316 @@
+"""up / status / down / scale / outputs: the local stack's life cycle."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from local import health, render
+from local.aws import ensure_resources
+from local.database import ensure_app_database
+from local.haproxy import HAProxy
+from local.layout import REGIONAL, ZONES, Layout
+from local.procs import holder, kill_all, listeners, stack_pids
+from local.programs import (
+    FLEET_GROUP,
+    PATRONI_MEMBERS,
+    PG_BIN,
+    Phase,
+    Program,
+    all_programs,
+    api_program,
+)
+from local.supervisor import Supervisor, log_tail
+from local.waiting import Timeout, wait_for
+from local.wiring import Wiring
+from pynomaly_ops.baselines import load
+
+PHASE_TIMEOUT_S = {Phase.BASE: 30, Phase.DATABASE: 60, Phase.APP: 60}
+DRAIN_TIMEOUT_S = 30
+
+Say = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """The stack cannot be brought to the wanted state; the message says why and what to do."""
+
+
+@dataclass
+class Stack:
+    layout: Layout
+    say: Say = print
+
+    @property
+    def wiring(self) -> Wiring:
+        return Wiring(self.layout)
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return Supervisor(self.layout)
+
+    @property
+    def haproxy(self) -> HAProxy:
+        return HAProxy(self.layout.haproxy_socket)
+
+    def programs(self) -> list[Program]:
+        return all_programs(self.layout, self.wiring.service_env())
+
+    # --- up ----------------------------------------------------------------
+    def up(self) -> float:
+        """Start what is not running and wait until every piece is healthy; returns seconds taken."""
+        started = time.monotonic()
+        programs = self.programs()
+        check_binaries(programs)
+        sup = self.supervisor
+        if sup.running():
+            self.say("supervisord already running: starting only what is stopped")
+        else:
+            self._cold_start(programs)
+        self._start_phase(programs, Phase.BASE)
+        self._wait_healthy([p for p in programs if p.name == "etcd"], "etcd")
+        self._start_phase(programs, Phase.DATABASE)
+        self._wait_healthy([p for p in programs if p.phase == Phase.BASE], "base servers")
+        self._wait(
+            "PostgreSQL leader + synchronous standby",
+            lambda: health.database_ready(self.layout.ports["patroni"]),
+            PHASE_TIMEOUT_S[Phase.DATABASE],
+            programs,
+            "patroni-a",
+        )
+        ensure_app_database(self.wiring)
+        ensure_resources(self.wiring)
+        self.say("database, role, queues and buckets in place")
+        self._start_phase(programs, Phase.APP)
+        self._wait_healthy([p for p in programs if p.phase == Phase.APP], "API instances and workers")
+        self._wait_in_rotation(programs)
+        self.write_outputs()
+        return time.monotonic() - started
+
+    def _cold_start(self, programs: list[Program]) -> None:
+        orphans = stack_pids(self.layout)
+        if orphans:
+            self.say(f"ending {len(orphans)} process(es) left by a crashed run")
+            survivors = kill_all(list(orphans))
+            if survivors:
+                raise StackError(f"could not end processes of a previous run: {survivors}; kill them and retry")
+        self._clear_stale_files()
+        check_ports(self.layout, programs)
+        render.render_all(self.layout, programs)
+        self.supervisor.start()
+        self.say("supervisord started")
+
+    def _clear_stale_files(self) -> None:
+        """Pid files and sockets of a crashed run (no process of ours is alive now)."""
+        stale = [self.layout.supervisor_socket, self.layout.haproxy_socket, self.layout.run_dir / "supervisord.pid"]
+        stale += [self.layout.member_dir(m) / "data" / "postmaster.pid" for m in PATRONI_MEMBERS]
+        for path in stale:
+            path.unlink(missing_ok=True)
+
+    def _start_phase(self, programs: list[Program], phase: Phase) -> None:
+        self.supervisor.start_programs([p.name for p in programs if p.phase == phase])
+
+    def _wait(self, what: str, ready: Callable[[], object], timeout_s: float, programs, log_of: str) -> None:
+        t0 = time.monotonic()
+        try:
+            wait_for(what, ready, timeout_s)
+        except Timeout as exc:
+            raise StackError(f"{exc}\n--- last lines of {log_of}.log ---\n{log_tail(self.layout, log_of)}") from None
+        self.say(f"{what}: ready ({time.monotonic() - t0:.1f}s)")
+
+    def _wait_healthy(self, programs: list[Program], what: str) -> None:
+        timeout_s = PHASE_TIMEOUT_S[max(p.phase for p in programs)]
+        pending = {p.name: p for p in programs}
+
+        def all_healthy() -> bool:
+            for name, program in list(pending.items()):
+                if health.probe(program, self.haproxy.ok):
+                    del pending[name]
+            return not pending
+
+        t0 = time.monotonic()
+        try:
+            wait_for(what, all_healthy, timeout_s)
+        except Timeout:
+            details = "\n".join(f"--- {n}.log ---\n{log_tail(self.layout, n)}" for n in pending)
+            raise StackError(f"not healthy after {timeout_s}s: {', '.join(pending)}\n{details}") from None
+        self.say(f"{what}: healthy ({time.monotonic() - t0:.1f}s)")
+
+    def _wait_in_rotation(self, programs: list[Program]) -> None:
+        fleet = [p.name for p in programs if p.group == FLEET_GROUP]
+
+        def all_up() -> bool:
+            status = self.haproxy.server_status()
+            return all(status.get(n) == "UP" for n in fleet)
+
+        self._wait("instances in the load balancer", all_up, PHASE_TIMEOUT_S[Phase.APP], programs, "haproxy")
+
+    def write_outputs(self) -> dict:
+        data = self.wiring.outputs()
+        self.layout.outputs_file.write_text(json.dumps(data, indent=2) + "\n")
+        self.layout.outputs_file.chmod(0o600)
+        return data
+
+    # --- status ------------------------------------------------------------
+    def status(self) -> list[dict]:
+        sup = self.supervisor
+        info = sup.info() if sup.running() else {}
+        roles = self._roles()
+        rows = []
+        for p in self.programs():
+            state = info.get(p.name, {})
+            running = state.get("statename") == "RUNNING"
+            rows.append(
+                {
+                    "name": p.name,
+                    "zone": p.zone or "-",
+                    "address": f"{p.address}:{p.port}",
+                    "state": state.get("statename", "STOPPED" if info else "DOWN"),
+                    "pid": state.get("pid") or None,
+                    "healthy": running and health.probe(p, self.haproxy.ok),
+                    "role": roles.get(p.name, ""),
+                }
+            )
+        return rows
+
+    def _roles(self) -> dict[str, str]:
+        """Cluster roles for the status table: Patroni role, Redis role, LB state."""
+        roles: dict[str, str] = {}
+        try:
+            for member, role in health.patroni_roles(self.layout.ports["patroni"]).items():
+                roles[f"patroni-{PATRONI_MEMBERS[member]}"] = role
+        except ConnectionError:
+            pass
+        sentinels = [(a, self.layout.ports["sentinel"]) for a in ZONES.values()]
+        primary = health.redis_primary(sentinels)
+        if primary:
+            for name in ("redis-a", "redis-b"):
+                zone_addr = ZONES[name[-1]]
+                roles[name] = "primary" if primary[0] == zone_addr else "replica"
+        with contextlib.suppress(OSError):
+            roles |= {n: f"lb:{s}" for n, s in self.haproxy.server_status().items()}
+        return roles
+
+    # --- down --------------------------------------------------------------
+    def down(self, purge: bool = False) -> None:
+        sup = self.supervisor
+        if sup.running():
+            pid = sup.pid()
+            sup.rpc.stopAllProcesses(True)
+            sup.shutdown()
+            if pid:
+                wait_for("supervisord to exit", lambda: not Path(f"/proc/{pid}").exists(), 30)
+            self.say("supervisord and its programs stopped")
+        leftovers = stack_pids(self.layout)
+        if leftovers:
+            self.say(f"ending {len(leftovers)} leftover process(es)")
+            kill_all(list(leftovers))
+        self.verify_down()
+        if purge:
+            self.purge()
+
+    def verify_down(self) -> None:
+        """Nothing of ours runs: checked by pid and by port."""
+        pids = stack_pids(self.layout)
+        ours = set(bound_ports(self.layout, self.programs()))
+        taken = {ap: pid for ap, pid in listeners().items() if (ap[0], ap[1]) in {(a, p) for _, a, p in ours}}
+        if pids or taken:
+            raise StackError(f"still running after down: pids {sorted(pids)}, listeners {taken}")
+
+    def purge(self) -> None:
+        for d in {self.layout.db_dir, self.layout.run_dir, self.layout.state_dir}:
+            shutil.rmtree(d, ignore_errors=True)
+        self.say(f"removed {self.layout.state_dir} and the database files in {self.layout.db_dir}")
+
+    # --- scale -------------------------------------------------------------
+    def scale(self, count: int) -> None:
+        """Change the instance count; the load balancer never routes to a starting or stopping one."""
+        if count < 1:
+            raise StackError(f"instance count must be at least 1, got {count}")
+        if not self.supervisor.running():
+            raise StackError("the local stack is not running: `pynomaly-ops local up` first")
+        env = self.wiring.service_env()
+        current = self.layout.instances
+        for index in range(current, count):
+            self._add_instance(api_program(self.layout, index, env))
+        for index in reversed(range(count, current)):
+            self._remove_instance(api_program(self.layout, index, env))
+        self.layout.instances = count
+        self.layout.save()
+        programs = self.programs()
+        render.write(self.layout.conf_dir / "haproxy.cfg", render.haproxy_cfg(self.layout, programs))
+        render.write_api_targets(self.layout, programs)
+        self.say(f"{count} instance(s) in service")
+
+    def _add_instance(self, program: Program) -> None:
+        check_ports(self.layout, [program])
+        render.write_program(self.layout, program)
+        self.supervisor.add(program.name)
+        self._wait(f"{program.name} healthy", lambda: health.probe(program), 60, [program], program.name)
+        self.haproxy.add_server(program)
+        self._wait(
+            f"{program.name} in the load balancer",
+            lambda: self.haproxy.server_status().get(program.name) == "UP",
+            30,
+            [program],
+            "haproxy",
+        )
+
+    def _remove_instance(self, program: Program) -> None:
+        lb = self.haproxy
+        if program.name in lb.servers():
+            lb.drain(program.name)
+            self._wait(
+                f"{program.name} drained", lambda: lb.active_sessions(program.name) == 0, DRAIN_TIMEOUT_S, [], "haproxy"
+            )
+            lb.delete_server(program.name)
+        self.supervisor.remove(program.name)
+        (self.layout.programs_dir / f"{program.name}.conf").unlink(missing_ok=True)
+        self.say(f"{program.name} removed")
+
+
+# --- checks before start ----------------------------------------------------------
+def check_binaries(programs: list[Program]) -> None:
+    required = [(p.command[0], p.package) for p in programs]
+    required += [(str(PG_BIN / "postgres"), "postgresql-15 (apt-get install postgresql)")]
+    missing = [(path, pkg) for path, pkg in required if not os.access(path, os.X_OK)]
+    if missing:
+        lines = "\n  ".join(f"{path}: install {pkg}" for path, pkg in dict(missing).items())
+        raise StackError(f"missing server binaries:\n  {lines}\n(scripts/setup installs them all, as root)")
+
+
+def bound_ports(layout: Layout, programs: list[Program]) -> list[tuple[str, str, int]]:
+    """(name, address, port) of every socket the stack listens on."""
+    p = layout.ports
+    ports = [(prog.name, prog.address, prog.port) for prog in programs]
+    ports += [(name, REGIONAL, p[name]) for name in ("lb", "db_writer", "db_reader", "redis_writer", "redis_reader")]
+    ports += [("etcd_peer", ZONES["c"], p["etcd_peer"])]
+    ports += [(f"postgres-{z}", ZONES[z], p["postgres"]) for z in PATRONI_MEMBERS.values()]
+    return ports
+
+
+def check_ports(layout: Layout, programs: list[Program]) -> None:
+    taken = [(n, a, p) for n, a, p in bound_ports(layout, programs) if not health.port_free(a, p)]
+    if taken:
+        lines = "\n  ".join(f"{a}:{p} ({n}) is taken by {holder(a, p)}" for n, a, p in taken)
+        raise StackError(
+            f"ports already in use:\n  {lines}\n"
+            "Stop what holds them, or move the stack: "
+            "PYNOMALY_LOCAL_PORT_OFFSET=<n> or PYNOMALY_LOCAL_PORT_<NAME>=<port> "
+            "(recorded at the first `up`; `local down --purge` to choose again)"
+        )
+
+
+def open_stack(state_dir: Path, say: Say = print, create: bool = False) -> Stack:
+    layout = Layout.load(state_dir)
+    if layout is None:
+        if not create:
+            raise StackError(f"no local stack in {state_dir}: `pynomaly-ops local up` creates one")
+        layout = Layout.create(state_dir, instances=load().scaling.instances_normal)
+        layout.save()
+    return Stack(layout, say)

@@ -1,0 +1,130 @@
+"""How the pieces find each other: endpoints, the service's environment and
+the stack outputs (the same keys as ``pulumi stack output --json``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from infra.queues import queue_names
+from infra.settings import Queue as QueueSettings
+from infra.settings import Storage as StorageSettings
+from infra.settings import schema
+from local.layout import REGIONAL, STACK, ZONES, Layout
+from local.programs import FLEET_GROUP, PATRONI_MEMBERS, SENTINEL_MASTER, SENTINELS
+from pynomaly_ops import outputs as keys
+from pynomaly_ops.baselines import load
+from pynomaly_ops.naming import resource_name
+
+APP_DB = "pynomaly"
+APP_DB_USER = "pynomaly"
+# moto accepts any credentials; its default account id appears in queue URLs.
+AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+def tier_defaults(tier: str) -> dict[str, object]:
+    """A tier's settings at Pulumi.yaml's defaults (the local stack has no stack file)."""
+    prefix = tier + "."
+    return {k.removeprefix(prefix): spec.get("default") for k, spec in schema().items() if k.startswith(prefix)}
+
+
+def queue_settings() -> QueueSettings:
+    return QueueSettings(**tier_defaults("queue"))
+
+
+def storage_settings() -> StorageSettings:
+    return StorageSettings(**tier_defaults("storage"))
+
+
+class Wiring:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.ports = layout.ports
+
+    # --- endpoints ---------------------------------------------------------
+    @property
+    def aws_endpoint_url(self) -> str:
+        return f"http://{REGIONAL}:{self.ports['moto']}"
+
+    @cached_property
+    def queue_names(self) -> tuple[str, str]:
+        return queue_names(STACK)
+
+    def queue_url(self, name: str) -> str:
+        # moto's URL shape: <endpoint>/<account>/<name>
+        return f"{self.aws_endpoint_url}/123456789012/{name}"
+
+    @property
+    def artifacts_bucket(self) -> str:
+        return resource_name(STACK, "storage", "artifacts")
+
+    @property
+    def backups_bucket(self) -> str:
+        return resource_name(STACK, "storage", "backups")
+
+    @property
+    def db_members(self) -> list[str]:
+        return [ZONES[zone] for zone in PATRONI_MEMBERS.values()]
+
+    def db_dsn(self, user: str = APP_DB_USER, password: str | None = None, dbname: str = APP_DB) -> str:
+        """libpq multi-host conninfo: the client finds the writable member itself."""
+        password = password or self.layout.secrets["app_db_password"]
+        hosts = ",".join(self.db_members)
+        ports = ",".join(str(self.ports["postgres"]) for _ in self.db_members)
+        return (
+            f"host={hosts} port={ports} dbname={dbname} user={user} password={password} "
+            "target_session_attrs=read-write connect_timeout=3"
+        )
+
+    def superuser_dsn(self, host: str, dbname: str = "postgres") -> str:
+        return (
+            f"host={host} port={self.ports['postgres']} dbname={dbname} user=postgres "
+            f"password={self.layout.secrets['postgres_password']} connect_timeout=3"
+        )
+
+    @property
+    def sentinels(self) -> str:
+        return ",".join(f"{ZONES[zone]}:{self.ports['sentinel']}" for zone in SENTINELS.values())
+
+    def regional(self, port_name: str) -> str:
+        return f"{REGIONAL}:{self.ports[port_name]}"
+
+    # --- the service -------------------------------------------------------
+    def service_env(self) -> dict[str, str]:
+        return AWS_ENV | {
+            "PYNOMALY_DB_DSN": self.db_dsn(),
+            "PYNOMALY_REDIS_SENTINELS": self.sentinels,
+            "PYNOMALY_REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+            "PYNOMALY_AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "PYNOMALY_QUEUE_URL": self.queue_url(self.queue_names[0]),
+            "PYNOMALY_ARTIFACTS_BUCKET": self.artifacts_bucket,
+            "PYNOMALY_BOOTSTRAP_API_KEY": self.layout.secrets["api_key"],
+        }
+
+    # --- outputs -----------------------------------------------------------
+    def outputs(self) -> dict[str, object]:
+        from local.rules import alarm_names
+
+        jobs, dlq = self.queue_names
+        data = {
+            keys.LOAD_BALANCER_URL: f"http://{self.regional('lb')}",
+            keys.DB_WRITER_ENDPOINT: self.regional("db_writer"),
+            keys.DB_READER_ENDPOINT: self.regional("db_reader"),
+            keys.REDIS_PRIMARY_ENDPOINT: self.regional("redis_writer"),
+            keys.REDIS_READER_ENDPOINT: self.regional("redis_reader"),
+            keys.QUEUE_URL: self.queue_url(jobs),
+            keys.DEAD_LETTER_QUEUE_URL: self.queue_url(dlq),
+            keys.ARTIFACTS_BUCKET: self.artifacts_bucket,
+            keys.BACKUPS_BUCKET: self.backups_bucket,
+            keys.ASG_NAME: resource_name(STACK, "app", FLEET_GROUP),
+            keys.ALARM_NAMES: alarm_names(load()),
+            keys.DB_WRITER_DSN: self.db_dsn(),
+            keys.API_KEY: self.layout.secrets["api_key"],
+            keys.AWS_ENDPOINT_URL: self.aws_endpoint_url,
+            keys.PROMETHEUS_URL: f"http://{self.regional('prometheus')}",
+            # local only, for drills that act on the stand-ins directly
+            "redis_sentinels": self.sentinels,
+            "redis_sentinel_master": SENTINEL_MASTER,
+            "state_dir": str(self.layout.state_dir),
+        }
+        keys.StackOutputs.model_validate(data)  # the one shape, checked
+        return data
