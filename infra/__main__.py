@@ -1,14 +1,192 @@
 """The Pynomaly platform: read the stack's settings, wire the tiers, export outputs."""
 
+import importlib.util
+
 import pulumi
 import pulumi_aws as aws
 
 from infra import settings as stack_settings
-from infra.queues import QueueTier, QueueTierArgs
+from infra.alarms import Alarms, AlarmsArgs, Watched
+from infra.app_fleet import AppFleet, AppFleetArgs
+from infra.cache import Cache, CacheArgs
+from infra.dashboard import Dashboard, DashboardArgs
+from infra.database import Database, DatabaseArgs
+from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
+from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.network import Network, NetworkArgs
+from infra.queues import QueueTier, QueueTierArgs, queue_names
+from infra.storage import Storage, StorageArgs
+from pynomaly_ops import baselines as numbers
 from pynomaly_ops import outputs as keys
 
 settings = stack_settings.from_pulumi()
-key = aws.kms.Key("tmp", enable_key_rotation=True)
-queues = QueueTier(settings.stack, settings.tags, QueueTierArgs(settings.queue, key.arn))
+baselines = numbers.load()
+stack, tags, region = settings.stack, settings.tags, settings.region
+account_id = aws.get_caller_identity_output().account_id
+
+kms = Keys(stack, tags, KeysArgs(account_id, region))
+network = Network(stack, tags, NetworkArgs(settings.network, region, kms.arn("logs"), settings.fleet.app_port))
+storage = Storage(stack, tags, StorageArgs(settings.storage, account_id, kms.arn("storage")))
+queues = QueueTier(stack, tags, QueueTierArgs(settings.queue, kms.arn("queue")))
+lb = LoadBalancer(
+    stack,
+    tags,
+    LoadBalancerArgs(
+        settings=settings.lb,
+        vpc_id=network.vpc_id,
+        security_group_id=network.alb_security_group_id,
+        public_subnet_ids=network.public_subnet_ids,
+        app_port=settings.fleet.app_port,
+        account_id=account_id,
+        noncurrent_version_days=settings.storage.noncurrent_version_days,
+    ),
+)
+
+# --- cluster and workload (infra/cluster.py, infra/workload.py) ---
+# The cluster comes before the database and cache, which admit its nodes.
+cluster = None
+if settings.cluster.enabled and importlib.util.find_spec("infra.cluster"):
+    from infra.cluster import Cluster, ClusterArgs
+
+    cluster = Cluster(
+        stack,
+        tags,
+        ClusterArgs(
+            settings=settings.cluster,
+            vpc_id=network.vpc_id,
+            private_subnet_ids=network.app_subnet_ids,
+            secrets_kms_key_arn=kms.arn("cluster"),
+        ),
+    )
+data_clients = [network.app_security_group_id, *([cluster.security_group_id] if cluster else [])]
+# --- (the workload follows the data tiers, below) ---
+
+database = Database(
+    stack,
+    tags,
+    DatabaseArgs(
+        settings=settings.db,
+        tuning=baselines.database,
+        network=network,
+        data_subnet_ids=network.data_subnet_ids,
+        allowed_security_group_ids=data_clients,
+        kms_key_arn=kms.arn("database"),
+    ),
+)
+cache = Cache(
+    stack,
+    tags,
+    CacheArgs(
+        settings=settings.cache,
+        network=network,
+        data_subnet_ids=network.data_subnet_ids,
+        availability_zones=network.availability_zones,
+        allowed_security_group_ids=data_clients,
+        kms_key_arn=kms.arn("cache"),
+        logs_kms_key_arn=kms.arn("logs"),
+    ),
+)
+fleet = AppFleet(
+    stack,
+    tags,
+    AppFleetArgs(
+        settings=settings.fleet,
+        scaling=baselines.scaling,
+        app_subnet_ids=network.app_subnet_ids,
+        security_group_id=network.app_security_group_id,
+        target_group_arn=lb.target_group_arn,
+        region=region,
+        account_id=account_id,
+        queue_arn=queues.queue_arn,
+        bucket_arns=[storage.artifacts_bucket_arn, storage.backups_bucket_arn],
+        db_secret_arn=database.secret_arn,
+        db_resource_id=database.resource_id,
+        db_username=database.username,
+        kms_key_arns=[kms.arn("queue"), kms.arn("storage"), kms.arn("database")],
+        logs_kms_key_arn=kms.arn("logs"),
+    ),
+)
+if settings.backup.enabled:
+    Backups(
+        stack,
+        tags,
+        BackupsArgs(
+            settings=settings.backup,
+            kms_key_arn=kms.arn("backup"),
+            resource_arns=[database.primary_arn, storage.artifacts_bucket_arn, storage.backups_bucket_arn],
+        ),
+    )
+
+jobs_queue, dead_letter_queue = queue_names(stack)
+alarms = Alarms(
+    stack,
+    tags,
+    AlarmsArgs(
+        settings=settings.alarms,
+        baselines=baselines,
+        watched=Watched(
+            stack=stack,
+            asg_name=fleet.asg_name,
+            alb_arn_suffix=lb.arn_suffix,
+            target_group_arn_suffix=lb.target_group_arn_suffix,
+            db_primary_id=database.primary_identifier,
+            db_replica_id=database.replica_identifier,
+            db_allocated_storage_gb=settings.db.allocated_storage_gb,
+            redis_member_ids=cache.member_cluster_ids,
+            queue_name=jobs_queue,
+            dead_letter_queue_name=dead_letter_queue,
+        ),
+        kms_key_arn=kms.arn("alarms"),
+    ),
+)
+Dashboard(stack, tags, DashboardArgs(region=region, specs=alarms.specs))
+
+# --- cluster and workload (infra/cluster.py, infra/workload.py) ---
+if cluster is not None and importlib.util.find_spec("infra.workload"):
+    from infra.workload import Workload, WorkloadArgs
+
+    workload = Workload(
+        stack,
+        tags,
+        WorkloadArgs(
+            settings=settings.workload,
+            provider=cluster.provider,
+            region=region,
+            vpc_cidr=settings.network.cidr,
+            app_port=settings.fleet.app_port,
+            certificate_arn=settings.lb.certificate_arn,
+            ssl_policy=settings.lb.ssl_policy,
+            load_balancer_deletion_protection=settings.lb.deletion_protection,
+            postgres_version=settings.db.engine_version,
+            db_name=database.db_name,
+            db_endpoint=database.writer_endpoint,
+            db_secret_arn=database.secret_arn,
+            redis_primary_endpoint=cache.primary_endpoint,
+            queue_url=queues.queue_url,
+            queue_arn=queues.queue_arn,
+            dead_letter_queue_url=queues.dead_letter_queue_url,
+            artifacts_bucket=storage.artifacts_bucket,
+            artifacts_bucket_arn=storage.artifacts_bucket_arn,
+            backups_bucket=storage.backups_bucket,
+            backups_bucket_arn=storage.backups_bucket_arn,
+            kms_key_arns=[kms.arn("queue"), kms.arn("storage"), kms.arn("database")],
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_provider_url=cluster.oidc_provider_url,
+        ),
+    )
+    pulumi.export(keys.CLUSTER_NAME, cluster.name)
+# --- end cluster and workload ---
+
+pulumi.export(keys.LOAD_BALANCER_URL, lb.url)
+pulumi.export(keys.DB_WRITER_ENDPOINT, database.writer_endpoint)
+pulumi.export(keys.DB_READER_ENDPOINT, database.reader_endpoint)
+pulumi.export(keys.DB_SECRET_ARN, database.secret_arn)
+pulumi.export(keys.REDIS_PRIMARY_ENDPOINT, cache.primary_endpoint)
+pulumi.export(keys.REDIS_READER_ENDPOINT, cache.reader_endpoint)
 pulumi.export(keys.QUEUE_URL, queues.queue_url)
 pulumi.export(keys.DEAD_LETTER_QUEUE_URL, queues.dead_letter_queue_url)
+pulumi.export(keys.ARTIFACTS_BUCKET, storage.artifacts_bucket)
+pulumi.export(keys.BACKUPS_BUCKET, storage.backups_bucket)
+pulumi.export(keys.ASG_NAME, fleet.asg_name)
+pulumi.export(keys.ALARM_TOPIC_ARNS, alarms.topic_arns)
+pulumi.export(keys.ALARM_NAMES, alarms.alarm_names)

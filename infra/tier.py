@@ -1,7 +1,8 @@
-"""What every tier component shares: type token, naming, tags, parenting."""
+"""What every tier component shares: type token, naming, tags, parenting, policy JSON."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -37,3 +38,31 @@ class Tier(pulumi.ComponentResource):
         for key, value in outputs.items():
             setattr(self, key, value)
         self.register_outputs(outputs)
+
+
+def policy_document(*statements: dict[str, Any]) -> pulumi.Output[str]:
+    """An IAM/resource policy as JSON; statements may hold Outputs (ARNs).
+
+    Built locally rather than with ``aws.iam.get_policy_document`` so the
+    offline rendering needs no provider call.
+    """
+    doc = {"Version": "2012-10-17", "Statement": list(statements)}
+    return pulumi.Output.from_input(doc).apply(lambda d: json.dumps(d, sort_keys=True))
+
+
+def assume_role_policy(service: str) -> str:
+    """Trust policy letting one AWS service assume a role."""
+    statement = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def deny_insecure_transport(resources: list[Any], action: str) -> dict[str, Any]:
+    """Statement refusing any request not made over TLS."""
+    return {
+        "Sid": "DenyInsecureTransport",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": action,
+        "Resource": resources,
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }

@@ -199,7 +199,8 @@ def _computed(type_token: str, name: str, inputs: dict[str, Any], region: str) -
             "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/OFFLINE"}]}],
         },
         "aws:ec2/vpc:Vpc": {"cidrBlock": plain.get("cidrBlock")},
-        "random:index/randomPassword:RandomPassword": {"result": {SECRET: f"offline-random-{name}"}},
+        # The SDK marks `result` secret itself (additional_secret_outputs).
+        "random:index/randomPassword:RandomPassword": {"result": f"offline-random-{name}"},
     }
     state.update(extra.get(type_token, {}))
     return state
@@ -219,6 +220,12 @@ def _call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
         },
         "aws:index/getRegion:getRegion": lambda: {"name": region, "region": region, "id": region},
         "aws:index/getPartition:getPartition": lambda: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
+        # The regional ELB account (us-east-1's) that writes ALB access logs in older regions.
+        "aws:elb/getServiceAccount:getServiceAccount": lambda: {
+            "arn": "arn:aws:iam::127311923021:root",
+            "id": "127311923021",
+            "region": region,
+        },
     }
     if token not in results:
         raise NotImplementedError(

@@ -1,0 +1,313 @@
+"""App fleet tier: the EC2 instances running the API, in an Auto Scaling group.
+
+Sizes come from the numbers file (``scaling.instances_normal`` normally,
+``scaling.instances_high_load`` as the ceiling, the 000 "High Load"
+procedure); scaling tracks ``scaling.target_cpu_percent``. The user data
+installs the CloudWatch agent, which publishes memory and disk (namespace
+``CWAgent``) and scrapes the service's Prometheus ``/metrics`` into
+``Pynomaly/App``, where the 003 application alarms watch them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.settings import Fleet as FleetSettings
+from infra.tier import Tier, assume_role_policy, policy_document
+from pynomaly_ops.baselines import Scaling
+
+AGENT_NAMESPACE = "CWAgent"
+APP_NAMESPACE = "Pynomaly/App"
+APP_DIMENSION = "Stack"  # the app metrics' one dimension: which stack's fleet
+AGENT_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
+# The service's Prometheus series the agent forwards (names from the
+# service contract, /tmp/service-contract.md: service/metrics.py).
+INFERENCE_SUM = "pynomaly_inference_duration_seconds_sum"
+INFERENCE_COUNT = "pynomaly_inference_duration_seconds_count"
+PROCESSING_LAG = "pynomaly_job_processing_lag_seconds"
+AUTH_FAILURES = "pynomaly_auth_failures_total"
+AUTH_REQUESTS = "pynomaly_auth_requests_total"
+APP_METRICS = (INFERENCE_SUM, INFERENCE_COUNT, PROCESSING_LAG, AUTH_FAILURES, AUTH_REQUESTS)
+
+
+@dataclass(frozen=True)
+class AppFleetArgs:
+    settings: FleetSettings
+    scaling: Scaling
+    app_subnet_ids: list[pulumi.Input[str]]
+    security_group_id: pulumi.Input[str]
+    target_group_arn: pulumi.Input[str]
+    region: str
+    account_id: pulumi.Input[str]
+    queue_arn: pulumi.Input[str]
+    bucket_arns: list[pulumi.Input[str]]
+    db_secret_arn: pulumi.Input[str]
+    db_resource_id: pulumi.Input[str]
+    db_username: str
+    kms_key_arns: list[pulumi.Input[str]]
+    logs_kms_key_arn: pulumi.Input[str]
+
+
+def agent_config(log_group: str) -> dict:
+    """CloudWatch agent: memory and root-disk use per ASG, and the app's Prometheus metrics."""
+    return {
+        "agent": {"metrics_collection_interval": 60, "run_as_user": "cwagent"},
+        "metrics": {
+            "namespace": AGENT_NAMESPACE,
+            "append_dimensions": {
+                "AutoScalingGroupName": "${aws:AutoScalingGroupName}",
+                "InstanceId": "${aws:InstanceId}",
+            },
+            # Alarms watch the ASG-wide series (dimension AutoScalingGroupName only).
+            "aggregation_dimensions": [["AutoScalingGroupName"]],
+            "metrics_collected": {
+                "mem": {"measurement": ["mem_used_percent"]},
+                "disk": {"measurement": ["used_percent"], "resources": ["/"], "drop_device": True},
+            },
+        },
+        "logs": {
+            "metrics_collected": {
+                "prometheus": {
+                    "log_group_name": log_group,
+                    "prometheus_config_path": f"{AGENT_DIR}/prometheus.yaml",
+                    "emf_processor": {
+                        "metric_namespace": APP_NAMESPACE,
+                        "metric_declaration": [
+                            {
+                                "source_labels": ["job"],
+                                "label_matcher": "^pynomaly$",
+                                "dimensions": [[APP_DIMENSION]],
+                                "metric_selectors": [f"^{m}$" for m in APP_METRICS],
+                            }
+                        ],
+                    },
+                }
+            }
+        },
+    }
+
+
+def prometheus_config(stack: str, app_port: int) -> dict:
+    return {
+        "global": {"scrape_interval": "1m", "scrape_timeout": "10s"},
+        "scrape_configs": [
+            {
+                "job_name": "pynomaly",
+                "metrics_path": "/metrics",
+                "static_configs": [{"targets": [f"localhost:{app_port}"], "labels": {APP_DIMENSION: stack}}],
+            }
+        ],
+    }
+
+
+def user_data(stack: str, app_port: int, log_group: str) -> str:
+    """Boot script (Amazon Linux 2023): install, configure and start the CloudWatch agent."""
+    script = f"""#!/bin/bash
+set -euo pipefail
+dnf install -y amazon-cloudwatch-agent
+cat > {AGENT_DIR}/prometheus.yaml <<'PROMETHEUS'
+{json.dumps(prometheus_config(stack, app_port), indent=2)}
+PROMETHEUS
+cat > {AGENT_DIR}/amazon-cloudwatch-agent.json <<'AGENT'
+{json.dumps(agent_config(log_group), indent=2)}
+AGENT
+/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 \\
+  -c file:{AGENT_DIR}/amazon-cloudwatch-agent.json -s
+"""
+    return base64.b64encode(script.encode()).decode()
+
+
+class AppFleet(Tier):
+    TIER = "fleet"
+
+    def __init__(
+        self, stack: str, tags: dict[str, str], args: AppFleetArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__(stack, tags, opts)
+        s = args.settings
+        self.asg_name = self.name_of("asg")
+        groups = {
+            role: aws.cloudwatch.LogGroup(
+                self.name_of(f"{role}-logs"),
+                name=f"/pynomaly/{stack}/{role}",
+                retention_in_days=30,
+                kms_key_id=args.logs_kms_key_arn,
+                tags=self.tagged(f"{role}-logs"),
+                opts=self.child,
+            )
+            for role in ("app", "prometheus")
+        }
+        profile = self._instance_profile(args, [g.arn for g in groups.values()])
+        template = aws.ec2.LaunchTemplate(
+            self.name_of("lt"),
+            name=self.name_of("lt"),
+            image_id=s.ami_id,
+            instance_type=s.instance_type,
+            iam_instance_profile={"arn": profile.arn},
+            vpc_security_group_ids=[args.security_group_id],
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",  # IMDSv2 only
+                "http_put_response_hop_limit": 1,  # containers on the host cannot reach IMDS
+                "instance_metadata_tags": "enabled",
+            },
+            block_device_mappings=[
+                {
+                    "device_name": "/dev/xvda",
+                    "ebs": {
+                        "volume_size": s.root_volume_gb,
+                        "volume_type": "gp3",
+                        "encrypted": "true",
+                        "delete_on_termination": "true",
+                    },
+                }
+            ],
+            monitoring={"enabled": True},
+            user_data=user_data(stack, s.app_port, f"/pynomaly/{stack}/prometheus"),
+            update_default_version=True,
+            tag_specifications=[
+                {"resource_type": kind, "tags": self.tagged("instance")} for kind in ("instance", "volume")
+            ],
+            tags=self.tagged("lt"),
+            opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=list(groups.values()))),
+        )
+        group = aws.autoscaling.Group(
+            self.name_of("asg"),
+            name=self.asg_name,
+            min_size=args.scaling.instances_normal,
+            desired_capacity=args.scaling.instances_normal,
+            max_size=args.scaling.instances_high_load,
+            vpc_zone_identifiers=args.app_subnet_ids,
+            target_group_arns=[args.target_group_arn],
+            health_check_type="ELB",
+            health_check_grace_period=s.health_check_grace_s,
+            default_instance_warmup=s.health_check_grace_s,
+            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+            instance_refresh={
+                "strategy": "Rolling",
+                "preferences": {
+                    "min_healthy_percentage": 100,  # launch before terminating: never below capacity
+                    "max_healthy_percentage": 200,
+                    "auto_rollback": True,
+                    "instance_warmup": str(s.health_check_grace_s),
+                },
+            },
+            enabled_metrics=[
+                "GroupInServiceInstances",
+                "GroupDesiredCapacity",
+                "GroupPendingInstances",
+                "GroupTerminatingInstances",
+                "GroupMinSize",
+                "GroupMaxSize",
+            ],
+            tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in self.tagged("instance").items()],
+            opts=self.child,
+        )
+        aws.autoscaling.Policy(
+            self.name_of("cpu-target"),
+            name=self.name_of("cpu-target"),
+            autoscaling_group_name=group.name,
+            policy_type="TargetTrackingScaling",
+            target_tracking_configuration={
+                "predefined_metric_specification": {"predefined_metric_type": "ASGAverageCPUUtilization"},
+                "target_value": args.scaling.target_cpu_percent,
+            },
+            opts=self.child,
+        )
+        self.finish(asg_name=group.name, role_name=profile.role)
+
+    def _instance_profile(
+        self, args: AppFleetArgs, log_group_arns: list[pulumi.Output[str]]
+    ) -> aws.iam.InstanceProfile:
+        """Role with exactly what the service needs on this stack's resources."""
+        role = aws.iam.Role(
+            self.name_of("role"),
+            name=self.name_of("role"),
+            assume_role_policy=assume_role_policy("ec2.amazonaws.com"),
+            tags=self.tagged("role"),
+            opts=self.child,
+        )
+        # Session Manager instead of SSH: no inbound port, every session logged.
+        aws.iam.RolePolicyAttachment(
+            self.name_of("role-ssm"),
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+            opts=self.child,
+        )
+        aws.iam.RolePolicy(
+            self.name_of("role-policy"),
+            role=role.id,
+            policy=policy_document(*app_statements(args, log_group_arns)),
+            opts=self.child,
+        )
+        profile = aws.iam.InstanceProfile(
+            self.name_of("profile"),
+            name=self.name_of("profile"),
+            role=role.name,
+            tags=self.tagged("profile"),
+            opts=self.child,
+        )
+        return profile
+
+
+def app_statements(args: AppFleetArgs, log_group_arns: list[pulumi.Output[str]]) -> list[dict]:
+    db_user = pulumi.Output.concat(
+        "arn:aws:rds-db:", args.region, ":", args.account_id, ":dbuser:", args.db_resource_id, "/", args.db_username
+    )
+    objects = [pulumi.Output.concat(arn, "/*") for arn in args.bucket_arns]
+    return [
+        {
+            "Sid": "JobQueue",
+            "Effect": "Allow",
+            "Resource": args.queue_arn,
+            "Action": [
+                "sqs:SendMessage",
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+            ],
+        },
+        {
+            "Sid": "BucketsList",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": args.bucket_arns,
+        },
+        {"Sid": "BucketsObjects", "Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": objects},
+        {
+            "Sid": "DatabaseSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": args.db_secret_arn,
+        },
+        {"Sid": "DatabaseIamAuth", "Effect": "Allow", "Action": ["rds-db:connect"], "Resource": db_user},
+        {
+            "Sid": "DataKeys",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": args.kms_key_arns,
+        },
+        {
+            "Sid": "Logs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [x for arn in log_group_arns for x in (arn, pulumi.Output.concat(arn, ":*"))],
+        },
+        # PutMetricData and DescribeTags support no resource ARNs; the
+        # namespace condition confines metrics to the agent's and the app's.
+        {
+            "Sid": "Metrics",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": [AGENT_NAMESPACE, APP_NAMESPACE]}},
+        },
+        {"Sid": "AgentDimensions", "Effect": "Allow", "Action": ["ec2:DescribeTags"], "Resource": "*"},
+    ]

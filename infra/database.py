@@ -1,0 +1,155 @@
+"""Database tier: RDS PostgreSQL, Multi-AZ, with a read replica where the stack asks.
+
+The master password lives in Secrets Manager (``manage_master_user_password``):
+no password is in config or state. The parameter group carries the 001
+tuning from the numbers file and loads pg_stat_statements (004 queries it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.network import Network
+from infra.settings import Database as DatabaseSettings
+from infra.tier import Tier, assume_role_policy
+from pynomaly_ops.baselines import Database as DatabaseBaselines
+
+PORT = 5432
+DB_NAME = "pynomaly"
+USERNAME = "pynomaly"
+PAGE_KB = 8  # PostgreSQL memory settings are counted in 8 kB pages
+LOG_EXPORTS = ["postgresql", "upgrade"]
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    settings: DatabaseSettings
+    tuning: DatabaseBaselines
+    network: Network
+    data_subnet_ids: list[pulumi.Input[str]]
+    allowed_security_group_ids: list[pulumi.Input[str]]
+    kms_key_arn: pulumi.Input[str]
+
+
+def parameters(tuning: DatabaseBaselines) -> list[dict]:
+    """The 001 tuning plus pg_stat_statements and TLS-only connections."""
+    static = "pending-reboot"  # these need a restart; RDS applies them at the next one
+    return [
+        {"name": "max_connections", "value": str(tuning.max_connections), "apply_method": static},
+        {"name": "shared_buffers", "value": str(tuning.shared_buffers_mb * 1024 // PAGE_KB), "apply_method": static},
+        {"name": "effective_cache_size", "value": str(tuning.effective_cache_size_mb * 1024 // PAGE_KB)},
+        {"name": "shared_preload_libraries", "value": "pg_stat_statements", "apply_method": static},
+        {"name": "pg_stat_statements.track", "value": "all"},
+        {"name": "rds.force_ssl", "value": "1"},
+    ]
+
+
+class Database(Tier):
+    TIER = "database"
+
+    def __init__(
+        self, stack: str, tags: dict[str, str], args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__(stack, tags, opts)
+        s = args.settings
+        major = s.engine_version.split(".")[0]
+        sg = args.network.service_security_group(self, "sg", PORT, args.allowed_security_group_ids, "PostgreSQL")
+        subnets = aws.rds.SubnetGroup(
+            self.name_of("subnets"),
+            name=self.name_of("subnets"),
+            subnet_ids=args.data_subnet_ids,
+            tags=self.tagged("subnets"),
+            opts=self.child,
+        )
+        params = aws.rds.ParameterGroup(
+            self.name_of("params"),
+            name=self.name_of("params"),
+            family=f"postgres{major}",
+            parameters=parameters(args.tuning),
+            tags=self.tagged("params"),
+            opts=self.child,
+        )
+        monitoring = aws.iam.Role(
+            self.name_of("monitoring-role"),
+            assume_role_policy=assume_role_policy("monitoring.rds.amazonaws.com"),
+            tags=self.tagged("monitoring-role"),
+            opts=self.child,
+        )
+        attach = aws.iam.RolePolicyAttachment(
+            self.name_of("monitoring-policy"),
+            role=monitoring.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
+            opts=self.child,
+        )
+        common = {
+            "instance_class": s.instance_class,
+            "vpc_security_group_ids": [sg.id],
+            "parameter_group_name": params.name,
+            "storage_encrypted": True,
+            "kms_key_id": args.kms_key_arn,
+            "performance_insights_enabled": True,
+            "performance_insights_kms_key_id": args.kms_key_arn,
+            "performance_insights_retention_period": 7,
+            "monitoring_interval": s.monitoring_interval_s,
+            "monitoring_role_arn": monitoring.arn,
+            "iam_database_authentication_enabled": True,
+            "enabled_cloudwatch_logs_exports": LOG_EXPORTS,
+            "auto_minor_version_upgrade": True,
+            "publicly_accessible": False,
+            "copy_tags_to_snapshot": True,
+            "deletion_protection": s.deletion_protection,
+        }
+        child_after_role = pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=[attach]))
+        self.primary = aws.rds.Instance(
+            self.name_of("primary"),
+            identifier=self.name_of("primary"),
+            engine="postgres",
+            engine_version=s.engine_version,
+            db_name=DB_NAME,
+            username=USERNAME,
+            manage_master_user_password=True,
+            master_user_secret_kms_key_id=args.kms_key_arn,
+            port=PORT,
+            multi_az=s.multi_az,
+            db_subnet_group_name=subnets.name,
+            storage_type="gp3",
+            allocated_storage=s.allocated_storage_gb,
+            max_allocated_storage=s.max_allocated_storage_gb,
+            backup_retention_period=s.backup_retention_days,
+            backup_window="03:00-04:00",
+            maintenance_window="sun:04:30-sun:05:30",
+            delete_automated_backups=False,
+            skip_final_snapshot=False,
+            final_snapshot_identifier=self.name_of("primary-final"),
+            tags=self.tagged("primary"),
+            **common,
+            opts=child_after_role,
+        )
+        self.replica = None
+        if s.read_replica:
+            self.replica = aws.rds.Instance(
+                self.name_of("replica"),
+                identifier=self.name_of("replica"),
+                replicate_source_db=self.primary.identifier,
+                # A replica takes no backups and cannot keep a final snapshot.
+                skip_final_snapshot=True,
+                tags=self.tagged("replica"),
+                **common,
+                opts=child_after_role,
+            )
+        reader = self.replica or self.primary
+        self.finish(
+            writer_endpoint=self.primary.address,
+            reader_endpoint=reader.address,
+            secret_arn=self.primary.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn),
+            primary_identifier=self.name_of("primary"),
+            replica_identifier=self.name_of("replica") if self.replica else None,
+            primary_arn=self.primary.arn,
+            resource_id=self.primary.resource_id,
+            security_group_id=sg.id,
+            username=USERNAME,
+            db_name=DB_NAME,
+        )

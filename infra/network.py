@@ -1,0 +1,268 @@
+"""Network tier: a VPC over three AZs with public, private-app and isolated-data subnets.
+
+Public subnets hold the ALB and the NAT gateways; app subnets reach the
+internet through NAT (one per AZ in prod, so an AZ outage leaves the others
+routing); data subnets have no route out at all. S3 traffic from app and data
+subnets stays on the AWS network through a gateway endpoint.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.settings import Network as NetworkSettings
+from infra.tier import Tier, assume_role_policy, policy_document
+
+AZ_COUNT = 3
+SUBNET_TIERS = ("public", "app", "data")
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    settings: NetworkSettings
+    region: str
+    logs_kms_key_arn: pulumi.Input[str]
+    app_port: int
+
+
+def subnet_cidrs(vpc_cidr: str) -> dict[str, list[str]]:
+    """Nine equal subnets (16ths of the VPC): public, app, data x 3 AZs."""
+    blocks = list(ipaddress.ip_network(vpc_cidr).subnets(prefixlen_diff=4))
+    return {tier: [str(b) for b in blocks[i * AZ_COUNT : (i + 1) * AZ_COUNT]] for i, tier in enumerate(SUBNET_TIERS)}
+
+
+class Network(Tier):
+    TIER = "network"
+
+    def __init__(self, stack: str, tags: dict[str, str], args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(stack, tags, opts)
+        s = args.settings
+        zones = aws.get_availability_zones_output(state="available").names.apply(lambda names: names[:AZ_COUNT])
+        self.vpc = aws.ec2.Vpc(
+            self.name_of("vpc"),
+            cidr_block=s.cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags=self.tagged("vpc"),
+            opts=self.child,
+        )
+        cidrs = subnet_cidrs(s.cidr)
+        self.subnets = {tier: self._subnets(tier, cidrs[tier], zones) for tier in SUBNET_TIERS}
+        self._public_routes()
+        app_tables = self._app_routes(s.nat_gateways == "one_per_az")
+        data_table = aws.ec2.RouteTable(
+            self.name_of("data-rt"), vpc_id=self.vpc.id, tags=self.tagged("data-rt"), opts=self.child
+        )
+        for i, subnet in enumerate(self.subnets["data"]):
+            aws.ec2.RouteTableAssociation(
+                self.name_of(f"data-rta-{i}"), subnet_id=subnet.id, route_table_id=data_table.id, opts=self.child
+            )
+        aws.ec2.VpcEndpoint(
+            self.name_of("s3-endpoint"),
+            vpc_id=self.vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=[t.id for t in [*app_tables, data_table]],
+            tags=self.tagged("s3-endpoint"),
+            opts=self.child,
+        )
+        self._flow_logs(s.flow_logs_retention_days, args.logs_kms_key_arn)
+        alb_sg, app_sg = self._edge_security_groups(args.app_port)
+        self.finish(
+            alb_security_group_id=alb_sg.id,
+            app_security_group_id=app_sg.id,
+            vpc_id=self.vpc.id,
+            vpc_cidr=s.cidr,
+            availability_zones=zones,
+            public_subnet_ids=[x.id for x in self.subnets["public"]],
+            app_subnet_ids=[x.id for x in self.subnets["app"]],
+            data_subnet_ids=[x.id for x in self.subnets["data"]],
+        )
+
+    def _subnets(self, tier: str, cidrs: list[str], zones: pulumi.Output[list[str]]) -> list[aws.ec2.Subnet]:
+        return [
+            aws.ec2.Subnet(
+                self.name_of(f"{tier}-{i}"),
+                vpc_id=self.vpc.id,
+                cidr_block=cidr,
+                availability_zone=zones[i],
+                map_public_ip_on_launch=False,
+                tags=self.tagged(f"{tier}-{i}", SubnetTier=tier),
+                opts=self.child,
+            )
+            for i, cidr in enumerate(cidrs)
+        ]
+
+    def _public_routes(self) -> None:
+        igw = aws.ec2.InternetGateway(self.name_of("igw"), vpc_id=self.vpc.id, tags=self.tagged("igw"), opts=self.child)
+        table = aws.ec2.RouteTable(
+            self.name_of("public-rt"),
+            vpc_id=self.vpc.id,
+            routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": igw.id}],
+            tags=self.tagged("public-rt"),
+            opts=self.child,
+        )
+        for i, subnet in enumerate(self.subnets["public"]):
+            aws.ec2.RouteTableAssociation(
+                self.name_of(f"public-rta-{i}"), subnet_id=subnet.id, route_table_id=table.id, opts=self.child
+            )
+
+    def _app_routes(self, nat_per_az: bool) -> list[aws.ec2.RouteTable]:
+        nats = []
+        for i in range(AZ_COUNT if nat_per_az else 1):
+            eip = aws.ec2.Eip(
+                self.name_of(f"nat-eip-{i}"), domain="vpc", tags=self.tagged(f"nat-eip-{i}"), opts=self.child
+            )
+            nats.append(
+                aws.ec2.NatGateway(
+                    self.name_of(f"nat-{i}"),
+                    allocation_id=eip.id,
+                    subnet_id=self.subnets["public"][i].id,
+                    tags=self.tagged(f"nat-{i}"),
+                    opts=self.child,
+                )
+            )
+        tables = []
+        for i, subnet in enumerate(self.subnets["app"]):
+            nat = nats[i % len(nats)]  # each AZ uses its own NAT when there is one
+            table = aws.ec2.RouteTable(
+                self.name_of(f"app-rt-{i}"),
+                vpc_id=self.vpc.id,
+                routes=[{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}],
+                tags=self.tagged(f"app-rt-{i}"),
+                opts=self.child,
+            )
+            aws.ec2.RouteTableAssociation(
+                self.name_of(f"app-rta-{i}"), subnet_id=subnet.id, route_table_id=table.id, opts=self.child
+            )
+            tables.append(table)
+        return tables
+
+    def _flow_logs(self, retention_days: int, kms_key_arn: pulumi.Input[str]) -> None:
+        group = aws.cloudwatch.LogGroup(
+            self.name_of("flow-logs"),
+            name=f"/pynomaly/{self.stack}/vpc-flow-logs",
+            retention_in_days=retention_days,
+            kms_key_id=kms_key_arn,
+            tags=self.tagged("flow-logs"),
+            opts=self.child,
+        )
+        role = aws.iam.Role(
+            self.name_of("flow-logs-role"),
+            assume_role_policy=assume_role_policy("vpc-flow-logs.amazonaws.com"),
+            tags=self.tagged("flow-logs-role"),
+            opts=self.child,
+        )
+        aws.iam.RolePolicy(
+            self.name_of("flow-logs-write"),
+            role=role.id,
+            policy=policy_document(
+                {
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    "Resource": [group.arn, pulumi.Output.concat(group.arn, ":*")],
+                }
+            ),
+            opts=self.child,
+        )
+        aws.ec2.FlowLog(
+            self.name_of("flow-log"),
+            vpc_id=self.vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=60,
+            tags=self.tagged("flow-log"),
+            opts=self.child,
+        )
+
+    def _edge_security_groups(self, app_port: int) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        """The ALB's group (HTTPS/HTTP from anywhere, out to the app port) and
+        the app instances' (the app port from the ALB only). They live here,
+        before either tier, because the data tiers admit the app group and the
+        app's IAM policy names the data tiers' resources."""
+        alb = aws.ec2.SecurityGroup(
+            self.name_of("alb-sg"),
+            name=self.name_of("alb-sg"),
+            description="ALB: HTTPS and HTTP (redirect only) from the internet",
+            vpc_id=self.vpc.id,
+            ingress=[
+                {
+                    "description": f"{proto} from the internet",
+                    "protocol": "tcp",
+                    "from_port": port,
+                    "to_port": port,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                    "ipv6_cidr_blocks": ["::/0"],
+                }
+                for proto, port in (("HTTPS", 443), ("HTTP", 80))
+            ],
+            egress=[
+                {
+                    "description": "to the app port inside the VPC",
+                    "protocol": "tcp",
+                    "from_port": app_port,
+                    "to_port": app_port,
+                    "cidr_blocks": [self.vpc.cidr_block],
+                }
+            ],
+            tags=self.tagged("alb-sg"),
+            opts=self.child,
+        )
+        app = aws.ec2.SecurityGroup(
+            self.name_of("app-sg"),
+            name=self.name_of("app-sg"),
+            description="App instances: the app port from the ALB only",
+            vpc_id=self.vpc.id,
+            ingress=[
+                {
+                    "description": "from the ALB",
+                    "protocol": "tcp",
+                    "from_port": app_port,
+                    "to_port": app_port,
+                    "security_groups": [alb.id],
+                }
+            ],
+            # Out to AWS APIs (through NAT or the S3 endpoint), the database and the cache.
+            egress=[
+                {
+                    "description": "AWS APIs, database, cache",
+                    "protocol": "-1",
+                    "from_port": 0,
+                    "to_port": 0,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                }
+            ],
+            tags=self.tagged("app-sg"),
+            opts=self.child,
+        )
+        return alb, app
+
+    def service_security_group(
+        self, owner: Tier, role: str, port: int, sources: list[pulumi.Input[str]], description: str
+    ) -> aws.ec2.SecurityGroup:
+        """A security group for a data service: ``port`` open to ``sources``
+        (security group ids) only, nothing else in or out."""
+        return aws.ec2.SecurityGroup(
+            owner.name_of(role),
+            name=owner.name_of(role),
+            description=description,
+            vpc_id=self.vpc.id,
+            ingress=[
+                {
+                    "description": f"{description}: from allowed callers",
+                    "protocol": "tcp",
+                    "from_port": port,
+                    "to_port": port,
+                    "security_groups": sources,
+                }
+            ],
+            egress=[],
+            tags=owner.tagged(role),
+            opts=owner.child,
+        )
