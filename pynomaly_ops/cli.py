@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -52,6 +53,65 @@ def plan(stack: StackOption, as_json: Annotated[bool, typer.Option("--json", hel
         )
     else:
         print_plan(rendering, console)
+
+
+@app.command("render-k8s")
+def render_k8s(
+    stack: StackOption,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the YAML files (its *.yaml are replaced).")],
+    check: Annotated[
+        bool, typer.Option("--check", help="Validate against the cluster version's schema and run checkov.")
+    ] = False,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("--config", "-c", help="KEY=VALUE laid over the stack file, e.g. workload.active_color=green."),
+    ] = None,
+):
+    """Write every Kubernetes object the stack declares as YAML, offline under Pulumi's mocks."""
+    from pynomaly_ops import render_k8s as rk
+    from pynomaly_ops.offline import OfflineError
+
+    overrides = {}
+    for item in config or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--config {item!r}: expected KEY=VALUE, e.g. workload.active_color=green")
+        overrides[key if ":" in key else f"pynomaly:{key}"] = value
+    with console.status(f"Running the program for stack {stack} under mocks..."):
+        try:
+            paths, version = rk.render_stack(stack, out, overrides)
+        except (OfflineError, rk.RenderError) as exc:
+            fail(str(exc))
+    console.print(f"Wrote {len(paths)} manifests to {out} (Kubernetes {version}).")
+    if check:
+        _check_k8s(rk, out, paths, version)
+
+
+def _check_k8s(rk, out: Path, paths: list[Path], version: str) -> None:
+    try:
+        results = rk.validate_schema(paths, version)
+        checkov = rk.find_checkov()
+        if checkov is None:
+            fail(f"checkov not found; install it in its own venv: {rk.CHECKOV_INSTALL} (or set {rk.CHECKOV_ENV})")
+        skips = rk.load_skips()
+        failures = rk.run_checkov(out, checkov, skips)
+    except rk.RenderError as exc:
+        fail(str(exc))
+    for r in results:
+        if r.skipped:
+            console.print(f"[yellow]schema skipped[/] {r.file}: {r.skipped}")
+        elif r.error:
+            console.print(f"[red]schema error[/] {r.file}: {r.error}")
+    for f in failures:
+        console.print(f"[red]checkov failed[/] {f.check_id} {f.name}: {f.resource} ({f.file})")
+    errors = [r for r in results if r.error]
+    checked = sum(1 for r in results if not r.skipped)
+    console.print(
+        f"schema (Kubernetes {version}, strict): {checked - len(errors)}/{checked} valid; "
+        f"checkov kubernetes: {len(failures)} failed, {len(skips)} check(s) skipped ({rk.CHECKOV_SKIPS_FILE.name})"
+    )
+    if errors or failures:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,302 @@
+"""Cluster tier: EKS control plane, managed nodes, add-ons, and the Kubernetes provider.
+
+Built from pulumi-aws resources directly (no component provider binary).
+
+Reaching the API endpoint: the private endpoint is always on; the public one
+only when ``cluster.public_access_cidrs`` lists CIDRs, and then only from
+them. ``pulumi up`` talks to the cluster through :attr:`Cluster.provider`, so
+the machine running it must reach one of the two: either run it inside the
+VPC (a CI runner or bastion in the private subnets, or over VPN / Direct
+Connect / a peered VPC) for a private-only cluster, or add the runner's egress
+CIDR with ``pulumi config set --path 'cluster.public_access_cidrs[0]' 203.0.113.7/32``.
+Otherwise the Kubernetes resources fail with "cluster unreachable" (a timeout
+dialing the endpoint) after the AWS resources are created.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from infra.irsa import service_account_role
+from infra.settings import Cluster as ClusterSettings
+from infra.tier import Tier, assume_role_policy
+
+CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
+ADMIN_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+MANAGED = "arn:aws:iam::aws:policy/"
+CLUSTER_POLICIES = [MANAGED + "AmazonEKSClusterPolicy"]
+NODE_POLICIES = [MANAGED + "AmazonEKSWorkerNodePolicy", MANAGED + "AmazonEC2ContainerRegistryReadOnly"]
+# Add-ons whose controllers call AWS get their own IRSA role (namespace, service account, policy).
+ADDON_ROLES = {
+    "vpc-cni": ("kube-system", "aws-node", MANAGED + "AmazonEKS_CNI_Policy"),
+    "aws-ebs-csi-driver": ("kube-system", "ebs-csi-controller-sa", MANAGED + "service-role/AmazonEBSCSIDriverPolicy"),
+}
+# coredns and the EBS CSI controller run as pods: they need the nodes first.
+ADDONS_ON_NODES = ("coredns", "aws-ebs-csi-driver")
+ADDONS = ("vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver")
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    settings: ClusterSettings
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: list[pulumi.Input[str]]
+    secrets_kms_key_arn: pulumi.Input[str]
+
+
+def kubeconfig(name: str, endpoint: str, ca_data: str, region: str) -> str:
+    """A kubeconfig that authenticates with ``aws eks get-token`` (no static credentials in the state)."""
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": "aws",
+            "args": ["eks", "get-token", "--cluster-name", name, "--region", region, "--output", "json"],
+            "interactiveMode": "Never",
+        }
+    }
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}],
+            "users": [{"name": name, "user": user}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+            "current-context": name,
+        },
+        sort_keys=True,
+    )
+
+
+class Cluster(Tier):
+    TIER = "cluster"
+
+    def __init__(self, stack: str, tags: dict[str, str], args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(stack, tags, opts)
+        s = args.settings
+        name = self.name_of("eks")
+        nodes_sg, control_plane_sg = self._security_groups(args.vpc_id)
+        log_group = aws.cloudwatch.LogGroup(
+            self.name_of("control-plane-logs"),
+            # EKS writes to this fixed name; creating it first sets the retention.
+            name=f"/aws/eks/{name}/cluster",
+            retention_in_days=s.log_retention_days,
+            tags=self.tagged("control-plane-logs"),
+            opts=self.child,
+        )
+        cluster = aws.eks.Cluster(
+            name,
+            name=name,
+            version=s.version,
+            role_arn=self._role("control-plane", "eks.amazonaws.com", CLUSTER_POLICIES).arn,
+            access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
+            encryption_config={"provider": {"key_arn": args.secrets_kms_key_arn}, "resources": ["secrets"]},
+            enabled_cluster_log_types=CONTROL_PLANE_LOGS,
+            vpc_config={
+                "subnet_ids": args.private_subnet_ids,
+                "security_group_ids": [control_plane_sg.id],
+                "endpoint_private_access": True,
+                "endpoint_public_access": bool(s.public_access_cidrs),
+                **({"public_access_cidrs": s.public_access_cidrs} if s.public_access_cidrs else {}),
+            },
+            tags=self.tagged("eks"),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]),
+        )
+        issuer = cluster.identities.apply(lambda ids: ids[0]["oidcs"][0]["issuer"] if ids else None)
+        oidc = aws.iam.OpenIdConnectProvider(
+            self.name_of("oidc"),
+            url=issuer,
+            client_id_lists=["sts.amazonaws.com"],
+            tags=self.tagged("oidc"),
+            opts=self.child,
+        )
+        for i, principal in enumerate(s.admin_role_arns):
+            self._admin_access(cluster, i, principal)
+        node_group = self._node_group(cluster, args, nodes_sg)
+        self._addons(cluster, node_group, oidc)
+        region = aws.get_region_output().region
+        config = pulumi.Output.all(cluster.name, cluster.endpoint, cluster.certificate_authority, region).apply(
+            lambda a: kubeconfig(a[0], a[1], _ca_data(a[2]), a[3])
+        )
+        # Every Kubernetes resource goes through this provider, never the ambient kubeconfig; it waits for the
+        # nodes so Deployments can become ready.
+        provider = k8s.Provider(
+            self.name_of("k8s"),
+            kubeconfig=config,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group]),
+        )
+        self.finish(
+            name=cluster.name,
+            cluster=cluster,
+            endpoint=cluster.endpoint,
+            kubeconfig=config,
+            provider=provider,
+            security_group_id=nodes_sg.id,
+            oidc_provider_arn=oidc.arn,
+            oidc_provider_url=oidc.url,
+        )
+
+    def _role(self, role: str, service: str, policies: list[str]) -> aws.iam.Role:
+        iam_role = aws.iam.Role(
+            self.name_of(role), assume_role_policy=assume_role_policy(service), tags=self.tagged(role), opts=self.child
+        )
+        for i, arn in enumerate(policies):
+            aws.iam.RolePolicyAttachment(
+                self.name_of(f"{role}-policy-{i}"), role=iam_role.name, policy_arn=arn, opts=self.child
+            )
+        return iam_role
+
+    def _security_groups(self, vpc_id: pulumi.Input[str]) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+        """Nodes (and so pods: the VPC CNI gives pods the node's groups) and the control plane's ENIs.
+
+        The nodes' group is the one the database and cache admit.
+        """
+        nodes = aws.ec2.SecurityGroup(
+            self.name_of("nodes"),
+            vpc_id=vpc_id,
+            description="EKS nodes and pods",
+            tags=self.tagged("nodes"),
+            opts=self.child,
+        )
+        control_plane = aws.ec2.SecurityGroup(
+            self.name_of("control-plane"),
+            vpc_id=vpc_id,
+            description="EKS control plane ENIs",
+            tags=self.tagged("control-plane"),
+            opts=self.child,
+        )
+        rules: list[tuple[str, aws.ec2.SecurityGroup, dict[str, Any]]] = [
+            ("nodes-from-nodes", nodes, {"ip_protocol": "-1", "referenced_security_group_id": nodes.id}),
+            (
+                "nodes-from-control-plane",
+                nodes,
+                {
+                    "ip_protocol": "tcp",
+                    "from_port": 443,
+                    "to_port": 65535,
+                    "referenced_security_group_id": control_plane.id,
+                },
+            ),
+            (
+                "control-plane-from-nodes",
+                control_plane,
+                {"ip_protocol": "tcp", "from_port": 443, "to_port": 443, "referenced_security_group_id": nodes.id},
+            ),
+        ]
+        for role, group, rule in rules:
+            aws.vpc.SecurityGroupIngressRule(
+                self.name_of(role), security_group_id=group.id, description=role, **rule, opts=self.child
+            )
+        for role, group in (("nodes", nodes), ("control-plane", control_plane)):
+            # Nodes pull images and call AWS APIs (through NAT or endpoints); the control plane reaches kubelets.
+            aws.vpc.SecurityGroupEgressRule(
+                self.name_of(f"{role}-egress"),
+                security_group_id=group.id,
+                ip_protocol="-1",
+                cidr_ipv4="0.0.0.0/0",
+                description=f"{role} egress",
+                opts=self.child,
+            )
+        return nodes, control_plane
+
+    def _admin_access(self, cluster: aws.eks.Cluster, index: int, principal: str) -> None:
+        """An EKS access entry (access API, not the aws-auth ConfigMap) with cluster-admin policy."""
+        entry = aws.eks.AccessEntry(
+            self.name_of(f"admin-{index}"),
+            cluster_name=cluster.name,
+            principal_arn=principal,
+            type="STANDARD",
+            tags=self.tagged(f"admin-{index}"),
+            opts=self.child,
+        )
+        aws.eks.AccessPolicyAssociation(
+            self.name_of(f"admin-{index}-policy"),
+            cluster_name=cluster.name,
+            principal_arn=entry.principal_arn,
+            policy_arn=ADMIN_POLICY_ARN,
+            access_scope={"type": "cluster"},
+            opts=self.child,
+        )
+
+    def _node_group(
+        self, cluster: aws.eks.Cluster, args: ClusterArgs, nodes_sg: aws.ec2.SecurityGroup
+    ) -> aws.eks.NodeGroup:
+        s = args.settings
+        template = aws.ec2.LaunchTemplate(
+            self.name_of("nodes"),
+            description="EKS managed nodes: IMDSv2 only, encrypted gp3",
+            vpc_security_group_ids=[nodes_sg.id],
+            # Hop limit 1: pods cannot reach the node's instance credentials; they get their own through IRSA.
+            metadata_options={
+                "http_endpoint": "enabled",
+                "http_tokens": "required",
+                "http_put_response_hop_limit": 1,
+            },
+            block_device_mappings=[
+                {
+                    "device_name": "/dev/xvda",
+                    "ebs": {
+                        "volume_size": s.node_disk_gb,
+                        "volume_type": "gp3",
+                        "encrypted": "true",
+                        "delete_on_termination": "true",
+                    },
+                }
+            ],
+            tag_specifications=[
+                {"resource_type": kind, "tags": self.tagged("node")} for kind in ("instance", "volume")
+            ],
+            tags=self.tagged("nodes"),
+            opts=self.child,
+        )
+        return aws.eks.NodeGroup(
+            self.name_of("nodes"),
+            cluster_name=cluster.name,
+            node_role_arn=self._role("node", "ec2.amazonaws.com", NODE_POLICIES).arn,
+            subnet_ids=args.private_subnet_ids,
+            instance_types=[s.node_instance_type],
+            ami_type="AL2023_x86_64_STANDARD",
+            scaling_config={"min_size": s.node_min, "desired_size": s.node_desired, "max_size": s.node_max},
+            update_config={"max_unavailable": 1},
+            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+            tags=self.tagged("nodes"),
+            opts=self.child,
+        )
+
+    def _addons(self, cluster: aws.eks.Cluster, node_group: aws.eks.NodeGroup, oidc: aws.iam.OpenIdConnectProvider):
+        for addon in ADDONS:
+            role_arn = None
+            if addon in ADDON_ROLES:
+                namespace, account, policy = ADDON_ROLES[addon]
+                role_arn = service_account_role(
+                    self.name_of(f"{addon}-irsa"),
+                    oidc_provider_arn=oidc.arn,
+                    oidc_provider_url=oidc.url,
+                    namespace=namespace,
+                    service_account=account,
+                    managed_policy_arns=[policy],
+                    tags=self.tags,
+                    opts=self.child,
+                ).arn
+            aws.eks.Addon(
+                self.name_of(addon),
+                cluster_name=cluster.name,
+                addon_name=addon,
+                service_account_role_arn=role_arn,
+                resolve_conflicts_on_create="OVERWRITE",
+                resolve_conflicts_on_update="OVERWRITE",
+                tags=self.tagged(addon),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group] if addon in ADDONS_ON_NODES else []),
+            )
+
+
+def _ca_data(authority: Any) -> str:
+    """The cluster CA from ``certificate_authority`` (an object, or a one-element list in older shapes)."""
+    if isinstance(authority, list):
+        authority = authority[0] if authority else {}
+    return (authority or {}).get("data", "")

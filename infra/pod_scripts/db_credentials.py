@@ -1,0 +1,80 @@
+"""Write the database user and password from Secrets Manager into a libpq service file.
+
+Runs in the API, worker and backup pods with the pod's IRSA role, so no
+password is ever in the Pulumi state, a manifest or an environment variable:
+libpq reads the file (PGSERVICEFILE) on every new connection, and the DSN in
+the ConfigMap says ``service=<name>``. With ``--refresh-s`` it keeps the file
+current (a native sidecar), so a rotated password reaches new connections
+without a restart.
+
+Uses only boto3 (in the service image) and the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def service_file_text(secret_string: str, service: str) -> str:
+    """A libpq service file section holding the secret's ``username`` and ``password``."""
+    try:
+        secret = json.loads(secret_string)
+        user, password = secret["username"], secret["password"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"db-credentials: the secret must be JSON with username and password ({exc!r})") from None
+    for key, value in (("username", user), ("password", password)):
+        if "\n" in value or "\r" in value:
+            raise SystemExit(f"db-credentials: the secret's {key} contains a line break; libpq cannot read it")
+    return f"[{service}]\nuser={user}\npassword={password}\n"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def refresh(secret_arn: str, out: Path, service: str, client=None) -> None:
+    import boto3
+
+    client = client or boto3.client("secretsmanager")
+    secret = client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    write_private(out, service_file_text(secret, service))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--secret-arn", default=os.environ.get("DB_SECRET_ARN"), help="default: $DB_SECRET_ARN")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("PGSERVICEFILE", "pg_service.conf")))
+    parser.add_argument("--service", default=os.environ.get("PGSERVICE", "pynomaly"))
+    parser.add_argument("--refresh-s", type=float, default=0, help="keep refreshing at this period (0: write once)")
+    args = parser.parse_args(argv)
+    if not args.secret_arn:
+        raise SystemExit("db-credentials: no secret given; pass --secret-arn or set DB_SECRET_ARN")
+    refresh(args.secret_arn, args.out, args.service)
+    print(f"db-credentials: wrote {args.out}", file=sys.stderr)
+    while args.refresh_s > 0:
+        # A refresh period, not a wait for some state: the secret may rotate at any time.
+        time.sleep(args.refresh_s)
+        try:
+            refresh(args.secret_arn, args.out, args.service)
+        except Exception as exc:  # keep the last good file; report and retry next period
+            print(f"db-credentials: refresh failed, keeping the previous file: {exc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

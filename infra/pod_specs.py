@@ -1,0 +1,176 @@
+"""Pod and container specs of the workload, as plain Kubernetes dicts.
+
+Every pod meets the Pod Security Standards' *restricted* profile (the
+namespace enforces it): non-root, read-only root filesystem, no capabilities,
+no privilege escalation, seccomp RuntimeDefault. Writable paths are emptyDir
+volumes. The database password reaches libpq through a service file that the
+``db-credentials`` container writes from Secrets Manager with the pod's IRSA
+role (infra/pod_scripts/db_credentials.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynomaly_ops.baselines import PodResources
+
+UID = 10001  # an unprivileged user; the images need no particular one
+SCRIPTS_DIR = "/opt/pynomaly/scripts"
+DB_DIR = "/run/pynomaly-db"
+PG_SERVICE = "pynomaly"  # the section of the libpq service file the DSN names
+PG_SERVICE_FILE = f"{DB_DIR}/pg_service.conf"
+SECRET_REFRESH_S = 300  # how often the sidecar re-reads the (rotating) DB secret
+API_PORT_NAME = "http"
+METRICS_PORT_NAME = "metrics"
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOSTNAME_KEY = "kubernetes.io/hostname"
+SIDECAR_REQUESTS = {"cpu": "50m", "memory": "64Mi"}
+SIDECAR_LIMITS = {"cpu": "200m", "memory": "128Mi"}
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "fsGroup": UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def resources(requests: PodResources | dict[str, str], limits: PodResources | dict[str, str]) -> dict[str, Any]:
+    as_dict = lambda r: r.model_dump() if isinstance(r, PodResources) else dict(r)  # noqa: E731
+    return {"requests": as_dict(requests), "limits": as_dict(limits)}
+
+
+def http_probes(path_live: str, path_ready: str, port: str) -> dict[str, Any]:
+    """Liveness, readiness and a startup probe that gives a slow start (model loading) time before liveness."""
+
+    def get(path: str, **timing: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": port}, "timeoutSeconds": 3, **timing}
+
+    return {
+        "startupProbe": get(path_live, periodSeconds=5, failureThreshold=36),
+        "livenessProbe": get(path_live, periodSeconds=10, failureThreshold=3),
+        "readinessProbe": get(path_ready, periodSeconds=5, failureThreshold=2),
+    }
+
+
+def volumes(scripts_config_map: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+        # Memory-backed: the DB credentials never touch the node's disk.
+        {"name": "db-credentials", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        {"name": "scripts", "configMap": {"name": scripts_config_map, "defaultMode": 0o444}},
+    ]
+
+
+def mounts(*, scripts: bool = False, db_writable: bool = False) -> list[dict[str, Any]]:
+    result = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "db-credentials", "mountPath": DB_DIR, "readOnly": not db_writable},
+    ]
+    if scripts:
+        result.append({"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True})
+    return result
+
+
+def pg_env(secret_arn: str | None = None) -> list[dict[str, str]]:
+    """libpq reads user and password from the service file; ``DB_SECRET_ARN`` tells the writer where to get them."""
+    env = [{"name": "PGSERVICEFILE", "value": PG_SERVICE_FILE}, {"name": "PGSERVICE", "value": PG_SERVICE}]
+    if secret_arn is not None:
+        env.append({"name": "DB_SECRET_ARN", "value": secret_arn})
+    return env
+
+
+def container(name: str, image: str, command: list[str], **extra: Any) -> dict[str, Any]:
+    """A container with the restricted security context and a writable /tmp."""
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "Always",  # tags are mutable in general; always resolve the current image
+        "command": command,
+        "securityContext": container_security_context(),
+        "env": [{"name": "HOME", "value": "/tmp"}, *extra.pop("env", [])],
+        **extra,
+    }
+
+
+def db_credentials_container(image: str, secret_arn: str, region: str, *, sidecar: bool) -> dict[str, Any]:
+    """Writes the libpq service file before the main containers start.
+
+    As a sidecar (an init container with ``restartPolicy: Always``, Kubernetes 1.29+) it keeps refreshing
+    the file; the main containers start once its startup probe sees the file.
+    """
+    command = ["python", f"{SCRIPTS_DIR}/db_credentials.py"]
+    if sidecar:
+        command += ["--refresh-s", str(SECRET_REFRESH_S)]
+    spec = container(
+        "db-credentials",
+        image,
+        command,
+        env=[*pg_env(secret_arn), {"name": "AWS_DEFAULT_REGION", "value": region}],
+        volumeMounts=mounts(scripts=True, db_writable=True),
+        resources=resources(SIDECAR_REQUESTS, SIDECAR_LIMITS),
+    )
+    if sidecar:
+        file_written = {"exec": {"command": ["test", "-s", PG_SERVICE_FILE]}}
+        spec |= {
+            "restartPolicy": "Always",
+            "startupProbe": {**file_written, "periodSeconds": 2, "failureThreshold": 30},
+            "livenessProbe": {**file_written, "periodSeconds": 30},
+            "readinessProbe": {**file_written, "periodSeconds": 30},
+        }
+    return spec
+
+
+def topology_spread(labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Spread over zones (hard: an AZ outage must leave pods elsewhere) and nodes (soft).
+
+    ``nodeTaintsPolicy: Honor`` leaves out nodes tainted unreachable, so a lost zone does not block scheduling in
+    the others; ``matchLabelKeys`` spreads each rollout's new ReplicaSet on its own.
+    """
+
+    def constraint(key: str, when: str) -> dict[str, Any]:
+        return {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": when,
+            "labelSelector": {"matchLabels": labels},
+            "matchLabelKeys": ["pod-template-hash"],
+            "nodeTaintsPolicy": "Honor",
+        }
+
+    return [constraint(ZONE_KEY, "DoNotSchedule"), constraint(HOSTNAME_KEY, "ScheduleAnyway")]
+
+
+def pod_spec(
+    service_account: str,
+    scripts_config_map: str,
+    containers: list[dict[str, Any]],
+    init_containers: list[dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "serviceAccountName": service_account,
+        # The IRSA webhook mounts its own token; the Kubernetes API token is not needed.
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security_context(),
+        "initContainers": init_containers,
+        "containers": containers,
+        "volumes": volumes(scripts_config_map),
+        **extra,
+    }

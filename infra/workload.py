@@ -1,0 +1,560 @@
+"""Workload tier: the Pynomaly API and worker on EKS, declared with pulumi-kubernetes.
+
+Blue-green: two API Deployments, ``pynomaly-blue`` and ``pynomaly-green``; the
+Service ``pynomaly`` (behind the Ingress) selects ``workload.active_color``,
+which also gets the HPA and the runbook's minimum of pods, while the idle
+colour runs ``workload.idle_replicas`` (0 = scaled to zero). Each colour also
+has its own ClusterIP Service (``pynomaly-blue`` / ``pynomaly-green``) for
+smoke tests before a switch. Switching is
+``pulumi config set workload.active_color green && pulumi up``.
+
+Every object goes through the cluster's explicit provider. No secret value
+is in the state or a manifest: pods read the DB password from Secrets Manager
+with their IRSA role (infra/pod_scripts/db_credentials.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import alert_rules, pod_specs
+from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
+from infra.settings import Workload as WorkloadSettings
+from infra.tier import Tier, policy_document
+from pynomaly_ops.baselines import Baselines, load
+
+APP = "pynomaly"
+COLORS = ("blue", "green")
+# Stack name -> namespace suffix; the runbooks' commands use pynomaly-production.
+NAMESPACE_SUFFIX = {"prod": "production"}
+WORKER_METRICS_PORT = 9102
+REDIS_PORT = 6379
+POSTGRES_PORT = 5432
+API_PRESTOP_S = 10  # lets the ALB deregister a pod before it gets SIGTERM
+API_TERMINATION_GRACE_S = 60
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+SCRIPTS = Path(__file__).resolve().parent / "pod_scripts"
+SCRIPT_FILES = ("db_credentials.py", "upload_backup.py")
+BACKUP_DIR = "/backup"
+BACKUP_FILE = f"{BACKUP_DIR}/{APP}.dump"
+
+
+def namespace_for(stack: str) -> str:
+    """``pynomaly-<env>``: prod maps to ``pynomaly-production`` (the runbooks' name), others keep the stack name."""
+    return f"{APP}-{NAMESPACE_SUFFIX.get(stack, stack)}"
+
+
+def deployment_name(color: str) -> str:
+    return f"{APP}-{color}"
+
+
+def api_labels(color: str | None = None) -> dict[str, str]:
+    labels = {"app": APP, "component": "api"}
+    return labels | ({"color": color} if color else {})
+
+
+@dataclass(frozen=True)
+class WorkloadArgs:
+    settings: WorkloadSettings
+    provider: k8s.Provider
+    region: str
+    vpc_cidr: str
+    app_port: int
+    certificate_arn: str
+    ssl_policy: str
+    load_balancer_deletion_protection: bool
+    postgres_version: str
+    db_endpoint: pulumi.Input[str]
+    db_name: pulumi.Input[str]
+    db_secret_arn: pulumi.Input[str]
+    redis_primary_endpoint: pulumi.Input[str]
+    queue_url: pulumi.Input[str]
+    queue_arn: pulumi.Input[str]
+    dead_letter_queue_url: pulumi.Input[str]
+    artifacts_bucket: pulumi.Input[str]
+    artifacts_bucket_arn: pulumi.Input[str]
+    backups_bucket: pulumi.Input[str]
+    backups_bucket_arn: pulumi.Input[str]
+    kms_key_arns: list[pulumi.Input[str]]
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_provider_url: pulumi.Input[str]
+    redis_tls: bool = True
+    baselines: Baselines = field(default_factory=load)
+
+
+def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` or ``host`` -> (host, port)."""
+    host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
+    return host, int(port) if port else default_port
+
+
+def db_dsn(endpoint: str, db_name: str) -> str:
+    """libpq conninfo without user or password: those come from the service file ``service=`` names."""
+    host, port = split_endpoint(endpoint, POSTGRES_PORT)
+    return f"host={host} port={port} dbname={db_name} sslmode=require service={pod_specs.PG_SERVICE}"
+
+
+def config_hash(data: dict[str, str]) -> str:
+    """Pod-template annotation: a changed ConfigMap rolls the Deployments."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cpu_count(quantity: str) -> int:
+    """Whole CPUs in a limit (``2000m`` -> 2): the detector's process count, not the node's CPU count."""
+    cores = float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    return max(1, math.floor(cores))
+
+
+class Workload(Tier):
+    TIER = "workload"
+
+    def __init__(
+        self, stack: str, tags: dict[str, str], args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__(stack, tags, opts)
+        self.args = args
+        self.s = args.settings
+        self.namespace = namespace_for(stack)
+        self.k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        ns = k8s.core.v1.Namespace(
+            self.name_of("namespace"),
+            metadata={
+                "name": self.namespace,
+                "labels": {
+                    # Pod Security Admission: every pod must meet the restricted profile.
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            },
+            opts=self.k8s,
+        )
+        # Everything else lives in the namespace and waits for it.
+        self.in_ns = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[ns])
+        self.api_account = self._service_account(APP, self._api_policy())
+        self.backup_account = self._service_account(f"{APP}-backup", self._backup_policy())
+        scripts = self._config_map(
+            "scripts", f"{APP}-scripts", {name: (SCRIPTS / name).read_text() for name in SCRIPT_FILES}
+        )
+        env = self._config_map("config", f"{APP}-config", self._environment())
+        self.scripts_name, self.env_name = scripts.metadata["name"], env.metadata["name"]
+        self.env_hash = env.data.apply(lambda d: config_hash(d or {}))
+        deployments = {color: self._api_deployment(color) for color in COLORS}
+        self._worker_deployment()
+        service = self._service(APP, api_labels(self.s.active_color), skip_await=False)
+        for color in COLORS:
+            self._service(deployment_name(color), api_labels(color), skip_await=True)
+        self._ingress(service)
+        self._hpa(deployments[self.s.active_color])
+        self._pdb()
+        self._network_policies()
+        self._backup_cronjob()
+        if self.s.prometheus_operator:
+            self._prometheus_rule()
+        self.finish(
+            namespace=ns.metadata["name"],
+            service_name=service.metadata["name"],
+            active_deployment=deployments[self.s.active_color].metadata["name"],
+        )
+
+    # -- identity and configuration ------------------------------------------------------------------------------
+
+    def _api_policy(self) -> pulumi.Output[str]:
+        a = self.args
+        return policy_document(
+            allow(
+                [
+                    "sqs:SendMessage",
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                    "sqs:GetQueueUrl",
+                ],
+                [a.queue_arn],
+            ),
+            allow(["s3:ListBucket"], [a.artifacts_bucket_arn]),
+            allow(
+                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                [pulumi.Output.concat(a.artifacts_bucket_arn, "/*")],
+            ),
+            *self._secret_and_keys(),
+        )
+
+    def _backup_policy(self) -> pulumi.Output[str]:
+        a = self.args
+        return policy_document(
+            allow(
+                ["s3:PutObject", "s3:AbortMultipartUpload"],
+                [pulumi.Output.concat(a.backups_bucket_arn, "/postgres/*")],
+            ),
+            *self._secret_and_keys(),
+        )
+
+    def _secret_and_keys(self) -> list[dict[str, Any]]:
+        a = self.args
+        return [
+            allow(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"], [a.db_secret_arn]),
+            allow(["kms:Decrypt", "kms:GenerateDataKey"], list(a.kms_key_arns)),
+        ]
+
+    def _service_account(self, name: str, policy: pulumi.Output[str]) -> k8s.core.v1.ServiceAccount:
+        """A service account with an IRSA role only it can assume, limited to this stack's resources."""
+        role = service_account_role(
+            self.name_of(f"{name}-irsa"),
+            oidc_provider_arn=self.args.oidc_provider_arn,
+            oidc_provider_url=self.args.oidc_provider_url,
+            namespace=self.namespace,
+            service_account=name,
+            inline_policy=policy,
+            tags=self.tags,
+            opts=self.child,
+        )
+        return k8s.core.v1.ServiceAccount(
+            self.name_of(f"{name}-account"),
+            metadata={"name": name, "namespace": self.namespace, "annotations": {ROLE_ARN_ANNOTATION: role.arn}},
+            automount_service_account_token=False,
+            opts=self.in_ns,
+        )
+
+    def _config_map(self, role: str, name: str, data: Any) -> k8s.core.v1.ConfigMap:
+        return k8s.core.v1.ConfigMap(
+            self.name_of(role),
+            metadata={"name": name, "namespace": self.namespace, "labels": {"app": APP}},
+            data=data,
+            opts=self.in_ns,
+        )
+
+    def _environment(self) -> pulumi.Output[dict[str, str]]:
+        """The service's environment (service contract), all non-secret coordinates of the platform."""
+        a, b = self.args, self.args.baselines
+        scheme = "rediss" if a.redis_tls else "redis"
+        return pulumi.Output.all(
+            a.db_endpoint, a.db_name, a.redis_primary_endpoint, a.queue_url, a.artifacts_bucket
+        ).apply(
+            lambda v: {
+                "PYNOMALY_HOST": "0.0.0.0",
+                "PYNOMALY_PORT": str(a.app_port),
+                "PYNOMALY_DB_DSN": db_dsn(v[0], v[1]),
+                "PYNOMALY_REDIS_URL": "{}://{}:{}/0".format(scheme, *split_endpoint(v[2], REDIS_PORT)),
+                "PYNOMALY_QUEUE_URL": v[3],
+                "PYNOMALY_ARTIFACTS_BUCKET": v[4],
+                "PYNOMALY_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
+                "PYNOMALY_DETECTOR_PROCESSES": str(_cpu_count(b.scaling.pod_limits.cpu)),
+                "AWS_DEFAULT_REGION": a.region,
+            }
+        )
+
+    # -- pods ----------------------------------------------------------------------------------------------------
+
+    def _image(self, color: str) -> str:
+        return f"{self.s.image_repository}:{self.s.tag(color)}"
+
+    def _main_container(self, name: str, image: str, command: list[str], **extra: Any) -> dict[str, Any]:
+        env = [
+            # Reported in /health and as a metric label.
+            {"name": "PYNOMALY_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *pod_specs.pg_env(),
+        ]
+        return pod_specs.container(
+            name,
+            image,
+            command,
+            env=env,
+            envFrom=[{"configMapRef": {"name": self.env_name}}],
+            volumeMounts=pod_specs.mounts(),
+            **extra,
+        )
+
+    def _pod_template(self, labels: dict[str, str], image: str, containers: list[dict], **extra: Any) -> dict:
+        sidecar = pod_specs.db_credentials_container(image, self.args.db_secret_arn, self.args.region, sidecar=True)
+        return {
+            "metadata": {"labels": labels, "annotations": {"pynomaly.io/config-hash": self.env_hash}},
+            "spec": pod_specs.pod_spec(
+                self.api_account.metadata["name"], self.scripts_name, containers, [sidecar], **extra
+            ),
+        }
+
+    def _deployment(self, role: str, name: str, labels: dict[str, str], replicas: int, template: dict):
+        return k8s.apps.v1.Deployment(
+            self.name_of(role),
+            metadata={"name": name, "namespace": self.namespace, "labels": labels},
+            spec={
+                "replicas": replicas,
+                "revisionHistoryLimit": 10,  # what `kubectl rollout undo` can go back to
+                "selector": {"matchLabels": labels},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": template,
+            },
+            opts=self.in_ns,
+        )
+
+    def _api_deployment(self, color: str) -> k8s.apps.v1.Deployment:
+        scaling = self.args.baselines.scaling
+        labels = api_labels(color)
+        api = self._main_container(
+            "api",
+            self._image(color),
+            ["pynomaly-api"],
+            ports=[{"name": pod_specs.API_PORT_NAME, "containerPort": self.args.app_port, "protocol": "TCP"}],
+            resources=pod_specs.resources(scaling.pod_requests, scaling.pod_limits),
+            lifecycle={"preStop": {"sleep": {"seconds": API_PRESTOP_S}}},
+            **pod_specs.http_probes("/health", "/ready", pod_specs.API_PORT_NAME),
+        )
+        replicas = scaling.pods_min if color == self.s.active_color else self.s.idle_replicas
+        template = self._pod_template(
+            labels,
+            self._image(color),
+            [api],
+            terminationGracePeriodSeconds=API_TERMINATION_GRACE_S,
+            topologySpreadConstraints=pod_specs.topology_spread(labels),
+        )
+        return self._deployment(f"api-{color}", deployment_name(color), labels, replicas, template)
+
+    def _worker_deployment(self) -> k8s.apps.v1.Deployment:
+        """The queue consumer: runs the active colour's image; its grace period outlasts one message."""
+        labels = {"app": APP, "component": "worker"}
+        image = self._image(self.s.active_color)
+        worker_resources = {"cpu": self.s.worker_cpu, "memory": self.s.worker_memory}
+        worker = self._main_container(
+            "worker",
+            image,
+            ["pynomaly-worker"],
+            ports=[{"name": pod_specs.METRICS_PORT_NAME, "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
+            resources=pod_specs.resources(worker_resources, worker_resources),
+            **pod_specs.http_probes("/metrics", "/metrics", pod_specs.METRICS_PORT_NAME),
+        )
+        template = self._pod_template(
+            labels,
+            image,
+            [worker],
+            terminationGracePeriodSeconds=self.s.worker_termination_grace_s,
+            topologySpreadConstraints=pod_specs.topology_spread(labels),
+        )
+        return self._deployment("worker", f"{APP}-worker", labels, self.s.worker_replicas, template)
+
+    # -- traffic -------------------------------------------------------------------------------------------------
+
+    def _service(self, name: str, selector: dict[str, str], *, skip_await: bool) -> k8s.core.v1.Service:
+        # An idle colour's Service may have no pods; Pulumi must not wait for endpoints there.
+        annotations = SKIP_AWAIT if skip_await else {}
+        return k8s.core.v1.Service(
+            self.name_of(f"service-{name}"),
+            metadata={"name": name, "namespace": self.namespace, "labels": {"app": APP}, "annotations": annotations},
+            spec={
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [{"name": "http", "port": 80, "targetPort": pod_specs.API_PORT_NAME, "protocol": "TCP"}],
+            },
+            opts=self.in_ns,
+        )
+
+    def _ingress(self, service: k8s.core.v1.Service) -> k8s.networking.v1.Ingress:
+        """An internet-facing ALB (AWS Load Balancer Controller) sending HTTPS to the pods' IPs."""
+        a = self.args
+        prefix = "alb.ingress.kubernetes.io/"
+        attributes = [
+            f"deletion_protection.enabled={str(a.load_balancer_deletion_protection).lower()}",
+            "routing.http.drop_invalid_header_fields.enabled=true",
+        ]
+        annotations = {
+            # The controller fills in the status later; `pulumi up` must not wait for it.
+            **SKIP_AWAIT,
+            prefix + "scheme": "internet-facing",
+            prefix + "target-type": "ip",
+            prefix + "listen-ports": json.dumps([{"HTTPS": 443}]),
+            prefix + "certificate-arn": a.certificate_arn,
+            prefix + "ssl-policy": a.ssl_policy,
+            prefix + "healthcheck-path": "/ready",
+            prefix + "load-balancer-attributes": ",".join(attributes),
+        }
+        return k8s.networking.v1.Ingress(
+            self.name_of("ingress"),
+            metadata={
+                "name": f"{APP}-ingress",
+                "namespace": self.namespace,
+                "labels": {"app": APP},
+                "annotations": annotations,
+            },
+            spec={
+                "ingressClassName": "alb",
+                "rules": [
+                    {
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {
+                                        "service": {"name": service.metadata["name"], "port": {"name": "http"}}
+                                    },
+                                }
+                            ]
+                        }
+                    }
+                ],
+            },
+            opts=self.in_ns,
+        )
+
+    def _hpa(self, target: k8s.apps.v1.Deployment) -> None:
+        """001: 3-20 pods at 70 % CPU / 80 % memory, on the active colour only."""
+        scaling = self.args.baselines.scaling
+
+        def utilization(resource: str, percent: float) -> dict[str, Any]:
+            target_spec = {"type": "Utilization", "averageUtilization": round(percent)}
+            return {"type": "Resource", "resource": {"name": resource, "target": target_spec}}
+
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            self.name_of("hpa"),
+            metadata={"name": APP, "namespace": self.namespace, "labels": {"app": APP}},
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.metadata["name"]},
+                "minReplicas": scaling.pods_min,
+                "maxReplicas": scaling.pods_max,
+                "metrics": [
+                    utilization("cpu", scaling.target_cpu_percent),
+                    utilization("memory", scaling.target_memory_percent),
+                ],
+            },
+            opts=self.in_ns,
+        )
+
+    def _pdb(self) -> None:
+        """Voluntary disruptions (node drains, upgrades) take one pod of the runbook minimum at a time."""
+        k8s.policy.v1.PodDisruptionBudget(
+            self.name_of("pdb"),
+            metadata={"name": APP, "namespace": self.namespace, "labels": {"app": APP}},
+            spec={
+                "minAvailable": self.args.baselines.scaling.pods_min - 1,
+                "selector": {"matchLabels": api_labels(self.s.active_color)},
+            },
+            opts=self.in_ns,
+        )
+
+    def _network_policies(self) -> None:
+        """Deny everything, then allow: the ALB (VPC addresses) to the API, metrics scrapes to the worker, and from
+        every pod DNS, PostgreSQL and Redis inside the VPC and HTTPS to AWS APIs (not the instance metadata)."""
+        vpc = {"ipBlock": {"cidr": self.args.vpc_cidr}}
+        dns = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+        port = lambda number, proto="TCP": {"port": number, "protocol": proto}  # noqa: E731
+        policies = {
+            "default-deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+            "allow-api-ingress": {
+                "podSelector": {"matchLabels": api_labels()},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [vpc], "ports": [port(self.args.app_port)]}],
+            },
+            "allow-worker-metrics": {
+                "podSelector": {"matchLabels": {"app": APP, "component": "worker"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [vpc], "ports": [port(WORKER_METRICS_PORT)]}],
+            },
+            "allow-egress": {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"to": [dns], "ports": [port(53, "UDP"), port(53)]},
+                    {"to": [vpc], "ports": [port(POSTGRES_PORT), port(REDIS_PORT)]},
+                    {
+                        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
+                        "ports": [port(443)],
+                    },
+                ],
+            },
+        }
+        for name, spec in policies.items():
+            k8s.networking.v1.NetworkPolicy(
+                self.name_of(f"netpol-{name}"),
+                metadata={"name": name, "namespace": self.namespace, "labels": {"app": APP}},
+                spec=spec,
+                opts=self.in_ns,
+            )
+
+    # -- backups and alerts --------------------------------------------------------------------------------------
+
+    def _backup_cronjob(self) -> None:
+        """001 "Verify backup schedule: kubectl get cronjobs": nightly pg_dump to the backups bucket.
+
+        Three steps in one pod: write the DB credentials, pg_dump (a PostgreSQL client image of the server's major
+        version) to a scratch volume, upload with the service image's boto3.
+        """
+        a = self.args
+        image = self._image(self.s.active_color)
+        labels = {"app": APP, "component": "backup"}
+        small = pod_specs.resources(pod_specs.SIDECAR_REQUESTS, pod_specs.SIDECAR_LIMITS)
+        dump_mounts = [*pod_specs.mounts(), {"name": "backup", "mountPath": BACKUP_DIR}]
+        pg_dump = pod_specs.container(
+            "pg-dump",
+            f"public.ecr.aws/docker/library/postgres:{a.postgres_version}-alpine",
+            # The DSN (from the ConfigMap) names the service file section holding the user and password.
+            ["pg_dump", "--format=custom", "--no-owner", f"--file={BACKUP_FILE}", "--dbname=$(PYNOMALY_DB_DSN)"],
+            env=pod_specs.pg_env(),
+            envFrom=[{"configMapRef": {"name": self.env_name}}],
+            volumeMounts=dump_mounts,
+            resources=pod_specs.resources({"cpu": "250m", "memory": "256Mi"}, {"cpu": "1000m", "memory": "1Gi"}),
+        )
+        upload = pod_specs.container(
+            "upload",
+            image,
+            ["python", f"{pod_specs.SCRIPTS_DIR}/upload_backup.py", f"--file={BACKUP_FILE}"],
+            env=[
+                {"name": "BACKUPS_BUCKET", "value": a.backups_bucket},
+                {"name": "AWS_DEFAULT_REGION", "value": a.region},
+            ],
+            volumeMounts=[*pod_specs.mounts(scripts=True), {"name": "backup", "mountPath": BACKUP_DIR}],
+            resources=small,
+        )
+        credentials = pod_specs.db_credentials_container(image, a.db_secret_arn, a.region, sidecar=False)
+        spec = pod_specs.pod_spec(
+            self.backup_account.metadata["name"],
+            self.scripts_name,
+            [upload],
+            [credentials, pg_dump],
+            restartPolicy="OnFailure",
+        )
+        spec["volumes"].append({"name": "backup", "emptyDir": {"sizeLimit": "20Gi"}})
+        k8s.batch.v1.CronJob(
+            self.name_of("db-backup"),
+            metadata={"name": f"{APP}-db-backup", "namespace": self.namespace, "labels": labels},
+            spec={
+                "schedule": self.s.backup_schedule,
+                "timeZone": "Etc/UTC",
+                "concurrencyPolicy": "Forbid",
+                "successfulJobsHistoryLimit": 7,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {
+                    "spec": {
+                        "backoffLimit": 2,
+                        "ttlSecondsAfterFinished": 7 * 24 * 3600,
+                        "template": {"metadata": {"labels": labels}, "spec": spec},
+                    }
+                },
+            },
+            opts=self.in_ns,
+        )
+
+    def _prometheus_rule(self) -> None:
+        k8s.apiextensions.CustomResource(
+            self.name_of("alert-rules"),
+            api_version="monitoring.coreos.com/v1",
+            kind="PrometheusRule",
+            metadata={"name": f"{APP}-alerts", "namespace": self.namespace, "labels": {"app": APP}},
+            spec={
+                "groups": alert_rules.rule_groups(
+                    self.namespace, deployment_name(self.s.active_color), self.args.baselines
+                )
+            },
+            opts=self.in_ns,
+        )
