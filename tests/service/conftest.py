@@ -1,0 +1,126 @@
+"""Fixtures for the service's tests: real PostgreSQL, Redis and moto servers on free loopback
+ports, and the API and worker run as real processes (``python -m service.api``/``service.worker``)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/servers.py, shared with other suites
+
+from servers import (
+    AwsResources,
+    MotoServer,
+    PostgresServer,
+    RedisServer,
+    ServiceProcess,
+    free_port,
+    wait_until,
+)
+
+from infra.settings import schema
+
+# The redrive policy's maxReceiveCount, from the one place it is set (Pulumi.yaml's config defaults).
+MAX_RECEIVE_COUNT = int(schema()["queue.max_receive_count"]["default"])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer().init().start().create_app_database()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_aws(moto: MotoServer, visibility_timeout_s: int = 30) -> AwsResources:
+    return moto.provision(f"t{uuid.uuid4().hex[:10]}", visibility_timeout_s, MAX_RECEIVE_COUNT)
+
+
+def service_env(
+    postgres: PostgresServer, redis_url: str, moto: MotoServer, aws: AwsResources, api_key: str, **overrides: str
+) -> dict[str, str]:
+    env = {
+        "PYNOMALY_HOST": "127.0.0.1",
+        "PYNOMALY_PORT": str(free_port()),
+        "PYNOMALY_INSTANCE_ID": f"test-{uuid.uuid4().hex[:6]}",
+        "PYNOMALY_DB_DSN": postgres.dsn(),
+        "PYNOMALY_DB_CONNECT_TIMEOUT_S": "2",
+        "PYNOMALY_REDIS_URL": redis_url,
+        "PYNOMALY_AWS_ENDPOINT_URL": aws.endpoint_url,
+        "PYNOMALY_QUEUE_URL": aws.queue_url,
+        "PYNOMALY_ARTIFACTS_BUCKET": aws.bucket,
+        "PYNOMALY_BOOTSTRAP_API_KEY": api_key,
+        "PYNOMALY_DETECTOR_PROCESSES": "1",
+        "PYNOMALY_WORKER_WAIT_S": "1",
+        **moto.aws_env(),
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def aws(moto: MotoServer) -> AwsResources:
+    return new_aws(moto)
+
+
+@pytest.fixture(scope="module")
+def api(postgres, redis_server, moto, aws, api_key, tmp_path_factory) -> Iterator[ServiceProcess]:
+    env = service_env(postgres, redis_server.url, moto, aws, api_key)
+    proc = ServiceProcess("service.api", env, tmp_path_factory.mktemp("api")).start(wait_for="/health")
+    wait_until(lambda: httpx.get(proc.base_url + "/ready").status_code == 200, 60, f"ready\n{proc.tail()}")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client(api: ServiceProcess, api_key: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def db(postgres: PostgresServer) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        yield conn
+
+
+def count_rows(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """One sample's value from a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match.group(3))
+    return 0.0
