@@ -20,18 +20,20 @@ import pulumi_aws as aws
 from infra.settings import Fleet as FleetSettings
 from infra.tier import Tier, assume_role_policy, policy_document
 from pynomaly_ops.baselines import Scaling
+from service import metrics as metric_names
 
 AGENT_NAMESPACE = "CWAgent"
 APP_NAMESPACE = "Pynomaly/App"
 APP_DIMENSION = "Stack"  # the app metrics' one dimension: which stack's fleet
 AGENT_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
-# The service's Prometheus series the agent forwards (names from the
-# service contract, /tmp/service-contract.md: service/metrics.py).
-INFERENCE_SUM = "pynomaly_inference_duration_seconds_sum"
-INFERENCE_COUNT = "pynomaly_inference_duration_seconds_count"
-PROCESSING_LAG = "pynomaly_job_processing_lag_seconds"
-AUTH_FAILURES = "pynomaly_auth_failures_total"
-AUTH_REQUESTS = "pynomaly_auth_requests_total"
+# The service's Prometheus series the agent forwards; their names are
+# defined once in service/metrics.py (the service contract). A histogram
+# reaches CloudWatch as its _sum and _count series.
+INFERENCE_SUM = f"{metric_names.INFERENCE_DURATION_NAME}_sum"
+INFERENCE_COUNT = f"{metric_names.INFERENCE_DURATION_NAME}_count"
+PROCESSING_LAG = metric_names.JOB_PROCESSING_LAG_NAME
+AUTH_FAILURES = metric_names.AUTH_FAILURES_NAME
+AUTH_REQUESTS = metric_names.AUTH_REQUESTS_NAME
 APP_METRICS = (INFERENCE_SUM, INFERENCE_COUNT, PROCESSING_LAG, AUTH_FAILURES, AUTH_REQUESTS)
 
 

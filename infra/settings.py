@@ -108,9 +108,10 @@ class Database(_Tier):
     @model_validator(mode="after")
     def _storage(self) -> Database:
         if self.allocated_storage_gb > self.max_allocated_storage_gb:
-            raise ValueError(
-                f"min > max: allocated_storage_gb ({self.allocated_storage_gb}) exceeds "
-                f"max_allocated_storage_gb ({self.max_allocated_storage_gb})"
+            raise _KeyError(
+                "db.allocated_storage_gb",
+                f"min > max: {self.allocated_storage_gb} exceeds db.max_allocated_storage_gb "
+                f"({self.max_allocated_storage_gb}); raise the maximum or lower the initial storage",
             )
         return self
 
@@ -175,9 +176,10 @@ class Cluster(_Tier):
     @model_validator(mode="after")
     def _sizes(self) -> Cluster:
         if not self.node_min <= self.node_desired <= self.node_max:
-            raise ValueError(
-                f"min > max: need node_min ({self.node_min}) <= node_desired "
-                f"({self.node_desired}) <= node_max ({self.node_max})"
+            raise _KeyError(
+                "cluster.node_min",
+                f"min > max: need cluster.node_min ({self.node_min}) <= cluster.node_desired "
+                f"({self.node_desired}) <= cluster.node_max ({self.node_max})",
             )
         return self
 

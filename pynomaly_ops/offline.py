@@ -192,7 +192,11 @@ def _computed(type_token: str, name: str, inputs: dict[str, Any], region: str) -
             "zoneId": "Z35SXDOTRQ7X7K",
         },
         "aws:lb/targetGroup:TargetGroup": {"arnSuffix": f"targetgroup/{resource_name}/0123456789abcdef"},
-        "aws:kms/key:Key": {"keyId": f"key-{name}"},
+        "aws:kms/key:Key": {"keyId": f"key-{name}", "arn": f"arn:aws:kms:{region}:{ACCOUNT}:key/key-{name}"},
+        "aws:cloudwatch/logGroup:LogGroup": {"arn": f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{resource_name}"},
+        "aws:iam/role:Role": {"arn": f"arn:aws:iam::{ACCOUNT}:role/{resource_name}"},
+        "aws:iam/instanceProfile:InstanceProfile": {"arn": f"arn:aws:iam::{ACCOUNT}:instance-profile/{resource_name}"},
+        "aws:ec2/launchTemplate:LaunchTemplate": {"latestVersion": 1},
         "aws:eks/cluster:Cluster": {
             "endpoint": f"https://{resource_name}.gr7.{region}.eks.amazonaws.com",
             "certificateAuthority": {"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="},
