@@ -64,15 +64,16 @@ def _export_pool_gauges(pool: ConnectionPool) -> None:
 
 
 def run(
-    pool: ConnectionPool, work: Callable[[psycopg.Connection], T], *, idempotent: bool, deadline_s: float = 10.0
+    pool: ConnectionPool, work: Callable[[psycopg.Connection], T], *, idempotent: bool, deadline_s: float | None = None
 ) -> T:
     """Run ``work`` in one transaction; retry connection failures only when ``idempotent``.
 
     A non-idempotent write is tried once: if its connection dies mid-commit the outcome
     is unknown, and repeating it could apply it twice. Either way a dependency failure
-    surfaces as :class:`DependencyUnavailable` (HTTP 503), never as a 500.
+    surfaces as :class:`DependencyUnavailable` (HTTP 503), never as a 500. Retries stop
+    after ``deadline_s`` (default: twice the pool's wait for a connection).
     """
-    stop_at = time.monotonic() + deadline_s
+    stop_at = time.monotonic() + (2 * pool.timeout if deadline_s is None else deadline_s)
     delay = 0.05
     while True:
         try:

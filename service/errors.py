@@ -34,7 +34,7 @@ class DependencyUnavailable(ApiError):
 
 def field_path(loc: Sequence[Any]) -> str:
     """Render a pydantic error location as the field a client would write: ``rows[3][1]``, ``options.x``."""
-    parts = [p for p in loc if p != "body"]
+    parts = list(loc[1:] if loc and loc[0] in ("body", "path", "query", "header") else loc)
     out = ""
     for part in parts:
         if isinstance(part, int):

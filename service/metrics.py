@@ -14,6 +14,7 @@ from pynomaly_ops.baselines import load
 
 HTTP_REQUESTS_NAME = "pynomaly_http_requests_total"
 HTTP_DURATION_NAME = "pynomaly_http_request_duration_seconds"
+HTTP_IN_FLIGHT_NAME = "pynomaly_http_requests_in_flight"
 INFERENCE_DURATION_NAME = "pynomaly_inference_duration_seconds"
 JOB_PROCESSING_LAG_NAME = "pynomaly_job_processing_lag_seconds"
 AUTH_FAILURES_NAME = "pynomaly_auth_failures_total"
@@ -40,6 +41,7 @@ HTTP_REQUESTS = Counter(HTTP_REQUESTS_NAME, "HTTP requests by route, method and 
 HTTP_DURATION = Histogram(
     HTTP_DURATION_NAME, "HTTP request latency by route and method", ["route", "method"], buckets=_LATENCY_BUCKETS
 )
+HTTP_IN_FLIGHT = Gauge(HTTP_IN_FLIGHT_NAME, "HTTP requests being served, by method", ["method"])
 INFERENCE_DURATION = Histogram(INFERENCE_DURATION_NAME, "Detector fit and score time", buckets=_INFERENCE_BUCKETS)
 JOB_PROCESSING_LAG = Gauge(JOB_PROCESSING_LAG_NAME, "Seconds from job submission to pick-up by a worker (0 when idle)")
 AUTH_FAILURES = Counter(AUTH_FAILURES_NAME, "Requests to /api/v1 refused for a missing, unknown or revoked key")

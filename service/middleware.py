@@ -29,9 +29,12 @@ class RequestMetrics:
                 status["code"] = message["status"]
             await send(message)
 
+        in_flight = metrics.HTTP_IN_FLIGHT.labels(method=scope["method"])
+        in_flight.inc()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            in_flight.dec()
             route = getattr(scope.get("route"), "path", UNMATCHED)
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(route=route, method=method, status=str(status["code"])).inc()
