@@ -51,6 +51,7 @@ class Resource:
     custom: bool
     inputs: dict[str, Any]
     state: dict[str, Any]
+    provider: str | None = None  # "<provider urn>::<id>" when the resource names an explicit provider
 
     @property
     def plain_inputs(self) -> dict[str, Any]:
@@ -280,6 +281,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
                         "type": request.type,
                         "name": request.name,
                         "parent": request.parent or None,
+                        "provider": request.provider or None,
                         "custom": bool(request.custom),
                         "inputs": _jsonable(_mark_secrets(rpc.deserialize_properties(request.object))),
                         "state": _jsonable(_mark_secrets(registration.state)),
