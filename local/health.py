@@ -100,7 +100,7 @@ def redis_primary(sentinels: list[tuple[str, int]]) -> tuple[str, int] | None:
     for address, port in sentinels:
         try:
             host, p = redis_client(address, port).sentinel_get_master_addr_by_name(SENTINEL_MASTER)
-            return host, int(p)
+            return (host.decode() if isinstance(host, bytes) else host), int(p)
         except (redis.RedisError, TypeError):
             continue
     return None

@@ -223,7 +223,6 @@ def _postgres_exporter(layout: Layout, member: str, zone: str) -> Program:
         command=[
             "/usr/bin/prometheus-postgres-exporter",
             f"--web.listen-address={addr}:{p['postgres_exporter']}",
-            "--no-collector.stat_bgwriter",
         ],
         package="prometheus-postgres-exporter",
         phase=Phase.BASE,
@@ -261,7 +260,15 @@ def api_program(layout: Layout, index: int, service_env: dict[str, str]) -> Prog
     zone = zone_of(index)
     name = f"api-{index}"
     port = layout.ports["api"] + index
-    env = service_env | {"PYNOMALY_HOST": ZONES[zone], "PYNOMALY_PORT": str(port), "PYNOMALY_INSTANCE_ID": name}
+    env = service_env | {
+        "PYNOMALY_HOST": ZONES[zone],
+        "PYNOMALY_PORT": str(port),
+        "PYNOMALY_INSTANCE_ID": name,
+        # Detection inline (no process pool): in production each instance has its
+        # own cores; here every instance shares two, and a pool per instance
+        # (spawned, re-importing scikit-learn) triples the start-up time.
+        "PYNOMALY_DETECTOR_PROCESSES": "0",
+    }
     return Program(
         name=name,
         command=[sys.executable, "-m", "service.api"],

@@ -66,16 +66,21 @@ class Stack:
         """Start what is not running and wait until every piece is healthy; returns seconds taken."""
         started = time.monotonic()
         programs = self.programs()
+        by_name = {p.name: p for p in programs}
         check_binaries(programs)
         sup = self.supervisor
         if sup.running():
-            self.say("supervisord already running: starting only what is stopped")
+            render.write_supervisor(self.layout, programs)
+            changes = sup.apply_config()
+            self.say(f"supervisord already running; program changes: {', '.join(changes) or 'none'}")
         else:
             self._cold_start(programs)
+        # Start everything early and wait once: the service retries its database
+        # and queue, so its slow imports overlap the database's bootstrap.
         self._start_phase(programs, Phase.BASE)
         self._wait_healthy([p for p in programs if p.name == "etcd"], "etcd")
         self._start_phase(programs, Phase.DATABASE)
-        self._wait_healthy([p for p in programs if p.phase == Phase.BASE], "base servers")
+        self._start_phase(programs, Phase.APP)
         self._wait(
             "PostgreSQL leader + synchronous standby",
             lambda: health.database_ready(self.layout.ports["patroni"]),
@@ -83,10 +88,13 @@ class Stack:
             programs,
             "patroni-a",
         )
+        self._wait(
+            "S3/SQS stand-in", lambda: health.probe(by_name["moto"]), PHASE_TIMEOUT_S[Phase.BASE], programs, "moto"
+        )
         ensure_app_database(self.wiring)
         ensure_resources(self.wiring)
         self.say("database, role, queues and buckets in place")
-        self._start_phase(programs, Phase.APP)
+        self._wait_healthy([p for p in programs if p.phase == Phase.BASE], "base servers")
         self._wait_healthy([p for p in programs if p.phase == Phase.APP], "API instances and workers")
         self._wait_in_rotation(programs)
         self.write_outputs()
@@ -100,7 +108,7 @@ class Stack:
             if survivors:
                 raise StackError(f"could not end processes of a previous run: {survivors}; kill them and retry")
         self._clear_stale_files()
-        check_ports(self.layout, programs)
+        check_ports(bound_ports(self.layout, programs))
         render.render_all(self.layout, programs)
         self.supervisor.start()
         self.say("supervisord started")
@@ -236,8 +244,7 @@ class Stack:
             raise StackError("the local stack is not running: `pynomaly-ops local up` first")
         env = self.wiring.service_env()
         current = self.layout.instances
-        for index in range(current, count):
-            self._add_instance(api_program(self.layout, index, env))
+        self._add_instances([api_program(self.layout, i, env) for i in range(current, count)])
         for index in reversed(range(count, current)):
             self._remove_instance(api_program(self.layout, index, env))
         self.layout.instances = count
@@ -247,19 +254,18 @@ class Stack:
         render.write_api_targets(self.layout, programs)
         self.say(f"{count} instance(s) in service")
 
-    def _add_instance(self, program: Program) -> None:
-        check_ports(self.layout, [program])
-        render.write_program(self.layout, program)
-        self.supervisor.add(program.name)
-        self._wait(f"{program.name} healthy", lambda: health.probe(program), 60, [program], program.name)
-        self.haproxy.add_server(program)
-        self._wait(
-            f"{program.name} in the load balancer",
-            lambda: self.haproxy.server_status().get(program.name) == "UP",
-            30,
-            [program],
-            "haproxy",
-        )
+    def _add_instances(self, programs: list[Program]) -> None:
+        """Start them all at once, then put each in the load balancer once healthy."""
+        if not programs:
+            return
+        check_ports([(p.name, p.address, p.port) for p in programs])
+        for program in programs:
+            render.write_program(self.layout, program)
+            self.supervisor.add(program.name)
+        self._wait_healthy(programs, "new instances")
+        for program in programs:
+            self.haproxy.add_server(program)
+        self._wait_in_rotation(programs)
 
     def _remove_instance(self, program: Program) -> None:
         lb = self.haproxy
@@ -294,8 +300,9 @@ def bound_ports(layout: Layout, programs: list[Program]) -> list[tuple[str, str,
     return ports
 
 
-def check_ports(layout: Layout, programs: list[Program]) -> None:
-    taken = [(n, a, p) for n, a, p in bound_ports(layout, programs) if not health.port_free(a, p)]
+def check_ports(sockets: list[tuple[str, str, int]]) -> None:
+    """``sockets``: (name, address, port) the stack is about to listen on."""
+    taken = [(n, a, p) for n, a, p in sockets if not health.port_free(a, p)]
     if taken:
         lines = "\n  ".join(f"{a}:{p} ({n}) is taken by {holder(a, p)}" for n, a, p in taken)
         raise StackError(

@@ -68,6 +68,16 @@ class Supervisor:
             self._call(self.rpc.addProcessGroup, name)
         self.start_programs([name])
 
+    def apply_config(self) -> list[str]:
+        """Load rewritten program files: add new programs, restart changed ones,
+        drop removed ones. Unchanged programs are not touched. Returns the changes."""
+        [[added, changed, removed]] = self.rpc.reloadConfig()
+        for name in changed + removed:
+            self.remove(name)
+        for name in added + changed:
+            self._call(self.rpc.addProcessGroup, name)
+        return [f"+{n}" for n in added] + [f"~{n}" for n in changed] + [f"-{n}" for n in removed]
+
     def remove(self, name: str) -> None:
         if name in self.info():
             self._call(self.rpc.stopProcessGroup, name, True)

@@ -1,0 +1,83 @@
+"""Generated Prometheus rules, port and binary checks: no servers needed."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+
+import pytest
+import yaml
+
+from local import render
+from local.layout import ZONES, Layout, ports_from_env
+from local.programs import Phase, Program, base_programs
+from local.rules import RulesError, _expression, rules
+from local.stack import StackError, bound_ports, check_binaries, check_ports
+from pynomaly_ops.baselines import load
+
+
+def _rendered_rules() -> list[dict]:
+    return yaml.safe_load(render.rules_yml())["groups"][0]["rules"]
+
+
+def test_rules_cover_every_threshold_at_both_levels():
+    b = load()
+    rendered = {(r["labels"]["baseline_key"], r["labels"]["severity"]): r for r in _rendered_rules()}
+    levels = {f"thresholds.{k}": v for k, v in b.thresholds.levels().items()}
+    levels["database.replica_lag_s"] = b.database.replica_lag_s
+    for key, level in levels.items():
+        for severity in ("warning", "critical"):
+            rule = rendered[(key, severity)]
+            assert float(rule["labels"]["threshold"]) == level.at(severity)
+            assert rule["expr"].endswith(f"> {level.at(severity):g}")
+    for name, value in b.app_alarms:
+        if name != "source":
+            assert float(rendered[(f"app_alarms.{name}", "warning")]["labels"]["threshold"]) == value
+
+
+def test_rules_use_the_service_metric_names():
+    from service import metrics
+
+    exprs = " ".join(r["expr"] for r in _rendered_rules())
+    for name in (metrics.HTTP_REQUESTS_NAME, metrics.HTTP_DURATION_NAME, metrics.JOB_PROCESSING_LAG_NAME):
+        assert name in exprs
+
+
+def test_rules_pass_promtool(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    path = tmp_path / "rules.yml"
+    path.write_text(render.rules_yml())
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(rules(load()))} rules found" in result.stdout
+
+
+def test_a_number_without_an_expression_is_an_error():
+    with pytest.raises(RulesError, match=r"thresholds\.queue_depth has no Prometheus expression"):
+        _expression("thresholds.queue_depth")
+
+
+def test_a_taken_port_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYNOMALY_LOCAL_PORT_OFFSET", "2000")
+    layout = Layout.create(tmp_path / "s", instances=1)
+    with socket.socket() as s:
+        s.bind((ZONES["a"], layout.ports["redis"]))
+        s.listen()
+        with pytest.raises(StackError, match=rf"127\.0\.1\.1:{layout.ports['redis']} \(redis-a\) is taken by pid"):
+            check_ports(bound_ports(layout, base_programs(layout)))
+
+
+def test_a_missing_binary_names_its_package():
+    program = Program("x", ["/nonexistent/patroni"], "patroni", Phase.DATABASE, "127.0.0.1", 1)
+    with pytest.raises(StackError, match=r"/nonexistent/patroni: install patroni"):
+        check_binaries([program])
+
+
+def test_bad_port_settings_are_named():
+    from local.layout import LayoutError
+
+    with pytest.raises(LayoutError, match="PYNOMALY_LOCAL_PORT_LB='x' is not an integer"):
+        ports_from_env({"PYNOMALY_LOCAL_PORT_LB": "x"})
