@@ -124,3 +124,26 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(match.group(3))
     return 0.0
+
+
+def start_worker(
+    postgres: PostgresServer, moto: MotoServer, aws: AwsResources, api_key: str, root: Path, **overrides: str
+) -> ServiceProcess:
+    """A worker process; it is up once its metrics endpoint answers."""
+    overrides = {"PYNOMALY_WORKER_METRICS_PORT": str(free_port()), **overrides}
+    env = service_env(postgres, "redis://127.0.0.1:1/0", moto, aws, api_key, **overrides)
+    worker = ServiceProcess("service.worker", env, root)
+    worker.start(wait_for=None)
+    wait_until(lambda: worker._alive() and httpx.get(worker_metrics_url(worker)).status_code == 200, 60, "worker")
+    return worker
+
+
+def worker_metrics_url(worker: ServiceProcess) -> str:
+    return f"http://127.0.0.1:{worker.env['PYNOMALY_WORKER_METRICS_PORT']}/metrics"
+
+
+def queue_depth(moto: MotoServer, queue_url: str) -> int:
+    """Messages in the queue, visible or in flight."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = moto.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    return sum(int(attributes[n]) for n in names)

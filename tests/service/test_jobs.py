@@ -1,0 +1,124 @@
+"""Batch jobs: API -> SQS -> worker -> S3 + PostgreSQL, idempotent by id, graceful, dead-lettered."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from conftest import MAX_RECEIVE_COUNT, metric_value, new_aws, queue_depth, start_worker, worker_metrics_url
+from servers import wait_until
+
+from service import metrics
+from service.storage import result_key
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def worker_factory(postgres, moto, api_key, tmp_path):
+    started = []
+
+    def start(aws, **overrides):
+        worker = start_worker(postgres, moto, aws, api_key, tmp_path, **overrides)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def job_status(db, job_id) -> tuple[str, int] | None:
+    return db.execute("SELECT status, attempts FROM jobs WHERE id = %s", (job_id,)).fetchone()
+
+
+def worker_jobs(worker, status: str) -> float:
+    return metric_value(httpx.get(worker_metrics_url(worker)).text, metrics.JOBS_NAME, status=status)
+
+
+def series(n: int, seed: int = 0) -> list[float]:
+    values = np.random.default_rng(seed).normal(0, 1, n)
+    values[n // 3] = 30.0
+    return values.round(6).tolist()
+
+
+def test_a_job_runs_end_to_end(client, aws, moto, db, worker_factory):
+    reply = client.post("/api/v1/jobs", json={"series": series(2000), "contamination": 0.01})
+    assert reply.status_code == 202, reply.text
+    job_id = reply.json()["job"]["id"]
+    assert reply.json()["job"]["status"] == "queued"
+    worker = worker_factory(aws)
+    wait_until(lambda: client.get(f"/api/v1/jobs/{job_id}").json()["job"]["status"] == "completed", 60, "job done")
+    body = client.get(f"/api/v1/jobs/{job_id}", params={"result": "true"}).json()
+    assert body["job"]["result_key"] == result_key(job_id)
+    assert len(body["result"]["scores"]) == 2000 and body["result"]["flags"][2000 // 3] is True
+    assert body["job"]["n_flagged"] == sum(body["result"]["flags"])
+    assert worker_jobs(worker, "completed") == 1
+    assert 0 <= metric_value(httpx.get(worker_metrics_url(worker)).text, metrics.JOB_PROCESSING_LAG_NAME) < 60
+
+
+def test_resubmitting_a_job_id_returns_the_same_job(client, db):
+    job_id = str(uuid.uuid4())
+    first = client.post("/api/v1/jobs", json={"series": [1, 2, 3], "job_id": job_id})
+    again = client.post("/api/v1/jobs", json={"series": [1, 2, 3], "job_id": job_id})
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["job"]["id"] == job_id
+    conflict = client.post("/api/v1/jobs", json={"series": [1, 2, 4], "job_id": job_id})
+    assert conflict.status_code == 409 and conflict.json()["error"]["field"] == "job_id"
+    assert db.execute("SELECT count(*) FROM jobs WHERE id = %s", (job_id,)).fetchone() == (1,)
+
+
+def test_a_message_delivered_twice_yields_one_result(client, aws, moto, db, worker_factory):
+    job_id = client.post("/api/v1/jobs", json={"series": series(500, seed=5)}).json()["job"]["id"]
+    duplicate = json.dumps({"job_id": job_id, "submitted_at": 0})
+    moto.client("sqs").send_message(QueueUrl=aws.queue_url, MessageBody=duplicate)  # the redelivery
+    worker = worker_factory(aws)
+    wait_until(lambda: queue_depth(moto, aws.queue_url) == 0 and job_status(db, job_id)[0] == "completed", 60, "drain")
+    assert job_status(db, job_id) == ("completed", 1)
+    keys = moto.client("s3").list_objects_v2(Bucket=aws.bucket, Prefix=f"jobs/{job_id}/").get("Contents", [])
+    assert [k["Key"] for k in keys] == [result_key(job_id)]
+    assert worker.tail().count(f"job {job_id} completed") == 1
+    assert f"duplicate message for completed job {job_id}" in worker.tail()
+    # The queue may hold other tests' jobs too: every completion counted is a distinct job.
+    name = f"{worker.env['PYNOMALY_INSTANCE_ID']}-{worker.proc.pid}"
+    done = db.execute("SELECT count(*) FROM jobs WHERE worker = %s AND status = 'completed'", (name,)).fetchone()[0]
+    assert worker_jobs(worker, "completed") == done
+    assert worker_jobs(worker, "failed") == 0
+
+
+def test_sigterm_hands_the_in_flight_message_back(client, aws, moto, db, worker_factory):
+    """The queue's visibility timeout is long (30 s): the message is back at once only if the worker released it."""
+    heavy = {"series": series(100_000, seed=6), "n_estimators": 200}
+    job_id = client.post("/api/v1/jobs", json=heavy).json()["job"]["id"]
+    worker = worker_factory(aws)
+    wait_until(lambda: job_status(db, job_id)[0] == "running", 60, "the worker to pick the job up")
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(30) == 0, worker.tail()
+    assert job_status(db, job_id) == ("queued", 1)
+    sqs = moto.client("sqs")
+    reply = sqs.receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=5, AttributeNames=["ApproximateReceiveCount"])
+    messages = reply.get("Messages", [])
+    assert [json.loads(m["Body"])["job_id"] for m in messages] == [job_id]
+    sqs.delete_message(QueueUrl=aws.queue_url, ReceiptHandle=messages[0]["ReceiptHandle"])
+    assert "handed back to the queue" in worker.tail()
+
+
+def test_poison_messages_land_in_the_dead_letter_queue(moto, db, postgres, api_key, worker_factory, client):
+    fast = new_aws(moto, visibility_timeout_s=1)
+    sqs = moto.client("sqs")
+    sqs.send_message(QueueUrl=fast.queue_url, MessageBody="this is not a job")
+    unknown = json.dumps({"job_id": str(uuid.uuid4()), "submitted_at": 0})
+    sqs.send_message(QueueUrl=fast.queue_url, MessageBody=unknown)
+    worker = worker_factory(fast)
+
+    def dead_lettered() -> bool:
+        attrs = sqs.get_queue_attributes(QueueUrl=fast.dead_letter_queue_url, AttributeNames=["All"])["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) == 2
+
+    wait_until(dead_lettered, 90, "both messages in the dead-letter queue", interval_s=0.2)
+    assert queue_depth(moto, fast.queue_url) == 0
+    assert worker_jobs(worker, "failed") == 2 * MAX_RECEIVE_COUNT
