@@ -1,0 +1,135 @@
+"""App fleet tier: launch template, ASG sizes from the numbers file, scaling, least privilege."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+from infra_helpers import as_list, inputs, policy, rid, statements
+
+
+def _user_data(r, stack) -> str:
+    return base64.b64decode(inputs(r, f"{stack}-fleet-lt")["userData"]).decode()
+
+
+def _heredoc(script: str, marker: str) -> str:
+    return re.search(rf"<<'{marker}'\n(.*?)\n{marker}\n", script, re.S).group(1)
+
+
+def test_launch_template_requires_imdsv2_with_hop_limit_one(r, stack, cfg):
+    lt = inputs(r, f"{stack}-fleet-lt")
+    assert lt["imageId"] == cfg.fleet.ami_id and lt["instanceType"] == cfg.fleet.instance_type
+    meta = lt["metadataOptions"]
+    assert meta["httpTokens"] == "required"
+    assert meta["httpPutResponseHopLimit"] == 1
+    assert meta["httpEndpoint"] == "enabled"
+
+
+def test_root_volume_is_encrypted_gp3(r, stack, cfg):
+    (mapping,) = inputs(r, f"{stack}-fleet-lt")["blockDeviceMappings"]
+    ebs = mapping["ebs"]
+    assert ebs["encrypted"] == "true" and ebs["volumeType"] == "gp3"
+    assert ebs["volumeSize"] == cfg.fleet.root_volume_gb
+
+
+def test_launch_template_uses_the_instance_profile_and_app_group(r, stack):
+    lt = inputs(r, f"{stack}-fleet-lt")
+    assert lt["iamInstanceProfile"]["arn"] == r.named(f"{stack}-fleet-profile").state["arn"]
+    assert lt["vpcSecurityGroupIds"] == [rid(f"{stack}-network-app-sg")]
+    assert inputs(r, f"{stack}-fleet-profile")["role"] == f"{stack}-fleet-role"
+
+
+def test_user_data_installs_the_cloudwatch_agent_for_memory_disk_and_app_metrics(r, stack, cfg):
+    script = _user_data(r, stack)
+    assert "dnf install -y amazon-cloudwatch-agent" in script
+    assert "amazon-cloudwatch-agent-ctl -a fetch-config" in script
+    agent = json.loads(_heredoc(script, "AGENT"))
+    collected = agent["metrics"]["metrics_collected"]
+    assert collected["mem"]["measurement"] == ["mem_used_percent"]
+    assert collected["disk"]["measurement"] == ["used_percent"]
+    assert agent["metrics"]["aggregation_dimensions"] == [["AutoScalingGroupName"]]
+    prom = agent["logs"]["metrics_collected"]["prometheus"]
+    assert prom["emf_processor"]["metric_namespace"] == "Pynomaly/App"
+    scrape = json.loads(_heredoc(script, "PROMETHEUS"))["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/metrics"
+    assert scrape["static_configs"][0]["targets"] == [f"localhost:{cfg.fleet.app_port}"]
+
+
+def test_asg_sizes_come_from_the_numbers_file(r, stack, numbers):
+    asg = inputs(r, f"{stack}-fleet-asg")
+    assert asg["minSize"] == asg["desiredCapacity"] == numbers.scaling.instances_normal
+    assert asg["maxSize"] == numbers.scaling.instances_high_load
+
+
+def test_asg_spans_the_app_subnets_behind_the_alb_with_elb_health_checks(r, stack, cfg):
+    asg = inputs(r, f"{stack}-fleet-asg")
+    assert asg["vpcZoneIdentifiers"] == [rid(f"{stack}-network-app-{i}") for i in range(3)]
+    assert asg["targetGroupArns"] == [r.named(f"{stack}-lb-app").state["arn"]]
+    assert asg["healthCheckType"] == "ELB"
+    assert asg["healthCheckGracePeriod"] == cfg.fleet.health_check_grace_s > 0
+    assert asg["launchTemplate"]["id"] == rid(f"{stack}-fleet-lt")
+    assert asg["launchTemplate"]["version"] not in ("$Latest", "$Default")  # auto-rollback needs a fixed one
+
+
+def test_instance_refresh_is_rolling_with_auto_rollback(r, stack):
+    refresh = inputs(r, f"{stack}-fleet-asg")["instanceRefresh"]
+    assert refresh["strategy"] == "Rolling"
+    assert refresh["preferences"]["autoRollback"] is True
+    assert refresh["preferences"]["minHealthyPercentage"] == 100
+
+
+def test_target_tracking_on_cpu_from_the_numbers_file(r, stack, numbers):
+    policy_inputs = inputs(r, f"{stack}-fleet-cpu-target")
+    assert policy_inputs["policyType"] == "TargetTrackingScaling"
+    assert policy_inputs["autoscalingGroupName"] == f"{stack}-fleet-asg"
+    tracking = policy_inputs["targetTrackingConfiguration"]
+    assert tracking["predefinedMetricSpecification"]["predefinedMetricType"] == "ASGAverageCPUUtilization"
+    assert tracking["targetValue"] == numbers.scaling.target_cpu_percent
+
+
+def _stack_arns(r, stack) -> set[str]:
+    """Every ARN the app may touch: exactly this stack's queue, buckets, secret, keys and log groups."""
+    arn = lambda name: r.named(name).state["arn"]  # noqa: E731
+    buckets = [arn(f"{stack}-storage-{b}") for b in ("artifacts", "backups")]
+    logs = [arn(f"{stack}-fleet-{g}-logs") for g in ("app", "prometheus")]
+    primary = r.named(f"{stack}-database-primary").state
+    return {
+        arn(f"{stack}-queue-jobs"),
+        *buckets,
+        *(f"{b}/*" for b in buckets),
+        primary["masterUserSecrets"][0]["secretArn"],
+        f"arn:aws:rds-db:us-east-1:123456789012:dbuser:{primary['resourceId']}/pynomaly",
+        *(arn(f"{stack}-keys-{k}") for k in ("queue", "storage", "database")),
+        *logs,
+        *(f"{g}:*" for g in logs),
+    }
+
+
+def test_instance_role_names_exactly_this_stacks_resources(r, stack):
+    doc = policy(inputs(r, f"{stack}-fleet-role-policy"))
+    named = set()
+    for statement in statements(doc):
+        assert statement["Effect"] == "Allow"
+        assert all(not a.endswith(":*") and a != "*" for a in as_list(statement["Action"]))
+        resources = as_list(statement["Resource"])
+        if resources == ["*"]:
+            # Only actions without resource-level permissions, and metrics confined by namespace.
+            assert statement["Action"] in (["cloudwatch:PutMetricData"], ["ec2:DescribeTags"])
+            if statement["Action"] == ["cloudwatch:PutMetricData"]:
+                assert statement["Condition"]["StringEquals"]["cloudwatch:namespace"] == ["CWAgent", "Pynomaly/App"]
+            continue
+        named.update(resources)
+    assert named == _stack_arns(r, stack)
+    assert all(stack in arn for arn in named if ":kms:" not in arn)
+
+
+def test_instance_role_is_assumable_by_ec2_only(r, stack):
+    trust = policy(inputs(r, f"{stack}-fleet-role"), "assumeRolePolicy")
+    assert [s["Principal"] for s in statements(trust)] == [{"Service": "ec2.amazonaws.com"}]
+    attachments = [
+        a.plain_inputs["policyArn"]
+        for a in r.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if a.plain_inputs["role"] == f"{stack}-fleet-role"
+    ]
+    assert attachments == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
