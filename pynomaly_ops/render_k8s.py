@@ -44,7 +44,7 @@ def _plain(value: Any) -> Any:
     """JSON from the mock record -> manifest values: integral floats back to ints (the RPC layer sends every number
     as a float), nulls dropped, secret markers kept visible as ``{"$secret": ...}`` so they can be caught."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
+        return {k: _plain(value[k]) for k in sorted(value) if value[k] is not None}  # stable files to diff
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, float) and value.is_integer():

@@ -1,0 +1,138 @@
+"""The EKS cluster as the program declares it (pulumi-aws inputs under mocks), and IRSA scoping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infra.cluster import ADDONS, kubeconfig
+
+EKS = "aws:eks/cluster:Cluster"
+
+
+def test_control_plane(each_stack):
+    s = each_stack.settings.cluster
+    (cluster,) = each_stack.aws(EKS)
+    assert cluster["version"] == s.version
+    assert cluster["accessConfig"]["authenticationMode"] == "API"
+    assert cluster["enabledClusterLogTypes"] == ["api", "audit", "authenticator"]
+    enc = cluster["encryptionConfig"]
+    assert enc["resources"] == ["secrets"] and enc["provider"]["keyArn"].startswith("arn:aws:kms:")
+    vpc = cluster["vpcConfig"]
+    assert vpc["endpointPrivateAccess"] is True
+    assert vpc["endpointPublicAccess"] is False  # no public_access_cidrs in any stack file
+    assert "publicAccessCidrs" not in vpc
+    assert len(vpc["subnetIds"]) == 3
+    (logs,) = [g for g in each_stack.aws("aws:cloudwatch/logGroup:LogGroup") if g["name"].startswith("/aws/eks/")]
+    assert logs["name"] == f"/aws/eks/{cluster['name']}/cluster"
+    assert logs["retentionInDays"] == s.log_retention_days
+
+
+def test_public_endpoint_only_from_configured_cidrs_and_admin_access_entries(variant):
+    (cluster,) = variant.aws(EKS)
+    assert cluster["vpcConfig"]["endpointPublicAccess"] is True
+    assert cluster["vpcConfig"]["publicAccessCidrs"] == ["203.0.113.0/24"]
+    admins = variant.settings.cluster.admin_role_arns
+    entries = variant.aws("aws:eks/accessEntry:AccessEntry")
+    assert sorted(e["principalArn"] for e in entries) == sorted(admins)
+    policies = variant.aws("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert sorted(p["principalArn"] for p in policies) == sorted(admins)
+    assert {p["policyArn"] for p in policies} == {"arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}
+    assert {p["accessScope"]["type"] for p in policies} == {"cluster"}
+
+
+def test_no_aws_auth_config_map(each_stack):
+    assert not [m for m in each_stack.objects if m["metadata"]["name"] == "aws-auth"]
+
+
+def test_node_group_imdsv2_and_encrypted_gp3(each_stack):
+    s = each_stack.settings.cluster
+    (group,) = each_stack.aws("aws:eks/nodeGroup:NodeGroup")
+    assert group["scalingConfig"] == {"minSize": s.node_min, "desiredSize": s.node_desired, "maxSize": s.node_max}
+    assert group["instanceTypes"] == [s.node_instance_type]
+    assert len(group["subnetIds"]) == 3
+    (template,) = [
+        t for t in each_stack.aws("aws:ec2/launchTemplate:LaunchTemplate") if "EKS" in t.get("description", "")
+    ]
+    assert template["metadataOptions"]["httpTokens"] == "required"
+    assert template["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    (disk,) = template["blockDeviceMappings"]
+    assert disk["ebs"] == {
+        "volumeSize": s.node_disk_gb,
+        "volumeType": "gp3",
+        "encrypted": "true",
+        "deleteOnTermination": "true",
+    }
+
+
+def test_addons_and_ebs_csi_irsa(each_stack):
+    addons = {a["addonName"]: a for a in each_stack.aws("aws:eks/addon:Addon")}
+    assert set(addons) == set(ADDONS) == {"vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver"}
+    roles = {r.name: r.plain_inputs for r in each_stack.rendering.of_type("aws:iam/role:Role")}
+    ebs_role = roles[f"{each_stack.rendering.stack}-cluster-aws-ebs-csi-driver-irsa"]
+    trust = json.loads(ebs_role["assumeRolePolicy"])["Statement"][0]
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    (sub,) = [v for k, v in trust["Condition"]["StringEquals"].items() if k.endswith(":sub")]
+    assert sub == "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+    assert addons["aws-ebs-csi-driver"]["serviceAccountRoleArn"].endswith("aws-ebs-csi-driver-irsa")
+    (oidc,) = each_stack.aws("aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    assert oidc["clientIdLists"] == ["sts.amazonaws.com"] and oidc["url"].startswith("https://oidc.eks.")
+
+
+def test_explicit_provider_from_the_cluster_kubeconfig(each_stack):
+    (provider,) = each_stack.rendering.of_type("pulumi:providers:kubernetes")
+    config = json.loads(provider.plain_inputs["kubeconfig"])
+    (cluster,) = each_stack.aws(EKS)
+    (user,) = config["users"]
+    assert user["user"]["exec"]["command"] == "aws"
+    assert user["user"]["exec"]["args"][:4] == ["eks", "get-token", "--cluster-name", cluster["name"]]
+    assert config["clusters"][0]["cluster"]["server"].startswith("https://")
+    assert "token" not in json.dumps(user["user"]).replace("get-token", "")  # no static credential
+
+
+def test_every_kubernetes_object_uses_the_explicit_provider(each_stack):
+    """No object may fall back to the ambient kubeconfig (the default provider)."""
+    (provider,) = each_stack.rendering.of_type("pulumi:providers:kubernetes")
+    k8s = [r for r in each_stack.rendering.resources if r.type.startswith("kubernetes:")]
+    assert len(k8s) == len(each_stack.objects) > 0
+    assert {(r.provider or "").rsplit("::", 1)[0] for r in k8s} == {provider.urn}
+
+
+def test_kubeconfig_shape():
+    config = json.loads(kubeconfig("c", "https://e", "Q0E=", "eu-west-1"))
+    assert config["current-context"] == "c"
+    assert config["users"][0]["user"]["exec"]["args"] == [
+        "eks",
+        "get-token",
+        "--cluster-name",
+        "c",
+        "--region",
+        "eu-west-1",
+        "--output",
+        "json",
+    ]
+
+
+@pytest.mark.parametrize("account", ["pynomaly", "pynomaly-backup"])
+def test_workload_roles_are_limited_to_this_stack(each_stack, account):
+    stack = each_stack.rendering.stack
+    roles = {r.name: r.plain_inputs for r in each_stack.rendering.of_type("aws:iam/role:Role")}
+    trust = json.loads(roles[f"{stack}-workload-{account}-irsa"]["assumeRolePolicy"])["Statement"][0]
+    (sub,) = [v for k, v in trust["Condition"]["StringEquals"].items() if k.endswith(":sub")]
+    namespace = "pynomaly-production" if stack == "prod" else f"pynomaly-{stack}"
+    assert sub == f"system:serviceaccount:{namespace}:{account}"
+    policies = {r.name: r.plain_inputs for r in each_stack.rendering.of_type("aws:iam/rolePolicy:RolePolicy")}
+    doc = json.loads(policies[f"{stack}-workload-{account}-irsa-access"]["policy"])
+    resources = [res for st in doc["Statement"] for res in st["Resource"]]
+    assert resources and all(stack in res and "*" not in res.removesuffix("/*") for res in resources), resources
+    actions = {a for st in doc["Statement"] for a in st["Action"]}
+    assert "secretsmanager:GetSecretValue" in actions
+    assert not any(a.endswith(":*") or a == "*" for a in actions)
+    if account == "pynomaly-backup":
+        assert not any(a.startswith("sqs:") for a in actions)
+        assert all(
+            "storage-backups" in r for st in doc["Statement"] if "s3:PutObject" in st["Action"] for r in st["Resource"]
+        )
+    sa = each_stack.get("ServiceAccount", account)
+    assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(f"{account}-irsa")
