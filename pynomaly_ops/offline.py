@@ -92,11 +92,14 @@ def unwrap_secrets(value: Any) -> Any:
 # Parent side: start the child, read its record.
 
 
-def render(stack: str, overrides: dict[str, Any] | None = None, timeout: float = 300) -> Rendering:
+def render(
+    stack: str, overrides: dict[str, Any] | None = None, timeout: float = 300, env: dict[str, str] | None = None
+) -> Rendering:
     """Run the program for ``stack`` under mocks and return what it declared.
 
     ``overrides`` are ``namespace:key`` config values laid over the stack file
     (the way ``pulumi config set`` would), for tests of bad configurations.
+    ``env`` adds environment variables for this run only (e.g. PYNOMALY_BASELINES).
     """
     proc = subprocess.run(
         [sys.executable, "-m", "pynomaly_ops.offline", "--stack", stack],
@@ -105,7 +108,7 @@ def render(stack: str, overrides: dict[str, Any] | None = None, timeout: float =
         text=True,
         cwd=PROGRAM_DIR,
         timeout=timeout,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")},
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}, **(env or {})},
     )
     if proc.returncode != 0:
         raise OfflineError(_error_text(proc.stderr))
