@@ -104,7 +104,7 @@ class PostgresServer:
 
     def restart(self) -> None:
         """A fast restart: every client connection is cut, as in a failover."""
-        self._ctl("-m", "fast", "restart")
+        self._ctl("-l", str(self.log), "-m", "fast", "restart")  # -l again: else the server inherits our pipe
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

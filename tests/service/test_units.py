@@ -1,0 +1,66 @@
+"""Pure units: configuration parsing, the detector, error rendering (no servers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import ConfigError, load_settings
+from service.detector import detect
+from service.errors import field_path, validation_error
+from service.schemas import DetectRequest
+
+
+def test_defaults_need_no_environment():
+    s = load_settings({})
+    assert (s.host, s.port, s.db_pool_min, s.db_pool_max, s.redis_timeout_s) == ("127.0.0.1", 8000, 2, 10, 0.5)
+    assert s.max_series_length == 100_000 and s.redis_sentinels == ()
+
+
+def test_sentinels_are_parsed():
+    s = load_settings({"PYNOMALY_REDIS_SENTINELS": "127.0.1.1:26379, 127.0.2.1:26379"})
+    assert s.redis_sentinels == (("127.0.1.1", 26379), ("127.0.2.1", 26379))
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PYNOMALY_PORT": "http"}, "PYNOMALY_PORT"),
+        ({"PYNOMALY_DB_POOL_MAX": "0"}, "PYNOMALY_DB_POOL_MAX"),
+        ({"PYNOMALY_DB_POOL_MIN": "5", "PYNOMALY_DB_POOL_MAX": "2"}, "PYNOMALY_DB_POOL_MIN"),
+        ({"PYNOMALY_REDIS_TIMEOUT_S": "-1"}, "PYNOMALY_REDIS_TIMEOUT_S"),
+        ({"PYNOMALY_REDIS_SENTINELS": "localhost"}, "PYNOMALY_REDIS_SENTINELS"),
+        ({"PYNOMALY_MAX_SERIES_LENGTH": "lots"}, "PYNOMALY_MAX_SERIES_LENGTH"),
+        ({"PYNOMALY_WORKER_WAIT_S": "30"}, "PYNOMALY_WORKER_WAIT_S"),
+        ({"PYNOMALY_BOOTSTRAP_API_KEY": "short"}, "PYNOMALY_BOOTSTRAP_API_KEY"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        load_settings(env)
+
+
+def test_detector_is_deterministic_and_flags_the_outlier():
+    points = [[float(i % 10)] for i in range(300)] + [[500.0]]
+    options = {"n_estimators": 20, "contamination": 0.01}
+    first, second = detect(points, options), detect(points, options)
+    assert first["scores"] == second["scores"]
+    assert first["flags"][-1] is True and first["scores"][-1] == max(first["scores"])
+    assert first["n_flagged"] == sum(first["flags"])
+
+
+def test_the_cache_key_depends_on_data_and_options():
+    a = DetectRequest(series=[1, 2, 3])
+    options = a.resolved_options(25)
+    assert a.input_hash(options) == DetectRequest(series=[1.0, 2.0, 3.0]).input_hash(options)
+    assert a.input_hash(options) != DetectRequest(series=[1, 2, 4]).input_hash(options)
+    assert a.input_hash(options) != a.input_hash(a.resolved_options(26))
+    assert a.input_hash(options) != DetectRequest(rows=[[1], [2], [3]]).input_hash(options)
+
+
+def test_error_paths_read_like_the_json():
+    assert field_path(("body", "rows", 3, 1)) == "rows[3][1]"
+    assert field_path(("path", "job_id")) == "job_id"
+    assert field_path(("body",)) == "body"
+    error = validation_error([{"type": "finite_number", "loc": ("body", "series", 2), "msg": "x"}])
+    assert (error.status, error.field) == (422, "series[2]")
+    assert "NaN" in error.message
