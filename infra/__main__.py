@@ -1,7 +1,5 @@
 """The Pynomaly platform: read the stack's settings, wire the tiers, export outputs."""
 
-import importlib.util
-
 import pulumi
 import pulumi_aws as aws
 
@@ -45,7 +43,7 @@ lb = LoadBalancer(
 # --- cluster and workload (infra/cluster.py, infra/workload.py) ---
 # The cluster comes before the database and cache, which admit its nodes.
 cluster = None
-if settings.cluster.enabled and importlib.util.find_spec("infra.cluster"):
+if settings.cluster.enabled:
     from infra.cluster import Cluster, ClusterArgs
 
     cluster = Cluster(
@@ -142,7 +140,7 @@ alarms = Alarms(
 Dashboard(stack, tags, DashboardArgs(region=region, specs=alarms.specs))
 
 # --- cluster and workload (infra/cluster.py, infra/workload.py) ---
-if cluster is not None and importlib.util.find_spec("infra.workload"):
+if cluster is not None:
     from infra.workload import Workload, WorkloadArgs
 
     workload = Workload(
@@ -175,6 +173,7 @@ if cluster is not None and importlib.util.find_spec("infra.workload"):
         ),
     )
     pulumi.export(keys.CLUSTER_NAME, cluster.name)
+    pulumi.export(keys.WORKLOAD_NAMESPACE, workload.namespace)
 # --- end cluster and workload ---
 
 pulumi.export(keys.LOAD_BALANCER_URL, lb.url)

@@ -41,6 +41,9 @@ POSTGRES_PORT = 5432
 API_PRESTOP_S = 10  # lets the ALB deregister a pod before it gets SIGTERM
 API_TERMINATION_GRACE_S = 60
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+# The HPA owns the active colour's spec.replicas once it scales; without force, a later `pulumi up` touching that
+# Deployment fails on the server-side-apply conflict. Forcing re-applies pods_min, which the HPA raises again.
+PATCH_FORCE = {"pulumi.com/patchForce": "true"}
 SCRIPTS = Path(__file__).resolve().parent / "pod_scripts"
 SCRIPT_FILES = ("db_credentials.py", "upload_backup.py")
 BACKUP_DIR = "/backup"
@@ -283,10 +286,10 @@ class Workload(Tier):
             ),
         }
 
-    def _deployment(self, role: str, name: str, labels: dict[str, str], replicas: int, template: dict):
+    def _deployment(self, role: str, name: str, labels: dict[str, str], replicas: int, template: dict, **meta: Any):
         return k8s.apps.v1.Deployment(
             self.name_of(role),
-            metadata={"name": name, "namespace": self.namespace, "labels": labels},
+            metadata={"name": name, "namespace": self.namespace, "labels": labels, **meta},
             spec={
                 "replicas": replicas,
                 "revisionHistoryLimit": 10,  # what `kubectl rollout undo` can go back to
@@ -317,7 +320,9 @@ class Workload(Tier):
             terminationGracePeriodSeconds=API_TERMINATION_GRACE_S,
             topologySpreadConstraints=pod_specs.topology_spread(labels),
         )
-        return self._deployment(f"api-{color}", deployment_name(color), labels, replicas, template)
+        return self._deployment(
+            f"api-{color}", deployment_name(color), labels, replicas, template, annotations=PATCH_FORCE
+        )
 
     def _worker_deployment(self) -> k8s.apps.v1.Deployment:
         """The queue consumer: runs the active colour's image; its grace period outlasts one message."""

@@ -49,6 +49,8 @@ def test_active_colour_runs_the_minimum_and_idle_colour_is_scaled_to_zero(each_s
     idle = each_stack.get("Deployment", deployment_name(w.idle_color))
     assert active["spec"]["replicas"] == B.scaling.pods_min == 3
     assert idle["spec"]["replicas"] == 0
+    # The HPA takes over spec.replicas; a later `pulumi up` must force rather than fail on that field.
+    assert active["metadata"]["annotations"]["pulumi.com/patchForce"] == "true"
 
 
 def test_api_resources_probes_and_rollout(each_stack):
