@@ -23,10 +23,15 @@ TEST_PORT_OFFSET = "1000"
 
 @dataclass
 class RunningStack:
-    stack: Stack
+    state_dir: Path
     outputs: StackOutputs
     up_seconds: float
     env: dict[str, str]
+
+    @property
+    def stack(self) -> Stack:
+        # Re-read each time: CLI commands (scale) change the recorded layout.
+        return Stack(Layout.load(self.state_dir), say=lambda _: None)
 
     @property
     def layout(self) -> Layout:
@@ -54,6 +59,5 @@ def running(local_env) -> RunningStack:
         pytest.fail(f"local up failed:\n{result.stderr}")
     print(f"\nlocal up from cold: {up_seconds:.1f}s")
     outputs = StackOutputs.model_validate(json.loads(cli(local_env, "outputs", "--json").stdout))
-    layout = Layout.load(Path(local_env[STATE_ENV]))
-    yield RunningStack(Stack(layout, say=lambda _: None), outputs, up_seconds, local_env)
+    yield RunningStack(Path(local_env[STATE_ENV]), outputs, up_seconds, local_env)
     cli(local_env, "down", "--purge", check=False)

@@ -21,9 +21,10 @@ def _rendered_rules() -> list[dict]:
     return yaml.safe_load(render.rules_yml())["groups"][0]["rules"]
 
 
-def test_rules_cover_every_threshold_at_both_levels():
+def assert_covers_every_threshold(rendered_rules: list[dict]) -> None:
+    """Every warning/critical level and every app alarm of the numbers file has its rule."""
     b = load()
-    rendered = {(r["labels"]["baseline_key"], r["labels"]["severity"]): r for r in _rendered_rules()}
+    rendered = {(r["labels"]["baseline_key"], r["labels"]["severity"]): r for r in rendered_rules}
     levels = {f"thresholds.{k}": v for k, v in b.thresholds.levels().items()}
     levels["database.replica_lag_s"] = b.database.replica_lag_s
     for key, level in levels.items():
@@ -33,7 +34,13 @@ def test_rules_cover_every_threshold_at_both_levels():
             assert rule["expr"].endswith(f"> {level.at(severity):g}")
     for name, value in b.app_alarms:
         if name != "source":
-            assert float(rendered[(f"app_alarms.{name}", "warning")]["labels"]["threshold"]) == value
+            rule = rendered[(f"app_alarms.{name}", "warning")]
+            assert float(rule["labels"]["threshold"]) == value
+            assert rule["expr"].endswith(f"> {value:g}")
+
+
+def test_rules_cover_every_threshold_at_both_levels():
+    assert_covers_every_threshold(_rendered_rules())
 
 
 def test_rules_use_the_service_metric_names():
