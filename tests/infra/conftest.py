@@ -1,17 +1,47 @@
 """Fixtures for the platform tests: each stack rendered once per session.
 
 The program runs the way ``pulumi up`` would run it, offline under Pulumi's
-mocks (pynomaly_ops.offline.render); the tests read what it declared.
+mocks (pynomaly_ops.offline.render); the tests read what it declared. All
+renderings the tests need start together at the beginning of the session.
 """
 
 from __future__ import annotations
 
 import pytest
-from infra_helpers import ONCALL, STACKS, rendered
+from infra_helpers import (
+    BAD_SETTINGS,
+    DEV_VARIANT,
+    STACKS,
+    change_numbers,
+    rendered,
+    submit,
+    warning_equals_critical,
+    write_baselines,
+)
 
 from infra import settings as stack_settings
 from pynomaly_ops import baselines
-from pynomaly_ops.offline import PLACEHOLDERS, Rendering, render
+from pynomaly_ops.offline import PLACEHOLDERS, Rendering
+
+
+@pytest.fixture(scope="session")
+def numbers_files(tmp_path_factory) -> dict[str, str]:
+    """Modified copies of baselines.yaml, by what was changed."""
+    return {
+        "changed": str(write_baselines(tmp_path_factory.mktemp("changed"), change_numbers)),
+        "warning_equals_critical": str(write_baselines(tmp_path_factory.mktemp("bad"), warning_equals_critical)),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_renderings(numbers_files):
+    for stack in STACKS:
+        submit(stack)
+    submit("dev", DEV_VARIANT)
+    for path in numbers_files.values():
+        submit("dev", env={baselines.PATH_ENV: path})
+    for stack, overrides, *_ in BAD_SETTINGS:
+        submit(stack, overrides)
 
 
 @pytest.fixture(scope="session", params=STACKS)
@@ -36,6 +66,12 @@ def numbers() -> baselines.Baselines:
 
 
 @pytest.fixture(scope="session")
-def dev_in_maintenance() -> Rendering:
-    """dev with the maintenance switch on and alarm e-mails configured."""
-    return render("dev", {"pynomaly:lb.maintenance_mode": True, "pynomaly:alarms.emails": ONCALL})
+def dev_variant() -> Rendering:
+    return rendered("dev", DEV_VARIANT)
+
+
+@pytest.fixture(scope="session")
+def changed(numbers_files) -> tuple[baselines.Baselines, Rendering]:
+    """dev rendered against a copy of baselines.yaml with some numbers changed."""
+    path = numbers_files["changed"]
+    return baselines.load(path), rendered("dev", env={baselines.PATH_ENV: path})

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from functools import cache
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,54 @@ from pynomaly_ops.offline import Rendering, Resource, render
 
 ONCALL = ["oncall@example.com", "sre-lead@example.com"]  # alarm e-mails in a test variant
 STACKS = sorted(p.stem.removeprefix("Pulumi.") for p in stack_settings.STACKS_DIR.glob("Pulumi.*.yaml"))
+# dev with the maintenance switch on, alarm e-mails, and single-AZ (allowed outside prod).
+DEV_VARIANT = {"pynomaly:lb.maintenance_mode": True, "pynomaly:alarms.emails": ONCALL, "pynomaly:db.multi_az": False}
+
+# (stack, overrides, the key the message must name, what it must say)
+BAD_SETTINGS = [
+    ("dev", {"pynomaly:db.multiaz": False}, "pynomaly:db.multiaz", "unknown setting"),
+    ("staging", {"pynomaly:db.allocated_storage_gb": 600}, "pynomaly:db.allocated_storage_gb", "min > max"),
+    ("prod", {"pynomaly:db.multi_az": False}, "pynomaly:db.multi_az", "must stay true"),
+    ("prod", {"pynomaly:db.deletion_protection": False}, "pynomaly:db.deletion_protection", "must stay true"),
+    ("prod", {"pynomaly:lb.deletion_protection": False}, "pynomaly:lb.deletion_protection", "must stay true"),
+    ("dev", {"pynomaly:lb.certificate_arn": ""}, "pynomaly:lb.certificate_arn", "pulumi config set"),
+]
+
+# Each rendering runs in its own child process; running several at once
+# keeps the suite short on a multi-core machine.
+_pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
+_runs: dict[str, Future] = {}
 
 
-@cache
-def rendered(stack: str) -> Rendering:
-    """Each stack runs once per test session."""
-    return render(stack)
+def submit(stack: str, overrides: dict | None = None, env: dict[str, str] | None = None) -> Future:
+    """Start (once) the rendering of ``stack`` with ``overrides`` and ``env``."""
+    key = json.dumps([stack, overrides or {}, env or {}], sort_keys=True)
+    if key not in _runs:
+        _runs[key] = _pool.submit(render, stack, overrides, env=env)
+    return _runs[key]
+
+
+def rendered(stack: str, overrides: dict | None = None, env: dict[str, str] | None = None) -> Rendering:
+    """The rendering (raises the program's OfflineError if it failed)."""
+    return submit(stack, overrides, env).result()
+
+
+def change_numbers(data: dict) -> None:
+    """Edits to a copy of baselines.yaml; the tests expect their effect."""
+    t = data["thresholds"]
+    t["cpu_percent"] = {"warning": 70, "critical": 90}
+    t["response_time_p95_ms"] = {"warning": 400, "critical": 800}
+    t["error_rate_percent"] = {"warning": 2, "critical": 10}
+    data["app_alarms"]["processing_lag_s"] = 240
+    data["app_alarms"]["inference_time_s"] = 2
+    data["scaling"]["instances_normal"] = 4
+    data["scaling"]["instances_high_load"] = 8
+    data["scaling"]["target_cpu_percent"] = 60
+    data["database"]["max_connections"] = 300
+
+
+def warning_equals_critical(data: dict) -> None:
+    data["thresholds"]["cpu_percent"]["warning"] = data["thresholds"]["cpu_percent"]["critical"]
 
 
 def one(r: Rendering, type_token: str, name: str | None = None) -> Resource:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from infra_helpers import inputs, rendered, write_baselines
+from infra_helpers import inputs, rendered
 
 from infra import settings as stack_settings
 from pynomaly_ops import baselines
-from pynomaly_ops.offline import PLACEHOLDERS, render
+from pynomaly_ops.offline import PLACEHOLDERS
 
 GIB = 1024**3
 SEVERITIES = ("warning", "critical")
@@ -188,30 +188,6 @@ def test_dashboard_graphs_every_alarmed_metric_with_its_thresholds(r):
 
 
 # ------------------------------------------------------- a changed number
-
-
-def _changed(data):
-    t = data["thresholds"]
-    t["cpu_percent"] = {"warning": 70, "critical": 90}
-    t["response_time_p95_ms"] = {"warning": 400, "critical": 800}
-    t["error_rate_percent"] = {"warning": 2, "critical": 10}
-    data["app_alarms"]["processing_lag_s"] = 240
-    data["app_alarms"]["inference_time_s"] = 2
-    data["scaling"]["instances_normal"] = 4
-    data["scaling"]["instances_high_load"] = 8
-    data["scaling"]["target_cpu_percent"] = 60
-    data["database"]["max_connections"] = 300
-
-
-@pytest.fixture(scope="module")
-def changed(tmp_path_factory):
-    path = write_baselines(tmp_path_factory.mktemp("numbers"), _changed)
-    mp = pytest.MonkeyPatch()
-    mp.setenv(baselines.PATH_ENV, str(path))
-    try:
-        yield baselines.load(path), render("dev")
-    finally:
-        mp.undo()
 
 
 def test_changing_a_number_in_the_file_changes_the_alarms(changed):

@@ -80,23 +80,23 @@ def test_waf_has_managed_rule_groups_and_a_rate_limit(r, stack, cfg):
     assert association["webAclArn"] == r.named(f"{stack}-lb-waf").state["arn"]
 
 
-def test_maintenance_mode_answers_a_fixed_503_page(dev_in_maintenance):
-    (action,) = inputs(dev_in_maintenance, "dev-lb-https")["defaultActions"]
+def test_maintenance_mode_answers_a_fixed_503_page(dev_variant):
+    (action,) = inputs(dev_variant, "dev-lb-https")["defaultActions"]
     assert action["type"] == "fixed-response"
     assert action["fixedResponse"]["statusCode"] == "503"
     assert action["fixedResponse"]["contentType"] == "text/html"
     assert "maintenance" in action["fixedResponse"]["messageBody"]
     # The fleet stays registered, ready for the switch back.
-    assert inputs(dev_in_maintenance, "dev-fleet-asg")["targetGroupArns"]
+    assert inputs(dev_variant, "dev-fleet-asg")["targetGroupArns"]
 
 
-def test_alarm_emails_subscribe_to_both_topics(dev_in_maintenance):
-    subs = dev_in_maintenance.of_type("aws:sns/topicSubscription:TopicSubscription")
+def test_alarm_emails_subscribe_to_both_topics(dev_variant):
+    subs = dev_variant.of_type("aws:sns/topicSubscription:TopicSubscription")
     by_topic = {}
     for sub in subs:
         i = sub.plain_inputs
         assert i["protocol"] == "email"
         by_topic.setdefault(i["topic"], set()).add(i["endpoint"])
-    topics = {dev_in_maintenance.named(f"dev-alarms-{sev}").state["arn"] for sev in ("warning", "critical")}
+    topics = {dev_variant.named(f"dev-alarms-{sev}").state["arn"] for sev in ("warning", "critical")}
     assert set(by_topic) == topics
     assert all(emails == set(ONCALL) for emails in by_topic.values())
