@@ -37,9 +37,12 @@ ADDON_ROLES = {
     "vpc-cni": ("kube-system", "aws-node", MANAGED + "AmazonEKS_CNI_Policy"),
     "aws-ebs-csi-driver": ("kube-system", "ebs-csi-controller-sa", MANAGED + "service-role/AmazonEBSCSIDriverPolicy"),
 }
-# coredns and the EBS CSI controller run as pods: they need the nodes first.
-ADDONS_ON_NODES = ("coredns", "aws-ebs-csi-driver")
-ADDONS = ("vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver")
+# Add-ons running as Deployments need the nodes first. metrics-server (an EKS community add-on, not installed by
+# default) feeds the HPA its CPU and memory figures.
+ADDONS_ON_NODES = ("coredns", "aws-ebs-csi-driver", "metrics-server")
+ADDONS = ("vpc-cni", "kube-proxy", "coredns", "aws-ebs-csi-driver", "metrics-server")
+# The VPC CNI enforces NetworkPolicy objects only with its network policy agent switched on.
+ADDON_CONFIG = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 
 
 @dataclass(frozen=True)
@@ -156,19 +159,11 @@ class Cluster(Tier):
 
         The nodes' group is the one the database and cache admit.
         """
-        nodes = aws.ec2.SecurityGroup(
-            self.name_of("nodes"),
-            vpc_id=vpc_id,
-            description="EKS nodes and pods",
-            tags=self.tagged("nodes"),
-            opts=self.child,
-        )
-        control_plane = aws.ec2.SecurityGroup(
-            self.name_of("control-plane"),
-            vpc_id=vpc_id,
-            description="EKS control plane ENIs",
-            tags=self.tagged("control-plane"),
-            opts=self.child,
+        nodes, control_plane = (
+            aws.ec2.SecurityGroup(
+                self.name_of(role), vpc_id=vpc_id, description=text, tags=self.tagged(role), opts=self.child
+            )
+            for role, text in (("nodes", "EKS nodes and pods"), ("control-plane", "EKS control plane ENIs"))
         )
         rules: list[tuple[str, aws.ec2.SecurityGroup, dict[str, Any]]] = [
             ("nodes-from-nodes", nodes, {"ip_protocol": "-1", "referenced_security_group_id": nodes.id}),
@@ -288,6 +283,7 @@ class Cluster(Tier):
                 cluster_name=cluster.name,
                 addon_name=addon,
                 service_account_role_arn=role_arn,
+                configuration_values=json.dumps(ADDON_CONFIG[addon]) if addon in ADDON_CONFIG else None,
                 resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 tags=self.tagged(addon),

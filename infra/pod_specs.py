@@ -28,26 +28,21 @@ SIDECAR_REQUESTS = {"cpu": "50m", "memory": "64Mi"}
 SIDECAR_LIMITS = {"cpu": "200m", "memory": "128Mi"}
 
 
+def _identity() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def pod_security_context() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
-        "fsGroup": UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return {**_identity(), "fsGroup": UID}
 
 
 def container_security_context() -> dict[str, Any]:
     return {
-        "runAsNonRoot": True,
-        "runAsUser": UID,
-        "runAsGroup": UID,
+        **_identity(),
         "privileged": False,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 

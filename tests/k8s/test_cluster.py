@@ -68,7 +68,9 @@ def test_node_group_imdsv2_and_encrypted_gp3(each_stack):
 
 def test_addons_and_ebs_csi_irsa(each_stack):
     addons = {a["addonName"]: a for a in each_stack.aws("aws:eks/addon:Addon")}
-    assert set(addons) == set(ADDONS) == {"vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver"}
+    assert set(addons) == set(ADDONS) == {"vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "metrics-server"}
+    # NetworkPolicies are only enforced with the CNI's policy agent; the HPA needs metrics-server.
+    assert json.loads(addons["vpc-cni"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
     roles = {r.name: r.plain_inputs for r in each_stack.rendering.of_type("aws:iam/role:Role")}
     ebs_role = roles[f"{each_stack.rendering.stack}-cluster-aws-ebs-csi-driver-irsa"]
     trust = json.loads(ebs_role["assumeRolePolicy"])["Statement"][0]
