@@ -27,8 +27,12 @@ APP_NAMESPACE = "Pynomaly/App"
 APP_DIMENSION = "Stack"  # the app metrics' one dimension: which stack's fleet
 AGENT_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
 # The service's Prometheus series the agent forwards; their names are
-# defined once in service/metrics.py (the service contract). A histogram
-# reaches CloudWatch as its _sum and _count series.
+# defined once in service/metrics.py (the service contract). The alarm on
+# mean inference time reads the _sum and _count series. Caveat: the agent
+# forwards counters, gauges and summaries but drops histogram families, so
+# these two series reach CloudWatch only once the service exposes inference
+# time as a Summary (same series names); until then that alarm stays
+# INSUFFICIENT_DATA (treated as not breaching).
 INFERENCE_SUM = f"{metric_names.INFERENCE_DURATION_NAME}_sum"
 INFERENCE_COUNT = f"{metric_names.INFERENCE_DURATION_NAME}_count"
 PROCESSING_LAG = metric_names.JOB_PROCESSING_LAG_NAME
