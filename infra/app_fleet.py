@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.settings import Fleet as FleetSettings
 from infra.tier import Tier, assume_role_policy, policy_document
 from pynomaly_ops.baselines import Scaling
@@ -271,14 +272,7 @@ def app_statements(args: AppFleetArgs, log_group_arns: list[pulumi.Output[str]])
             "Sid": "JobQueue",
             "Effect": "Allow",
             "Resource": args.queue_arn,
-            "Action": [
-                "sqs:SendMessage",
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueAttributes",
-                "sqs:GetQueueUrl",
-            ],
+            "Action": QUEUE_CLIENT_ACTIONS,
         },
         {
             "Sid": "BucketsList",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -27,6 +28,11 @@ class NetworkArgs:
     region: str
     logs_kms_key_arn: pulumi.Input[str]
     app_port: int
+
+
+def tcp_rule(description: str, port: int, **sources: Any) -> dict[str, Any]:
+    """A security-group rule for one TCP port; ``sources`` are cidr_blocks / security_groups."""
+    return {"description": description, "protocol": "tcp", "from_port": port, "to_port": port, **sources}
 
 
 def subnet_cidrs(vpc_cidr: str) -> dict[str, list[str]]:
@@ -192,25 +198,10 @@ class Network(Tier):
             description="ALB: HTTPS and HTTP (redirect only) from the internet",
             vpc_id=self.vpc.id,
             ingress=[
-                {
-                    "description": f"{proto} from the internet",
-                    "protocol": "tcp",
-                    "from_port": port,
-                    "to_port": port,
-                    "cidr_blocks": ["0.0.0.0/0"],
-                    "ipv6_cidr_blocks": ["::/0"],
-                }
+                tcp_rule(f"{proto} from the internet", port, cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"])
                 for proto, port in (("HTTPS", 443), ("HTTP", 80))
             ],
-            egress=[
-                {
-                    "description": "to the app port inside the VPC",
-                    "protocol": "tcp",
-                    "from_port": app_port,
-                    "to_port": app_port,
-                    "cidr_blocks": [self.vpc.cidr_block],
-                }
-            ],
+            egress=[tcp_rule("to the app port inside the VPC", app_port, cidr_blocks=[self.vpc.cidr_block])],
             tags=self.tagged("alb-sg"),
             opts=self.child,
         )
@@ -219,15 +210,7 @@ class Network(Tier):
             name=self.name_of("app-sg"),
             description="App instances: the app port from the ALB only",
             vpc_id=self.vpc.id,
-            ingress=[
-                {
-                    "description": "from the ALB",
-                    "protocol": "tcp",
-                    "from_port": app_port,
-                    "to_port": app_port,
-                    "security_groups": [alb.id],
-                }
-            ],
+            ingress=[tcp_rule("from the ALB", app_port, security_groups=[alb.id])],
             # Out to AWS APIs (through NAT or the S3 endpoint), the database and the cache.
             egress=[
                 {
@@ -253,15 +236,7 @@ class Network(Tier):
             name=owner.name_of(role),
             description=description,
             vpc_id=self.vpc.id,
-            ingress=[
-                {
-                    "description": f"{description}: from allowed callers",
-                    "protocol": "tcp",
-                    "from_port": port,
-                    "to_port": port,
-                    "security_groups": sources,
-                }
-            ],
+            ingress=[tcp_rule(f"{description}: from allowed callers", port, security_groups=sources)],
             egress=[],
             tags=owner.tagged(role),
             opts=owner.child,

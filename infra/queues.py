@@ -16,6 +16,17 @@ import pulumi_aws as aws
 from infra.settings import Queue as QueueSettings
 from infra.tier import Tier
 
+# What a job producer/consumer needs on the job queue, and nothing more
+# (app fleet instance role, Kubernetes service accounts).
+QUEUE_CLIENT_ACTIONS = [
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+]
+
 
 @dataclass(frozen=True)
 class QueueTierArgs:
