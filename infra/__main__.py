@@ -170,6 +170,7 @@ if cluster is not None:
             kms_key_arns=[kms.arn("queue"), kms.arn("storage"), kms.arn("database")],
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_provider_url=cluster.oidc_provider_url,
+            public_subnet_ids=network.public_subnet_ids,
         ),
     )
     pulumi.export(keys.CLUSTER_NAME, cluster.name)

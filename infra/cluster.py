@@ -83,7 +83,7 @@ class Cluster(Tier):
         super().__init__(stack, tags, opts)
         s = args.settings
         name = self.name_of("eks")
-        nodes_sg, control_plane_sg = self._security_groups(args.vpc_id)
+        nodes_sg, control_plane_sg = self._security_groups(args.vpc_id, name)
         log_group = aws.cloudwatch.LogGroup(
             self.name_of("control-plane-logs"),
             # EKS writes to this fixed name; creating it first sets the retention.
@@ -154,16 +154,23 @@ class Cluster(Tier):
             )
         return iam_role
 
-    def _security_groups(self, vpc_id: pulumi.Input[str]) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+    def _security_groups(
+        self, vpc_id: pulumi.Input[str], cluster_name: str
+    ) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
         """Nodes (and so pods: the VPC CNI gives pods the node's groups) and the control plane's ENIs.
 
-        The nodes' group is the one the database and cache admit.
+        The nodes' group is the one the database and cache admit. Its cluster tag marks it as the group the AWS Load
+        Balancer Controller opens to the ALB for the pods' port.
         """
+        owned = {f"kubernetes.io/cluster/{cluster_name}": "owned"}
         nodes, control_plane = (
             aws.ec2.SecurityGroup(
-                self.name_of(role), vpc_id=vpc_id, description=text, tags=self.tagged(role), opts=self.child
+                self.name_of(role), vpc_id=vpc_id, description=text, tags=self.tagged(role, **extra), opts=self.child
             )
-            for role, text in (("nodes", "EKS nodes and pods"), ("control-plane", "EKS control plane ENIs"))
+            for role, text, extra in (
+                ("nodes", "EKS nodes and pods", owned),
+                ("control-plane", "EKS control plane ENIs", {}),
+            )
         )
         rules: list[tuple[str, aws.ec2.SecurityGroup, dict[str, Any]]] = [
             ("nodes-from-nodes", nodes, {"ip_protocol": "-1", "referenced_security_group_id": nodes.id}),

@@ -89,6 +89,7 @@ class WorkloadArgs:
     kms_key_arns: list[pulumi.Input[str]]
     oidc_provider_arn: pulumi.Input[str]
     oidc_provider_url: pulumi.Input[str]
+    public_subnet_ids: list[pulumi.Input[str]]  # where the ALB goes (named, so subnets need no discovery tags)
     redis_tls: bool = True
     baselines: Baselines = field(default_factory=load)
 
@@ -380,6 +381,7 @@ class Workload(Tier):
             prefix + "ssl-policy": a.ssl_policy,
             prefix + "healthcheck-path": "/ready",
             prefix + "load-balancer-attributes": ",".join(attributes),
+            prefix + "subnets": pulumi.Output.all(*a.public_subnet_ids).apply(",".join),
         }
         return k8s.networking.v1.Ingress(
             self.name_of("ingress"),

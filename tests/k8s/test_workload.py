@@ -216,6 +216,8 @@ def test_ingress_for_the_alb_controller_does_not_block_pulumi(prod):
     assert ann["alb.ingress.kubernetes.io/certificate-arn"] == prod.settings.lb.certificate_arn
     assert ann["alb.ingress.kubernetes.io/ssl-policy"] == prod.settings.lb.ssl_policy
     assert ann["alb.ingress.kubernetes.io/target-type"] == "ip"
+    public = [s.plain_inputs for s in prod.rendering.of_type("aws:ec2/subnet:Subnet") if "public" in s.name]
+    assert len(ann["alb.ingress.kubernetes.io/subnets"].split(",")) == len(public) == 3
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
     assert backend["name"] == "pynomaly"
 
