@@ -24,7 +24,9 @@ def upload(dump: Path, bucket: str, prefix: str, client=None, now: datetime | No
         raise SystemExit(f"upload-backup: {dump} is missing or empty; pg_dump did not produce a dump")
     client = client or boto3.client("s3")
     key = backup_key(prefix, dump, now or datetime.now(UTC))
-    client.upload_file(str(dump), bucket, key, ExtraArgs={"ServerSideEncryption": "aws:kms"})
+    # No encryption header: the bucket's default (SSE-KMS with the stack's key) applies; naming aws:kms without a
+    # key id here would pick the AWS-managed aws/s3 key instead.
+    client.upload_file(str(dump), bucket, key)
     return key
 
 
