@@ -16,8 +16,13 @@ from pynomaly_ops.offline import Rendering, Resource, render
 
 ONCALL = ["oncall@example.com", "sre-lead@example.com"]  # alarm e-mails in a test variant
 STACKS = sorted(p.stem.removeprefix("Pulumi.") for p in stack_settings.STACKS_DIR.glob("Pulumi.*.yaml"))
-# dev with the maintenance switch on, alarm e-mails, and single-AZ (allowed outside prod).
-DEV_VARIANT = {"pynomaly:lb.maintenance_mode": True, "pynomaly:alarms.emails": ONCALL, "pynomaly:db.multi_az": False}
+# dev with the maintenance switch on, alarm e-mails, single-AZ (allowed outside prod) and no cluster.
+DEV_VARIANT = {
+    "pynomaly:lb.maintenance_mode": True,
+    "pynomaly:alarms.emails": ONCALL,
+    "pynomaly:db.multi_az": False,
+    "pynomaly:cluster.enabled": False,
+}
 
 # (stack, overrides, the key the message must name, what it must say)
 BAD_SETTINGS = [

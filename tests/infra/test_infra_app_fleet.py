@@ -8,6 +8,8 @@ import re
 
 from infra_helpers import as_list, inputs, policy, rid, statements
 
+from pynomaly_ops.offline import ACCOUNT
+
 
 def _user_data(r, stack) -> str:
     return base64.b64decode(inputs(r, f"{stack}-fleet-lt")["userData"]).decode()
@@ -88,7 +90,7 @@ def test_target_tracking_on_cpu_from_the_numbers_file(r, stack, numbers):
     assert tracking["targetValue"] == numbers.scaling.target_cpu_percent
 
 
-def _stack_arns(r, stack) -> set[str]:
+def _stack_arns(r, stack, region) -> set[str]:
     """Every ARN the app may touch: exactly this stack's queue, buckets, secret, keys and log groups."""
     arn = lambda name: r.named(name).state["arn"]  # noqa: E731
     buckets = [arn(f"{stack}-storage-{b}") for b in ("artifacts", "backups")]
@@ -99,14 +101,14 @@ def _stack_arns(r, stack) -> set[str]:
         *buckets,
         *(f"{b}/*" for b in buckets),
         primary["masterUserSecrets"][0]["secretArn"],
-        f"arn:aws:rds-db:us-east-1:123456789012:dbuser:{primary['resourceId']}/pynomaly",
+        f"arn:aws:rds-db:{region}:{ACCOUNT}:dbuser:{primary['resourceId']}/pynomaly",
         *(arn(f"{stack}-keys-{k}") for k in ("queue", "storage", "database")),
         *logs,
         *(f"{g}:*" for g in logs),
     }
 
 
-def test_instance_role_names_exactly_this_stacks_resources(r, stack):
+def test_instance_role_names_exactly_this_stacks_resources(r, stack, cfg):
     doc = policy(inputs(r, f"{stack}-fleet-role-policy"))
     named = set()
     for statement in statements(doc):
@@ -120,7 +122,7 @@ def test_instance_role_names_exactly_this_stacks_resources(r, stack):
                 assert statement["Condition"]["StringEquals"]["cloudwatch:namespace"] == ["CWAgent", "Pynomaly/App"]
             continue
         named.update(resources)
-    assert named == _stack_arns(r, stack)
+    assert named == _stack_arns(r, stack, cfg.region)
     assert all(stack in arn for arn in named if ":kms:" not in arn)
 
 

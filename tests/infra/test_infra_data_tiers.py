@@ -132,3 +132,11 @@ def test_cache_reachable_only_from_app_and_cluster(r, stack):
     _assert_reachable_only_from_app_and_cluster(r, stack, f"{stack}-cache-sg", 6379)
     redis = one(r, "aws:elasticache/replicationGroup:ReplicationGroup").plain_inputs
     assert redis["securityGroupIds"] == [rid(f"{stack}-cache-sg")]
+
+
+def test_without_a_cluster_only_the_app_reaches_database_and_cache(dev_variant):
+    assert not dev_variant.of_type("pynomaly:cluster:Cluster")
+    for tier, port in (("database", 5432), ("cache", 6379)):
+        (rule,) = inputs(dev_variant, f"dev-{tier}-sg")["ingress"]
+        assert rule["securityGroups"] == [rid("dev-network-app-sg")]
+        assert rule["fromPort"] == port
