@@ -75,11 +75,20 @@ class Stack:
             self.say(f"supervisord already running; program changes: {', '.join(changes) or 'none'}")
         else:
             self._cold_start(programs)
-        # Start everything early and wait once: the service retries its database
-        # and queue, so its slow imports overlap the database's bootstrap.
+        # Start early, wait late: the service retries its database and queue, so
+        # its slow imports overlap the standby's copy and the other servers' start.
         self._start_phase(programs, Phase.BASE)
         self._wait_healthy([p for p in programs if p.name == "etcd"], "etcd")
         self._start_phase(programs, Phase.DATABASE)
+        # initdb first, alone: on two cores it is several times slower while the
+        # service's instances import their libraries.
+        self._wait(
+            "PostgreSQL primary",
+            lambda: "leader" in health.patroni_roles(self.layout.ports["patroni"]).values(),
+            PHASE_TIMEOUT_S[Phase.DATABASE],
+            programs,
+            "patroni-a",
+        )
         self._start_phase(programs, Phase.APP)
         self._wait(
             "PostgreSQL leader + synchronous standby",

@@ -295,6 +295,23 @@ def test_killing_the_redis_primary_fails_over_via_sentinel(running: RunningStack
     assert running.outputs.model_dump()["redis_sentinel_master"] == SENTINEL_MASTER
 
 
+def test_up_recovers_a_stack_left_by_a_crash(running: RunningStack):
+    """supervisord killed (its children orphaned, pid files and sockets stale)
+    and a Patroni member dead: the next `up` clears the orphans and restarts all."""
+    stack = running.stack
+    member = next(m for m, r in health.patroni_roles(running.layout.ports["patroni"]).items() if r != "leader")
+    postmaster_pid = int((running.layout.member_dir(member) / "data" / "postmaster.pid").read_text().split()[0])
+    patroni_pid = stack.supervisor.info()[f"patroni-{PATRONI_MEMBERS[member]}"]["pid"]
+    os.kill(stack.supervisor.pid(), signal.SIGKILL)
+    os.kill(patroni_pid, signal.SIGKILL)
+    os.kill(postmaster_pid, signal.SIGKILL)
+    assert not stack.supervisor.running() and stack_pids(running.layout)  # orphans left behind
+    result = cli(running.env, "up")
+    assert "left by a crashed run" in result.stderr
+    assert [r["name"] for r in running.stack.status() if not r["healthy"]] == []
+    assert health.database_ready(running.layout.ports["patroni"])
+
+
 # --- down (last) ------------------------------------------------------------------
 def test_down_leaves_nothing_running(running: RunningStack):
     ports = {(a, p) for _, a, p in bound_ports(running.layout, running.stack.programs())}
