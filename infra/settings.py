@@ -246,6 +246,17 @@ class StackSettings(_Tier):
             raise _KeyError("workload.worker_termination_grace_s", "must be positive")
         return self
 
+    @model_validator(mode="after")
+    def _worker_outlasts_a_message(self) -> StackSettings:
+        # A worker stopped mid-message must get to finish it before the queue hands the message to another.
+        grace, visibility = self.workload.worker_termination_grace_s, self.queue.visibility_timeout_s
+        if grace <= visibility:
+            raise _KeyError(
+                "workload.worker_termination_grace_s",
+                f"({grace}) must exceed queue.visibility_timeout_s ({visibility}) so a worker can finish its message",
+            )
+        return self
+
 
 class _KeyError(ValueError):
     def __init__(self, key: str, message: str):

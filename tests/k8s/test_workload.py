@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import yaml
 
 from infra.workload import COLORS, deployment_name, namespace_for
@@ -268,3 +269,15 @@ def test_prometheus_rule_only_with_the_operator(prod, variant):
         assert rules[f"{name}Critical"]["expr"].endswith(f"> {level.critical:g}")
         assert rules[f"{name}Critical"]["labels"]["severity"] == "critical"
     assert rules["PynomalyProcessingLag"]["expr"].endswith(f"> {B.app_alarms.processing_lag_s:g}")
+
+
+def test_a_grace_period_shorter_than_a_message_is_refused_naming_the_keys():
+    from infra.settings import SettingsError, from_stack_file
+    from pynomaly_ops.offline import PLACEHOLDERS
+
+    bad = {**PLACEHOLDERS, "pynomaly:workload.worker_termination_grace_s": "120"}
+    with pytest.raises(SettingsError) as exc:
+        from_stack_file("prod", bad)
+    message = str(exc.value)
+    assert "stacks/Pulumi.prod.yaml" in message
+    assert "pynomaly:workload.worker_termination_grace_s: (120) must exceed queue.visibility_timeout_s (300)" in message
