@@ -61,7 +61,7 @@ class Services:
             cache=ResultCache(settings),
             queue=JobQueue(settings),
             results=ResultStore(settings),
-            detector=Detector(settings.detector_processes),
+            detector=Detector(settings.detector_processes, settings.detect_admit_timeout_s),
         )
 
     def close(self) -> None:
@@ -109,7 +109,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _error_response(error: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    if error.status == 503:
+        headers["Retry-After"] = "1"
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
@@ -187,13 +189,14 @@ def _detect(services: Services, body: DetectRequest, key_name: str) -> dict[str,
     result = services.cache.get(input_hash)
     cached = result is not None
     if result is None:
-        result = services.detector.run(body.points, options)
+        result = services.detector.run(body.data, options)
         services.cache.put(input_hash, result)
     detection = store.Detection(
         id=uuid.uuid4(),
         key_name=key_name,
         input_hash=input_hash,
-        points=body.points,
+        data=body.data,
+        n_features=body.n_features,
         options=options,
         result=result,
         cached=cached,
@@ -203,7 +206,7 @@ def _detect(services: Services, body: DetectRequest, key_name: str) -> dict[str,
     store.save_detection(services.pool, detection)  # answered only once stored: no acknowledged write is lost
     return {
         "id": str(detection.id),
-        "n_points": len(body.points),
+        "n_points": len(body.data),
         "cached": cached,
         "options": options,
         "threshold": result["threshold"],
@@ -219,7 +222,7 @@ def _submit(services: Services, body: JobRequest, key_name: str) -> tuple[dict[s
     options = body.resolved_options(services.settings.detector_trees)
     input_hash = body.input_hash(options)
     job_id = body.job_id or uuid.uuid4()
-    job, created = store.create_job(services.pool, job_id, key_name, input_hash, body.points, options)
+    job, created = store.create_job(services.pool, job_id, key_name, input_hash, body.data, options)
     if job["key_name"] != key_name or job["input_hash"] != input_hash:
         raise ApiError(409, "conflict", f"job {job_id} exists with different input: use a new job_id", field="job_id")
     if job["status"] == "queued":  # new, or a retried submission whose message may never have been sent

@@ -13,25 +13,30 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import numpy as np
-from sklearn.ensemble import IsolationForest
-
 from service import metrics
+from service.errors import ApiError
 
 log = logging.getLogger(__name__)
 RANDOM_STATE = 42
 MAX_SAMPLES = 256  # the IsolationForest paper's sub-sample size; more adds cost, not accuracy
 
 
-def detect(points: list[list[float]], options: dict[str, Any]) -> dict[str, Any]:
+def detect(data: list[float] | list[list[float]], options: dict[str, Any]) -> dict[str, Any]:
     """Per-point anomaly scores (higher = more anomalous) and flags, plus the fit+score time."""
+    # Imported here, not at the top: only the processes that detect pay for loading scikit-learn.
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
     started = time.perf_counter()
-    x = np.asarray(points, dtype=float)
+    x = np.asarray(data, dtype=float)
+    if x.ndim == 1:  # a univariate series: one feature per point
+        x = x.reshape(-1, 1)
     model = IsolationForest(
         n_estimators=options["n_estimators"],
         max_samples=min(MAX_SAMPLES, len(x)),
@@ -56,10 +61,20 @@ def _ignore_signals() -> None:
 
 
 class Detector:
-    """Runs :func:`detect` inline (``processes=0``) or in a pool of ``processes`` processes."""
+    """Runs :func:`detect` inline (``processes=0``) or in a pool of ``processes`` processes.
 
-    def __init__(self, processes: int) -> None:
+    Admission is bounded: at most ``QUEUE_PER_PROCESS`` detections per process may be
+    running or waiting, and a request that cannot get a slot within ``admit_timeout_s``
+    is refused with a 503. Under overload the service then answers "busy, retry" in
+    bounded time instead of letting every request's latency grow without limit.
+    """
+
+    QUEUE_PER_PROCESS = 4
+
+    def __init__(self, processes: int, admit_timeout_s: float | None = 2.0) -> None:
         self._processes = processes
+        self._admit_timeout_s = admit_timeout_s
+        self._slots = threading.BoundedSemaphore(max(1, processes) * self.QUEUE_PER_PROCESS)
         self._pool: ProcessPoolExecutor | None = None
         if processes:
             self._pool = self._new_pool()
@@ -73,16 +88,24 @@ class Detector:
             future.result()  # import scikit-learn in every child before the first request
         return pool
 
-    def run(self, points: list[list[float]], options: dict[str, Any]) -> dict[str, Any]:
+    def run(self, data: Any, options: dict[str, Any]) -> dict[str, Any]:
+        if not self._slots.acquire(timeout=self._admit_timeout_s):
+            raise ApiError(503, "overloaded", "the detector is saturated: retry shortly")
+        try:
+            return self._run(data, options)
+        finally:
+            self._slots.release()
+
+    def _run(self, data: Any, options: dict[str, Any]) -> dict[str, Any]:
         if self._pool is None:
-            result = detect(points, options)
+            result = detect(data, options)
         else:
             try:
-                result = self._pool.submit(detect, points, options).result()
+                result = self._pool.submit(detect, data, options).result()
             except BrokenProcessPool:  # a child died (OOM-killed?): replace the pool and try once more
                 log.error("detector process pool broke; restarting it")
                 self._pool = self._new_pool()
-                result = self._pool.submit(detect, points, options).result()
+                result = self._pool.submit(detect, data, options).result()
         metrics.INFERENCE_DURATION.observe(result["inference_ms"] / 1000)
         metrics.DETECTIONS_FLAGGED.inc(result["n_flagged"])
         return result

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from functools import cached_property
+from array import array
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -20,6 +20,7 @@ MAX_CONTAMINATION = 0.5  # IsolationForest's own bound
 # strict: "1.5" (a string) or true (a bool) is not a number; integers are accepted.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Row = Annotated[list[Finite], Field(min_length=1, max_length=MAX_FEATURES)]
+Data = list[float] | list[list[float]]
 
 
 class DetectRequest(BaseModel):
@@ -47,9 +48,14 @@ class DetectRequest(BaseModel):
             raise ValueError("every row must have the same number of features")
         return rows
 
-    @cached_property
-    def points(self) -> list[list[float]]:
-        return [[x] for x in self.series] if self.series is not None else self.rows  # type: ignore[return-value]
+    @property
+    def data(self) -> Data:
+        """The input as sent: a flat series, or rows of features."""
+        return self.series if self.series is not None else self.rows  # type: ignore[return-value]
+
+    @property
+    def n_features(self) -> int:
+        return 1 if self.series is not None else len(self.rows[0])  # type: ignore[index]
 
     @property
     def field(self) -> str:
@@ -61,7 +67,7 @@ class DetectRequest(BaseModel):
             raise ApiError(
                 422, "invalid_field", "send exactly one of 'series' (numbers) or 'rows' (lists of numbers)", "series"
             )
-        n = len(self.points)
+        n = len(self.data)
         if n > max_length:
             raise ApiError(
                 413,
@@ -75,8 +81,11 @@ class DetectRequest(BaseModel):
 
     def input_hash(self, options: dict[str, Any]) -> str:
         """Same data and options, same hash: the cache key and the job's idempotency check."""
-        canonical = json.dumps({self.field: self.points, "options": options}, separators=(",", ":"), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        header = json.dumps({"field": self.field, "n_features": self.n_features, "options": options}, sort_keys=True)
+        flat = self.series if self.series is not None else [x for row in self.rows or [] for x in row]
+        digest = hashlib.sha256(header.encode())
+        digest.update(array("d", flat).tobytes())  # exact float64 bits, and much cheaper than JSON
+        return digest.hexdigest()
 
 
 class JobRequest(DetectRequest):

@@ -24,7 +24,8 @@ class Detection:
     id: uuid.UUID
     key_name: str
     input_hash: str
-    points: list[list[float]]
+    data: list  # the series, or the rows, as sent
+    n_features: int
     options: dict[str, Any]
     result: dict[str, Any]
     cached: bool
@@ -35,7 +36,7 @@ class Detection:
 def save_detection(pool: ConnectionPool, d: Detection) -> None:
     """Request, result and timing in one row, one transaction: all of it is stored or none."""
     params = (
-        d.id, d.key_name, d.input_hash, len(d.points), len(d.points[0]), Jsonb(d.options), Jsonb(d.points),
+        d.id, d.key_name, d.input_hash, len(d.data), d.n_features, Jsonb(d.options), Jsonb(d.data),
         Jsonb(d.result["scores"]), Jsonb(d.result["flags"]), d.result["n_flagged"], d.cached,
         d.result["inference_ms"], d.total_ms, d.instance,
     )  # fmt: skip
@@ -58,7 +59,7 @@ JOB_COLUMNS = (
 
 
 def create_job(
-    pool: ConnectionPool, job_id: uuid.UUID, key_name: str, input_hash: str, points: list, options: dict
+    pool: ConnectionPool, job_id: uuid.UUID, key_name: str, input_hash: str, data: list, options: dict
 ) -> tuple[dict[str, Any], bool]:
     """Insert the job unless its id exists; return the stored job and whether this call created it."""
 
@@ -67,7 +68,7 @@ def create_job(
         created = cur.execute(
             "INSERT INTO jobs (id, key_name, status, input_hash, options, input, n_points)"
             " VALUES (%s, %s, 'queued', %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
-            (job_id, key_name, input_hash, Jsonb(options), Jsonb(points), len(points)),
+            (job_id, key_name, input_hash, Jsonb(options), Jsonb(data), len(data)),
         ).fetchone()
         row = cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
         return row, created is not None

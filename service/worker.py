@@ -62,7 +62,7 @@ class Worker:
         self.schema = Schema(self.pool, settings.bootstrap_api_key).start()
         self.queue = JobQueue(settings)
         self.results = ResultStore(settings)
-        self.detector = Detector(0)  # this process exists to detect: run it inline
+        self.detector = Detector(0, admit_timeout_s=None)  # this process exists to detect: inline, unbounded wait
         self.lease_s = DEFAULT_LEASE_S
         self.max_receives: int | None = None
 
