@@ -29,17 +29,77 @@ APP_DIMENSION = "Stack"  # the app metrics' one dimension: which stack's fleet
 AGENT_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
 # The service's Prometheus series the agent forwards; their names are
 # defined once in service/metrics.py (the service contract). The alarm on
-# mean inference time reads the _sum and _count series. Caveat: the agent
-# forwards counters, gauges and summaries but drops histogram families, so
-# these two series reach CloudWatch only once the service exposes inference
-# time as a Summary (same series names); until then that alarm stays
-# INSUFFICIENT_DATA (treated as not breaching).
+# mean inference time reads a histogram's _sum and _count series.
 INFERENCE_SUM = f"{metric_names.INFERENCE_DURATION_NAME}_sum"
 INFERENCE_COUNT = f"{metric_names.INFERENCE_DURATION_NAME}_count"
 PROCESSING_LAG = metric_names.JOB_PROCESSING_LAG_NAME
 AUTH_FAILURES = metric_names.AUTH_FAILURES_NAME
 AUTH_REQUESTS = metric_names.AUTH_REQUESTS_NAME
 APP_METRICS = (INFERENCE_SUM, INFERENCE_COUNT, PROCESSING_LAG, AUTH_FAILURES, AUTH_REQUESTS)
+
+# The CloudWatch agent forwards counters, gauges and summaries but drops
+# histogram families, and renaming series breaks its type lookup. So the
+# agent scrapes this local proxy, which serves the app's /metrics with every
+# histogram re-declared as a summary (its _sum and _count, buckets dropped).
+# Python 3.9 standard library only (Amazon Linux 2023).
+METRICS_PROXY_PORT = 9464
+METRICS_PROXY = """\
+import sys
+import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+UPSTREAM, PORT = sys.argv[1], int(sys.argv[2])
+
+
+def retype(text):
+    lines = text.splitlines()
+    histograms = {l.split()[2] for l in lines if l.startswith("# TYPE ") and l.split()[3:] == ["histogram"]}
+    out = []
+    for line in lines:
+        words = line.split()
+        if line.startswith("# TYPE ") and words[2] in histograms:
+            out.append("# TYPE %s summary" % words[2])
+        elif not line.startswith("#") and line.split("{")[0].split(" ")[0] in {h + "_bucket" for h in histograms}:
+            continue
+        else:
+            out.append(line)
+    return "\\n".join(out) + "\\n"
+
+
+class Proxy(BaseHTTPRequestHandler):
+    def do_GET(self):
+        try:
+            with urllib.request.urlopen(UPSTREAM, timeout=5) as response:
+                body, status = retype(response.read().decode()).encode(), 200
+        except OSError as exc:
+            body, status = ("upstream %s: %s\\n" % (UPSTREAM, exc)).encode(), 503
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+HTTPServer(("127.0.0.1", PORT), Proxy).serve_forever()
+"""
+PROXY_PATH = "/opt/pynomaly/metrics-proxy.py"
+
+
+def proxy_unit(app_port: int) -> str:
+    return f"""[Unit]
+Description=Pynomaly /metrics for the CloudWatch agent (histograms as summaries)
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/python3 {PROXY_PATH} http://127.0.0.1:{app_port}/metrics {METRICS_PROXY_PORT}
+Restart=always
+DynamicUser=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 @dataclass(frozen=True)
@@ -99,26 +159,33 @@ def agent_config(log_group: str) -> dict:
     }
 
 
-def prometheus_config(stack: str, app_port: int) -> dict:
+def prometheus_config(stack: str) -> dict:
     return {
         "global": {"scrape_interval": "1m", "scrape_timeout": "10s"},
         "scrape_configs": [
             {
                 "job_name": "pynomaly",
                 "metrics_path": "/metrics",
-                "static_configs": [{"targets": [f"localhost:{app_port}"], "labels": {APP_DIMENSION: stack}}],
+                "static_configs": [{"targets": [f"127.0.0.1:{METRICS_PROXY_PORT}"], "labels": {APP_DIMENSION: stack}}],
             }
         ],
     }
 
 
 def user_data(stack: str, app_port: int, log_group: str) -> str:
-    """Boot script (Amazon Linux 2023): install, configure and start the CloudWatch agent."""
+    """Boot script (Amazon Linux 2023): the metrics proxy, then the CloudWatch agent."""
     script = f"""#!/bin/bash
 set -euo pipefail
+mkdir -p {PROXY_PATH.rsplit("/", 1)[0]}
+cat > {PROXY_PATH} <<'PROXY'
+{METRICS_PROXY}PROXY
+cat > /etc/systemd/system/pynomaly-metrics-proxy.service <<'UNIT'
+{proxy_unit(app_port)}UNIT
+systemctl daemon-reload
+systemctl enable --now pynomaly-metrics-proxy.service
 dnf install -y amazon-cloudwatch-agent
 cat > {AGENT_DIR}/prometheus.yaml <<'PROMETHEUS'
-{json.dumps(prometheus_config(stack, app_port), indent=2)}
+{json.dumps(prometheus_config(stack), indent=2)}
 PROMETHEUS
 cat > {AGENT_DIR}/amazon-cloudwatch-agent.json <<'AGENT'
 {json.dumps(agent_config(log_group), indent=2)}

@@ -53,9 +53,15 @@ def test_user_data_installs_the_cloudwatch_agent_for_memory_disk_and_app_metrics
     assert agent["metrics"]["aggregation_dimensions"] == [["AutoScalingGroupName"]]
     prom = agent["logs"]["metrics_collected"]["prometheus"]
     assert prom["emf_processor"]["metric_namespace"] == "Pynomaly/App"
+    # The agent scrapes the local proxy, which reads the app's /metrics on the app port.
     scrape = json.loads(_heredoc(script, "PROMETHEUS"))["scrape_configs"][0]
     assert scrape["metrics_path"] == "/metrics"
-    assert scrape["static_configs"][0]["targets"] == [f"localhost:{cfg.fleet.app_port}"]
+    (target,) = scrape["static_configs"][0]["targets"]
+    proxy = re.search(r"ExecStart=/usr/bin/python3 (\S+) (\S+) (\d+)", script)
+    assert proxy.group(2) == f"http://127.0.0.1:{cfg.fleet.app_port}/metrics"
+    assert target == f"127.0.0.1:{proxy.group(3)}"
+    assert f"cat > {proxy.group(1)} <<'PROXY'" in script
+    assert "systemctl enable --now pynomaly-metrics-proxy.service" in script
 
 
 def test_asg_sizes_come_from_the_numbers_file(r, stack, numbers):
