@@ -11,6 +11,7 @@ import pytest
 from infra_helpers import (
     BAD_SETTINGS,
     DEV_VARIANT,
+    NO_CLUSTER,
     STACKS,
     change_numbers,
     rendered,
@@ -39,7 +40,7 @@ def _start_renderings(numbers_files):
         submit(stack)
     submit("dev", DEV_VARIANT)
     for path in numbers_files.values():
-        submit("dev", env={baselines.PATH_ENV: path})
+        submit("dev", NO_CLUSTER, env={baselines.PATH_ENV: path})
     for stack, overrides, *_ in BAD_SETTINGS:
         submit(stack, overrides)
 
@@ -74,4 +75,4 @@ def dev_variant() -> Rendering:
 def changed(numbers_files) -> tuple[baselines.Baselines, Rendering]:
     """dev rendered against a copy of baselines.yaml with some numbers changed."""
     path = numbers_files["changed"]
-    return baselines.load(path), rendered("dev", env={baselines.PATH_ENV: path})
+    return baselines.load(path), rendered("dev", NO_CLUSTER, env={baselines.PATH_ENV: path})

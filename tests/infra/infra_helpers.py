@@ -16,12 +16,14 @@ from pynomaly_ops.offline import Rendering, Resource, render
 
 ONCALL = ["oncall@example.com", "sre-lead@example.com"]  # alarm e-mails in a test variant
 STACKS = sorted(p.stem.removeprefix("Pulumi.") for p in stack_settings.STACKS_DIR.glob("Pulumi.*.yaml"))
+# The platform tiers alone (a cheaper rendering, for what the cluster does not change).
+NO_CLUSTER = {"pynomaly:cluster.enabled": False}
 # dev with the maintenance switch on, alarm e-mails, single-AZ (allowed outside prod) and no cluster.
 DEV_VARIANT = {
     "pynomaly:lb.maintenance_mode": True,
     "pynomaly:alarms.emails": ONCALL,
     "pynomaly:db.multi_az": False,
-    "pynomaly:cluster.enabled": False,
+    **NO_CLUSTER,
 }
 
 # (stack, overrides, the key the message must name, what it must say)

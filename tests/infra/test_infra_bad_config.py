@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from infra_helpers import BAD_SETTINGS, rendered
+from infra_helpers import BAD_SETTINGS, NO_CLUSTER, rendered
 
 from pynomaly_ops import baselines
 from pynomaly_ops.offline import OfflineError
@@ -34,6 +34,6 @@ def test_same_switch_is_allowed_outside_prod(dev_variant):
 
 def test_warning_at_or_above_critical_in_the_numbers_file_names_file_and_key(numbers_files):
     path = numbers_files["warning_equals_critical"]
-    message = _error("dev", env={baselines.PATH_ENV: path})
+    message = _error("dev", NO_CLUSTER, env={baselines.PATH_ENV: path})
     assert path in message
     assert "thresholds.cpu_percent" in message and "must be below critical" in message
