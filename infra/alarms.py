@@ -8,7 +8,7 @@ application alarms) are warnings, as the runbooks rank them. Each alarm
 notifies the SNS topic of its severity; a composite "service down" alarm
 pages as P0 when no target is healthy or the error rate is critical.
 
-:func:`alarm_specs` is plain data, shared with the dashboard and the plan.
+:func:`alarm_specs` is plain data; the dashboard draws the same specs.
 """
 
 from __future__ import annotations
