@@ -60,11 +60,12 @@ class ResultCache:
             return None
         try:
             raw = self._redis.get(KEY_PREFIX + input_hash)
-        except (redis.RedisError, OSError) as exc:
+            result = None if raw is None else json.loads(raw)
+        except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: a corrupt entry is a miss, not a 500
             self._failed(exc)
             return None
-        metrics.CACHE_REQUESTS.labels(result="miss" if raw is None else "hit").inc()
-        return None if raw is None else json.loads(raw)
+        metrics.CACHE_REQUESTS.labels(result="miss" if result is None else "hit").inc()
+        return result
 
     def put(self, input_hash: str, result: dict[str, Any]) -> None:
         if not self._available():

@@ -169,11 +169,26 @@ class ProcessServer:
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
-class RedisServer(ProcessServer):
-    def __init__(self) -> None:
-        super().__init__("redis", _tempdir("pynomaly-redis-"))
+
+class PortServer(ProcessServer):
+    """A server of ours listening on one free loopback port, with its own directory under /tmp."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, _tempdir(f"pynomaly-{name}-"))
         self.port = free_port()
+
+    def _start(self, cmd: list[str], timeout_s: float) -> None:
+        self._spawn(cmd)
+        wait_until(lambda: port_open(LOOPBACK, self.port), timeout_s, f"{self.name} on {self.port}\n{self.tail()}")
+
+
+class RedisServer(PortServer):
+    def __init__(self) -> None:
+        super().__init__("redis")
 
     @property
     def url(self) -> str:
@@ -181,13 +196,8 @@ class RedisServer(ProcessServer):
 
     def start(self) -> RedisServer:
         cmd = ["redis-server", "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
-        self._spawn([*cmd, "--dir", str(self.root)])
-        wait_until(lambda: port_open(LOOPBACK, self.port), 20, f"redis on port {self.port}\n{self.tail()}")
+        self._start([*cmd, "--dir", str(self.root)], timeout_s=20)
         return self
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -198,22 +208,20 @@ class AwsResources:
     bucket: str
 
 
-class MotoServer(ProcessServer):
+class MotoServer(PortServer):
     """moto in server mode: SQS and S3 over HTTP, as the service talks to AWS."""
 
     region = "us-east-1"
 
     def __init__(self) -> None:
-        super().__init__("moto", _tempdir("pynomaly-moto-"))
-        self.port = free_port()
+        super().__init__("moto")
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> MotoServer:
-        self._spawn([sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)])
-        wait_until(lambda: port_open(LOOPBACK, self.port), 30, f"moto on port {self.port}\n{self.tail()}")
+        self._start([sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)], timeout_s=30)
         return self
 
     def client(self, service: str) -> Any:
@@ -237,10 +245,6 @@ class MotoServer(ProcessServer):
 
     def aws_env(self) -> dict[str, str]:
         return {"AWS_DEFAULT_REGION": self.region, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:

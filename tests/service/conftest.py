@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psycopg
@@ -29,28 +30,33 @@ from servers import (
 from infra.settings import schema
 
 # The redrive policy's maxReceiveCount, from the one place it is set (Pulumi.yaml's config defaults).
+T = TypeVar("T")
 MAX_RECEIVE_COUNT = int(schema()["queue.max_receive_count"]["default"])
+
+
+def serving(server: T) -> Iterator[T]:
+    """Yield a started server; clean it up (stop, delete its files) afterwards."""
+    try:
+        yield server
+    finally:
+        server.cleanup()  # type: ignore[attr-defined]
+
+
+def own_redis() -> Iterator[RedisServer]:
+    yield from serving(RedisServer().start())
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().init().start().create_app_database()
-    yield server
-    server.cleanup()
+    yield from serving(PostgresServer().init().start().create_app_database())
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
+redis_server = pytest.fixture(own_redis, scope="session", name="redis_server")
 
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoServer]:
-    server = MotoServer().start()
-    yield server
-    server.cleanup()
+    yield from serving(MotoServer().start())
 
 
 @pytest.fixture(scope="session")

@@ -9,20 +9,16 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import metric_value, service_env
-from servers import RedisServer, ServiceProcess, wait_until
+from conftest import metric_value, own_redis, service_env
+from servers import ServiceProcess, wait_until
 
 from service import metrics
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """This module stops its Redis, so it gets its own."""
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
+# This module stops its Redis, so it gets its own.
+redis_server = pytest.fixture(own_redis, scope="module", name="redis_server")
 
 
 @pytest.fixture(scope="module")
