@@ -27,6 +27,7 @@ import pulumi_kubernetes as k8s
 
 from infra import alert_rules, pod_specs
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
+from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.settings import Workload as WorkloadSettings
 from infra.tier import Tier, policy_document
 from pynomaly_ops.baselines import Baselines, load
@@ -174,17 +175,7 @@ class Workload(Tier):
     def _api_policy(self) -> pulumi.Output[str]:
         a = self.args
         return policy_document(
-            allow(
-                [
-                    "sqs:SendMessage",
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:ChangeMessageVisibility",
-                    "sqs:GetQueueAttributes",
-                    "sqs:GetQueueUrl",
-                ],
-                [a.queue_arn],
-            ),
+            allow(QUEUE_CLIENT_ACTIONS, [a.queue_arn]),
             allow(["s3:ListBucket"], [a.artifacts_bucket_arn]),
             allow(
                 ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
