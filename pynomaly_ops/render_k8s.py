@@ -59,6 +59,9 @@ def manifests(rendering: Rendering) -> list[dict[str, Any]]:
         if not resource.custom or not resource.type.startswith(KUBERNETES_PREFIX):
             continue
         body = _plain(resource.inputs)
+        if "apiVersion" not in body or "kind" not in body:
+            # e.g. a Helm release: its objects exist only once Helm renders the chart against a cluster.
+            raise RenderError(f"{resource.type} {resource.name} is not a Kubernetes object; it cannot be rendered")
         head = {"apiVersion": body.pop("apiVersion"), "kind": body.pop("kind"), "metadata": body.pop("metadata", {})}
         objects.append(head | body)
     rank = {kind: i for i, kind in enumerate(KIND_ORDER)}

@@ -62,3 +62,11 @@ def test_a_stack_without_a_cluster_is_refused(stack_render):
     with pytest.raises(rk.RenderError, match=r"declares 0 EKS clusters.*cluster\.enabled"):
         rk.cluster_version(rendering)
     assert not [r for r in rendering.resources if r.type.startswith("kubernetes:")]
+
+
+def test_a_resource_that_is_no_kubernetes_object_is_refused():
+    from pynomaly_ops.offline import Rendering, Resource
+
+    release = Resource("urn:x", "kubernetes:helm.sh/v3:Release", "chart", None, True, {"chart": "x"}, {})
+    with pytest.raises(rk.RenderError, match=r"kubernetes:helm\.sh/v3:Release chart is not a Kubernetes object"):
+        rk.manifests(Rendering("prod", [release], {}))
