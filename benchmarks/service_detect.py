@@ -14,17 +14,22 @@ rate. Every series is distinct, so no answer comes from the cache. ``--url`` and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import http.client
 import json
+import os
+import queue
+import re
 import secrets
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -48,8 +53,10 @@ class Result:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    server_p95_bucket_ms: float
     mean_inference_ms: float
     health_max_ms: float
+    load_average: float
     target_p95_ms: float
 
     @property
@@ -74,67 +81,146 @@ def percentile(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[min(len(sorted_ms) - 1, round(q / 100 * (len(sorted_ms) - 1)))]
 
 
-async def _one(client: httpx.AsyncClient, body: bytes, latencies: list[float], inference: list[float]) -> bool:
-    started = time.perf_counter()
-    try:
-        reply = await client.post("/api/v1/detect", content=body, headers={"Content-Type": "application/json"})
-    except httpx.HTTPError:
-        return False
-    if reply.status_code != 200:
-        return False
-    latencies.append((time.perf_counter() - started) * 1000)
-    inference.append(reply.json()["inference_ms"])
-    return True
+class Client:
+    """One keep-alive HTTP connection (stdlib http.client), reopened if the server closed it while idle."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        parts = urlsplit(url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._headers = headers
+        self._conn = self._open()
+
+    def _open(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self._host, self._port, timeout=30)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, path, body=body, headers=self._headers)
+                reply = self._conn.getresponse()
+                return reply.status, reply.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._conn.close()
+                self._conn = self._open()  # an idle keep-alive connection the server timed out
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
 
-async def _probe_health(client: httpx.AsyncClient, stop: asyncio.Event, seen: list[float]) -> None:
+@dataclass
+class Samples:
+    latencies_ms: list[float] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, latency_ms: float, status: int, body: bytes) -> None:
+        with self.lock:
+            if status != 200:
+                self.failures += 1
+                return
+            self.latencies_ms.append(latency_ms)
+            self.inference_ms.append(json.loads(body)["inference_ms"])
+
+
+def _sender(client: Client, jobs: queue.Queue, samples: Samples) -> None:
+    while (job := jobs.get()) is not None:
+        due, body = job
+        try:
+            status, reply = client.request("POST", "/api/v1/detect", body)
+        except OSError:
+            status, reply = 0, b""
+        # Latency counts from the scheduled send time, so a backlog in the generator is not hidden.
+        samples.record((time.perf_counter() - due) * 1000, status, reply)
+
+
+def _probe_health(client: Client, stop: threading.Event, seen: list[float]) -> None:
     while not stop.is_set():
         started = time.perf_counter()
-        with contextlib.suppress(httpx.HTTPError):
-            await client.get("/health")
+        with contextlib.suppress(OSError):
+            client.request("GET", "/health")
         seen.append((time.perf_counter() - started) * 1000)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+        stop.wait(0.5)
 
 
-async def run_load(url: str, api_key: str, rate: float, duration_s: float, points: int, target_p95_ms: float) -> Result:
+def _send_all(url: str, headers: dict[str, str], payloads: list[bytes], rate: float, senders: int) -> Samples:
+    """Open loop: request i is handed to a free sender at start + i/rate."""
+    samples, jobs = Samples(), queue.Queue()
+    threads = [
+        threading.Thread(target=_sender, args=(Client(url, headers), jobs, samples), daemon=True)
+        for _ in range(senders)
+    ]
+    for t in threads:
+        t.start()
+    started = time.perf_counter()
+    for i, body in enumerate(payloads):
+        due = started + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # pacing the schedule, not waiting for a state
+        jobs.put((due, body))
+    for _ in threads:
+        jobs.put(None)
+    for t in threads:
+        t.join()
+    return samples
+
+
+def server_histogram(url: str) -> dict[float, float]:
+    """The service's own view: cumulative detect-latency buckets from /metrics."""
+    _, text = Client(url, {}).request("GET", "/metrics")
+    pattern = r"pynomaly_http_request_duration_seconds_bucket\{([^}]*)\} (\S+)"
+    out = {}
+    for labels, value in re.findall(pattern, text.decode()):
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if found.get("route") == "/api/v1/detect" and found.get("method") == "POST":
+            out[float(found["le"])] = float(value)
+    return out
+
+
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bucket bound holding the q-th percentile of the requests between two scrapes (ms)."""
+    counts = {le: after[le] - before.get(le, 0) for le in sorted(after)}
+    total = counts.get(float("inf"), 0)
+    for le, cumulative in counts.items():
+        if total and cumulative >= q / 100 * total:
+            return le * 1000
+    return float("nan")
+
+
+def run_load(url: str, api_key: str, rate: float, duration_s: float, points: int, target_p95_ms: float) -> Result:
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     payloads = bodies(int(rate * duration_s), points)
-    limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
-    headers = {"Authorization": f"Bearer {api_key}"}
-    latencies: list[float] = []
-    inference: list[float] = []
-    health: list[float] = []
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
-        warm = bodies(int(rate), points, seed=1)  # a second's worth, to fill the pool and the detector processes
-        await asyncio.gather(*(_one(client, b, [], []) for b in warm))
-        stop = asyncio.Event()
-        prober = asyncio.create_task(_probe_health(client, stop, health))
-        started = time.perf_counter()
-        tasks = []
-        for i, body in enumerate(payloads):
-            delay = started + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)  # open-loop schedule: the i-th request leaves at i/rate
-            tasks.append(asyncio.create_task(_one(client, body, latencies, inference)))
-        outcomes = await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
-        stop.set()
-        await prober
-    ordered = sorted(latencies)
+    senders = max(8, int(rate * 2))  # enough that a sender is free at each tick unless the server lags
+    _send_all(url, headers, bodies(int(rate), points, seed=1), rate, senders)  # warm-up: pool, processes, caches
+    before = server_histogram(url)
+    stop, health = threading.Event(), []
+    prober = threading.Thread(target=_probe_health, args=(Client(url, {}), stop, health), daemon=True)
+    prober.start()
+    started = time.perf_counter()
+    samples = _send_all(url, headers, payloads, rate, senders)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    prober.join()
+    after = server_histogram(url)
+    ordered = sorted(samples.latencies_ms)
+    ok = len(ordered)
     return Result(
         rate_target=rate,
         duration_s=round(elapsed, 2),
         points=points,
         sent=len(payloads),
-        ok=sum(outcomes),
-        errors=len(outcomes) - sum(outcomes),
-        achieved_rate=round(sum(outcomes) / elapsed, 2),
+        ok=ok,
+        errors=samples.failures,
+        achieved_rate=round(ok / elapsed, 2),
         p50_ms=round(percentile(ordered, 50), 1),
         p95_ms=round(percentile(ordered, 95), 1),
         p99_ms=round(percentile(ordered, 99), 1),
         max_ms=round(ordered[-1] if ordered else float("nan"), 1),
-        mean_inference_ms=round(statistics.fmean(inference), 1) if inference else float("nan"),
+        server_p95_bucket_ms=histogram_quantile(before, after, 95),
+        mean_inference_ms=round(statistics.fmean(samples.inference_ms), 1) if ok else float("nan"),
         health_max_ms=round(max(health), 1) if health else float("nan"),
+        load_average=round(os.getloadavg()[0], 2),
         target_p95_ms=target_p95_ms,
     )
 
@@ -185,7 +271,7 @@ def main() -> int:
     extra_env = dict(item.split("=", 1) for item in args.env)
 
     def load_test(url: str, key: str) -> Result:
-        return asyncio.run(run_load(url, key, args.rate, args.duration, args.points, args.target_p95_ms))
+        return run_load(url, key, args.rate, args.duration, args.points, args.target_p95_ms)
 
     if args.url:
         result = load_test(args.url, args.api_key)

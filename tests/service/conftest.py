@@ -3,47 +3,23 @@ ports, and the API and worker run as real processes (``python -m service.api``/`
 
 from __future__ import annotations
 
-import re
 import secrets
-import sys
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import psycopg
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/servers.py, shared with other suites
-
-from servers import (
+from service_testkit import (
     AwsResources,
     MotoServer,
     PostgresServer,
-    RedisServer,
     ServiceProcess,
-    free_port,
+    new_aws,
+    own_redis,
+    service_env,
+    serving,
     wait_until,
 )
-
-from infra.settings import schema
-
-# The redrive policy's maxReceiveCount, from the one place it is set (Pulumi.yaml's config defaults).
-T = TypeVar("T")
-MAX_RECEIVE_COUNT = int(schema()["queue.max_receive_count"]["default"])
-
-
-def serving(server: T) -> Iterator[T]:
-    """Yield a started server; clean it up (stop, delete its files) afterwards."""
-    try:
-        yield server
-    finally:
-        server.cleanup()  # type: ignore[attr-defined]
-
-
-def own_redis() -> Iterator[RedisServer]:
-    yield from serving(RedisServer().start())
 
 
 @pytest.fixture(scope="session")
@@ -62,32 +38,6 @@ def moto() -> Iterator[MotoServer]:
 @pytest.fixture(scope="session")
 def api_key() -> str:
     return secrets.token_urlsafe(32)
-
-
-def new_aws(moto: MotoServer, visibility_timeout_s: int = 30) -> AwsResources:
-    return moto.provision(f"t{uuid.uuid4().hex[:10]}", visibility_timeout_s, MAX_RECEIVE_COUNT)
-
-
-def service_env(
-    postgres: PostgresServer, redis_url: str, moto: MotoServer, aws: AwsResources, api_key: str, **overrides: str
-) -> dict[str, str]:
-    env = {
-        "PYNOMALY_HOST": "127.0.0.1",
-        "PYNOMALY_PORT": str(free_port()),
-        "PYNOMALY_INSTANCE_ID": f"test-{uuid.uuid4().hex[:6]}",
-        "PYNOMALY_DB_DSN": postgres.dsn(),
-        "PYNOMALY_DB_CONNECT_TIMEOUT_S": "2",
-        "PYNOMALY_REDIS_URL": redis_url,
-        "PYNOMALY_AWS_ENDPOINT_URL": aws.endpoint_url,
-        "PYNOMALY_QUEUE_URL": aws.queue_url,
-        "PYNOMALY_ARTIFACTS_BUCKET": aws.bucket,
-        "PYNOMALY_BOOTSTRAP_API_KEY": api_key,
-        "PYNOMALY_DETECTOR_PROCESSES": "1",
-        "PYNOMALY_WORKER_WAIT_S": "1",
-        **moto.aws_env(),
-    }
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -114,42 +64,3 @@ def client(api: ServiceProcess, api_key: str) -> Iterator[httpx.Client]:
 def db(postgres: PostgresServer) -> Iterator[psycopg.Connection]:
     with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
         yield conn
-
-
-def count_rows(conn: psycopg.Connection, table: str) -> int:
-    return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """One sample's value from a Prometheus exposition (0 when absent)."""
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match.group(3))
-    return 0.0
-
-
-def start_worker(
-    postgres: PostgresServer, moto: MotoServer, aws: AwsResources, api_key: str, root: Path, **overrides: str
-) -> ServiceProcess:
-    """A worker process; it is up once its metrics endpoint answers."""
-    overrides = {"PYNOMALY_WORKER_METRICS_PORT": str(free_port()), **overrides}
-    env = service_env(postgres, "redis://127.0.0.1:1/0", moto, aws, api_key, **overrides)
-    worker = ServiceProcess("service.worker", env, root)
-    worker.start(wait_for=None)
-    wait_until(lambda: worker._alive() and httpx.get(worker_metrics_url(worker)).status_code == 200, 60, "worker")
-    return worker
-
-
-def worker_metrics_url(worker: ServiceProcess) -> str:
-    return f"http://127.0.0.1:{worker.env['PYNOMALY_WORKER_METRICS_PORT']}/metrics"
-
-
-def queue_depth(moto: MotoServer, queue_url: str) -> int:
-    """Messages in the queue, visible or in flight."""
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    attributes = moto.client("sqs").get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-    return sum(int(attributes[n]) for n in names)

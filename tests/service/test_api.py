@@ -7,7 +7,7 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from conftest import count_rows, metric_value
+from service_testkit import count_rows, metric_value
 
 from service import auth, metrics
 

@@ -9,8 +9,8 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from conftest import MAX_RECEIVE_COUNT, metric_value, new_aws, queue_depth, start_worker, worker_metrics_url
 from servers import wait_until
+from service_testkit import MAX_RECEIVE_COUNT, metric_value, new_aws, queue_depth, start_worker, worker_metrics_url
 
 from service import metrics
 from service.storage import result_key

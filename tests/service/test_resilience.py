@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import metric_value, own_redis, service_env
 from servers import ServiceProcess, wait_until
+from service_testkit import metric_value, own_redis, service_env
 
 from service import metrics
 

@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from conftest import count_rows, service_env
 from servers import ServiceProcess
+from service_testkit import count_rows, service_env
 
 pytestmark = pytest.mark.integration
 
