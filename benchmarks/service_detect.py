@@ -56,6 +56,7 @@ class Result:
     server_p95_bucket_ms: float
     mean_inference_ms: float
     health_max_ms: float
+    service_cpu_ms_per_request: float
     load_average: float
     target_p95_ms: float
 
@@ -188,12 +189,27 @@ def histogram_quantile(before: dict[float, float], after: dict[float, float], q:
     return float("nan")
 
 
-def run_load(url: str, api_key: str, rate: float, duration_s: float, points: int, target_p95_ms: float) -> Result:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its live children, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(stat.parent.name) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def run_load(
+    url: str, api_key: str, rate: float, duration_s: float, points: int, target_p95_ms: float, pid: int | None
+) -> Result:
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     payloads = bodies(int(rate * duration_s), points)
     senders = max(8, int(rate * 2))  # enough that a sender is free at each tick unless the server lags
     _send_all(url, headers, bodies(int(rate), points, seed=1), rate, senders)  # warm-up: pool, processes, caches
     before = server_histogram(url)
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     stop, health = threading.Event(), []
     prober = threading.Thread(target=_probe_health, args=(Client(url, {}), stop, health), daemon=True)
     prober.start()
@@ -203,6 +219,7 @@ def run_load(url: str, api_key: str, rate: float, duration_s: float, points: int
     stop.set()
     prober.join()
     after = server_histogram(url)
+    cpu_ms_per_request = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, len(payloads)) if pid else float("nan")
     ordered = sorted(samples.latencies_ms)
     ok = len(ordered)
     return Result(
@@ -220,13 +237,14 @@ def run_load(url: str, api_key: str, rate: float, duration_s: float, points: int
         server_p95_bucket_ms=histogram_quantile(before, after, 95),
         mean_inference_ms=round(statistics.fmean(samples.inference_ms), 1) if ok else float("nan"),
         health_max_ms=round(max(health), 1) if health else float("nan"),
+        service_cpu_ms_per_request=round(cpu_ms_per_request, 1),
         load_average=round(os.getloadavg()[0], 2),
         target_p95_ms=target_p95_ms,
     )
 
 
 @contextlib.contextmanager
-def local_service(extra_env: dict[str, str]) -> Iterator[tuple[str, str]]:
+def local_service(extra_env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
     """PostgreSQL, Redis, moto and one API instance on free loopback ports; torn down afterwards."""
     api_key = secrets.token_urlsafe(32)
     postgres = PostgresServer().init().start().create_app_database()
@@ -243,7 +261,7 @@ def local_service(extra_env: dict[str, str]) -> Iterator[tuple[str, str]]:
         }  # fmt: skip
         api = ServiceProcess("service.api", env, Path(tempfile.mkdtemp(prefix="pynomaly-bench-", dir="/tmp"))).start()
         wait_until(lambda: httpx.get(api.base_url + "/ready").status_code == 200, 60, "the service to be ready")
-        yield api.base_url, api_key
+        yield api.base_url, api_key, api.proc.pid  # type: ignore[union-attr]
     finally:
         if api is not None:
             api.stop()
@@ -270,14 +288,14 @@ def main() -> int:
         parser.error("--rate x --duration must be between 1 and 20000 requests")
     extra_env = dict(item.split("=", 1) for item in args.env)
 
-    def load_test(url: str, key: str) -> Result:
-        return run_load(url, key, args.rate, args.duration, args.points, args.target_p95_ms)
+    def load_test(url: str, key: str, pid: int | None) -> Result:
+        return run_load(url, key, args.rate, args.duration, args.points, args.target_p95_ms, pid)
 
     if args.url:
-        result = load_test(args.url, args.api_key)
+        result = load_test(args.url, args.api_key, None)
     else:
-        with local_service(extra_env) as (url, key):
-            result = load_test(url, key)
+        with local_service(extra_env) as (url, key, pid):
+            result = load_test(url, key, pid)
     print(json.dumps(asdict(result), indent=2))
     print(f"p95 {result.p95_ms} ms vs target {result.target_p95_ms} ms: {'PASS' if result.passed else 'FAIL'}")
     if args.json:

@@ -8,7 +8,6 @@ refusal too, for the auth-failure-rate alarm.
 from __future__ import annotations
 
 import hashlib
-import secrets
 
 from psycopg_pool import ConnectionPool
 
@@ -20,10 +19,6 @@ _SCHEME = "bearer"
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def new_key() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def _refuse(message: str) -> ApiError:
@@ -48,14 +43,3 @@ def authenticate(pool: ConnectionPool, authorization: str | None) -> str:
     if row is None:
         raise _refuse("unknown or revoked API key")
     return row[0]
-
-
-def create_key(pool: ConnectionPool, name: str) -> str:
-    """Store a new key's hash and return the key itself, which is shown only once."""
-    key = new_key()
-    db.run(
-        pool,
-        lambda conn: conn.execute("INSERT INTO api_keys (key_hash, name) VALUES (%s, %s)", (hash_key(key), name)),
-        idempotent=True,
-    )
-    return key
