@@ -71,8 +71,8 @@ class Services:
         self.pool.close(timeout=5)
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
+async def _services(request: Request) -> Services:
+    return request.app.state.services  # async: a sync dependency would cost a threadpool hop per request
 
 
 ServicesDep = Annotated[Services, Depends(_services)]

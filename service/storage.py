@@ -7,6 +7,7 @@ from typing import Any
 
 from service import aws
 from service.config import Settings
+from service.errors import DependencyUnavailable
 
 
 def result_key(job_id: str) -> str:
@@ -26,4 +27,7 @@ class ResultStore:
         return key
 
     def get(self, key: str) -> dict[str, Any]:
-        return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        try:
+            return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except aws.AWS_ERRORS as exc:
+            raise DependencyUnavailable("object storage", str(exc)) from exc
