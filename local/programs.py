@@ -23,6 +23,16 @@ SENTINELS = {"sentinel-a": "a", "sentinel-b": "b", "sentinel-c": "c"}
 ETCD_ZONE = "c"  # the zone without a database member holds the DCS
 SENTINEL_MASTER = "pynomaly"
 FLEET_GROUP = "fleet"
+PATRONI = "/usr/bin/patroni"
+# Patroni timing (patroni.yml): fast failover, ttl >= loop_wait + 2 * retry_timeout.
+PATRONI_TTL_S = 10
+PATRONI_LOOP_WAIT_S = 2
+PATRONI_RETRY_TIMEOUT_S = 4
+# A member the supervisor restarts after a crash stays away this long, as a lost
+# database host would: the synchronous standby takes over instead of racing the
+# crashed primary's restart for the leader lock. `up` starts members at once.
+PATRONI_CRASH_RESTART_DELAY_S = PATRONI_TTL_S + PATRONI_LOOP_WAIT_S
+START_NOW_FILE = "start-now"
 
 
 class Phase(IntEnum):
@@ -45,7 +55,7 @@ class Check:
 class Program:
     name: str
     command: list[str]
-    package: str  # the Debian (or PyPI) package that provides command[0]
+    package: str  # the Debian (or PyPI) package that provides the executable
     phase: Phase
     address: str
     port: int
@@ -58,6 +68,16 @@ class Program:
     stop_signal: str = "TERM"
     stop_wait_s: int = 10
     group: str | None = None  # the instance group (the "ASG")
+    wrapped: str | None = None  # the server's executable when command[0] is a wrapper
+
+    @property
+    def priority(self) -> int:
+        """supervisord stops the highest first: the service, then the databases, etcd last."""
+        return 10 if self.name == "etcd" else 100 * int(self.phase)
+
+    @property
+    def executable(self) -> str:
+        return self.wrapped or self.command[0]
 
     @property
     def command_line(self) -> str:
@@ -235,11 +255,21 @@ def _postgres_exporter(layout: Layout, member: str, zone: str) -> Program:
     )
 
 
+def _patroni_command(layout: Layout, member: str) -> list[str]:
+    d = layout.member_dir(member)
+    start_now = shlex.quote(str(d / START_NOW_FILE))
+    script = (
+        f"if [ -e {start_now} ]; then rm -f {start_now}; else sleep {PATRONI_CRASH_RESTART_DELAY_S}; fi; "
+        f"exec {PATRONI} {shlex.quote(str(d / 'patroni.yml'))}"
+    )
+    return ["/bin/sh", "-c", script]
+
+
 def database_programs(layout: Layout) -> list[Program]:
     return [
         Program(
             name=f"patroni-{zone}",
-            command=["/usr/bin/patroni", str(layout.member_dir(member) / "patroni.yml")],
+            command=_patroni_command(layout, member),
             package="patroni",
             phase=Phase.DATABASE,
             address=ZONES[zone],
@@ -251,6 +281,7 @@ def database_programs(layout: Layout) -> list[Program]:
             directory=layout.member_dir(member),
             env={"HOME": str(layout.member_dir(member))},
             stop_wait_s=30,
+            wrapped=PATRONI,
         )
         for member, zone in PATRONI_MEMBERS.items()
     ]

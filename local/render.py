@@ -14,7 +14,10 @@ from local.layout import MARKER_ENV, REGIONAL, STACK, ZONES, Layout
 from local.programs import (
     ETCD_ZONE,
     FLEET_GROUP,
+    PATRONI_LOOP_WAIT_S,
     PATRONI_MEMBERS,
+    PATRONI_RETRY_TIMEOUT_S,
+    PATRONI_TTL_S,
     PG_BIN,
     REDIS_NODES,
     SENTINEL_MASTER,
@@ -92,6 +95,7 @@ def write_patroni(layout: Layout) -> None:
             pg_bin=PG_BIN,
             secrets=layout.secrets,
             db=load().database,
+            timing={"ttl": PATRONI_TTL_S, "loop_wait": PATRONI_LOOP_WAIT_S, "retry_timeout": PATRONI_RETRY_TIMEOUT_S},
         )
         write(layout.member_dir(member) / "patroni.yml", text, 0o600, layout.db_user)
 

@@ -21,6 +21,7 @@ from local.programs import (
     FLEET_GROUP,
     PATRONI_MEMBERS,
     PG_BIN,
+    START_NOW_FILE,
     Phase,
     Program,
     all_programs,
@@ -100,7 +101,8 @@ class Stack:
         self._wait(
             "S3/SQS stand-in", lambda: health.probe(by_name["moto"]), PHASE_TIMEOUT_S[Phase.BASE], programs, "moto"
         )
-        ensure_app_database(self.wiring)
+        # The leader's role shows before its promotion completes: retry until writable.
+        self._wait("application database and role", self._ensure_app_database, 30, programs, "patroni-a")
         ensure_resources(self.wiring)
         self.say("database, role, queues and buckets in place")
         self._wait_healthy([p for p in programs if p.phase == Phase.BASE], "base servers")
@@ -122,6 +124,10 @@ class Stack:
         self.supervisor.start()
         self.say("supervisord started")
 
+    def _ensure_app_database(self) -> bool:
+        ensure_app_database(self.wiring)
+        return True
+
     def _clear_stale_files(self) -> None:
         """Pid files and sockets of a crashed run (no process of ours is alive now)."""
         stale = [self.layout.supervisor_socket, self.layout.haproxy_socket, self.layout.run_dir / "supervisord.pid"]
@@ -130,7 +136,14 @@ class Stack:
             path.unlink(missing_ok=True)
 
     def _start_phase(self, programs: list[Program], phase: Phase) -> None:
+        if phase == Phase.DATABASE:
+            self._start_members_now()
         self.supervisor.start_programs([p.name for p in programs if p.phase == phase])
+
+    def _start_members_now(self) -> None:
+        """Tell the Patroni wrappers this start is ours, not a restart after a crash."""
+        for member in PATRONI_MEMBERS:
+            render.write(self.layout.member_dir(member) / START_NOW_FILE, "", 0o644, self.layout.db_user)
 
     def _wait(self, what: str, ready: Callable[[], object], timeout_s: float, programs, log_of: str) -> None:
         t0 = time.monotonic()
@@ -291,7 +304,7 @@ class Stack:
 
 # --- checks before start ----------------------------------------------------------
 def check_binaries(programs: list[Program]) -> None:
-    required = [(p.command[0], p.package) for p in programs]
+    required = [(p.executable, p.package) for p in programs]
     required += [(str(PG_BIN / "postgres"), "postgresql-15 (apt-get install postgresql)")]
     missing = [(path, pkg) for path, pkg in required if not os.access(path, os.X_OK)]
     if missing:
