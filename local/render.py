@@ -47,6 +47,27 @@ def write(path: Path, text: str, mode: int = 0o644, owner: str | None = None) ->
         shutil.chown(path, owner, owner)
 
 
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` unless the file already holds it; whether it changed."""
+    if path.exists() and path.read_text() == text:
+        return False
+    write(path, text)
+    return True
+
+
+def refresh_live_configs(layout: Layout, programs: list[Program]) -> list[str]:
+    """Re-render the configs of running servers that reload in place (HAProxy,
+    Prometheus); returns the programs whose config changed."""
+    changed = []
+    if write_if_changed(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs)):
+        changed.append("haproxy")
+    before = {f: (layout.conf_dir / f).read_text() for f in ("prometheus.yml", "rules.yml")}
+    write_prometheus(layout, programs)
+    if any((layout.conf_dir / f).read_text() != text for f, text in before.items()):
+        changed.append("prometheus")
+    return changed
+
+
 def _node(name: str, zone: str, directory: Path, **extra: object) -> dict[str, object]:
     return {"name": name, "address": ZONES[zone], "dir": directory, **extra}
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from local import health, render
 from local.aws import ensure_resources
 from local.database import ensure_app_database
@@ -74,6 +76,7 @@ class Stack:
             render.write_supervisor(self.layout, programs)
             changes = sup.apply_config()
             self.say(f"supervisord already running; program changes: {', '.join(changes) or 'none'}")
+            self._reload(render.refresh_live_configs(self.layout, programs))
         else:
             self._cold_start(programs)
         # Start early, wait late: the service retries its database and queue, so
@@ -123,6 +126,16 @@ class Stack:
         render.render_all(self.layout, programs)
         self.supervisor.start()
         self.say("supervisord started")
+
+    def _reload(self, programs: list[str]) -> None:
+        """Apply changed configs without a restart: HAProxy's master re-executes
+        with the listeners handed over (USR2); Prometheus reloads over HTTP."""
+        if "haproxy" in programs:
+            self.supervisor.signal("haproxy", "USR2")
+        if "prometheus" in programs:
+            httpx.post(f"http://{self.wiring.regional('prometheus')}/-/reload", timeout=10).raise_for_status()
+        if programs:
+            self.say(f"reloaded: {', '.join(programs)}")
 
     def _ensure_app_database(self) -> bool:
         ensure_app_database(self.wiring)
