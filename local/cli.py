@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from local.layout import STATE_ENV, LayoutError, state_dir_from
+from local.layout import STATE_ENV, Layout, LayoutError, state_dir_from
 from local.stack import StackError, open_stack
 from local.waiting import Timeout
 
@@ -77,6 +77,10 @@ def down(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete data (databases, Redis, Prometheus).")] = False,
 ) -> None:
     """Stop every process (verified by pid and by port)."""
+    directory = state_dir_from(state_dir)
+    if Layout.load(directory) is None:
+        _say(f"no local stack in {directory}: nothing to stop")
+        return
     try:
         _open(state_dir).down(purge=purge)
     except (StackError, Timeout) as exc:

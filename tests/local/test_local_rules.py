@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from local import render
-from local.layout import ZONES, Layout, ports_from_env
+from local.layout import SHARED_DB_ROOT, ZONES, Layout, ports_from_env, traversable_by
 from local.programs import Phase, Program, base_programs
 from local.rules import RulesError, _expression, rules
 from local.stack import StackError, bound_ports, check_binaries, check_ports
@@ -81,6 +82,18 @@ def test_a_missing_binary_names_its_package():
     program = Program("x", ["/nonexistent/patroni"], "patroni", Phase.DATABASE, "127.0.0.1", 1)
     with pytest.raises(StackError, match=r"/nonexistent/patroni: install patroni"):
         check_binaries([program])
+
+
+def test_database_files_move_out_of_a_directory_postgres_cannot_reach(tmp_path):
+    """tmp_path sits under /tmp/pytest-of-root (mode 700), like a checkout under /root."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the database as another user")
+    hidden = tmp_path / "hidden"
+    hidden.mkdir(mode=0o700)
+    layout = Layout.create(hidden / "state", instances=1)
+    assert layout.db_user == "postgres"
+    assert layout.db_dir.parent == SHARED_DB_ROOT
+    assert traversable_by("postgres", SHARED_DB_ROOT) or not SHARED_DB_ROOT.exists()
 
 
 def test_bad_port_settings_are_named():
