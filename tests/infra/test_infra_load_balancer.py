@@ -74,6 +74,7 @@ def test_waf_has_managed_rule_groups_and_a_rate_limit(r, stack, cfg):
         if "managedRuleGroupStatement" in rule["statement"]
     }
     assert {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"} <= managed
+    assert all("overrideAction" in rule for rule in rules.values() if "managedRuleGroupStatement" in rule["statement"])
     assert len({rule["priority"] for rule in rules.values()}) == len(rules)
     association = one(r, "aws:wafv2/webAclAssociation:WebAclAssociation").plain_inputs
     assert association["resourceArn"] == r.named(f"{stack}-lb-alb").state["arn"]
@@ -100,3 +101,15 @@ def test_alarm_emails_subscribe_to_both_topics(dev_variant):
     topics = {dev_variant.named(f"dev-alarms-{sev}").state["arn"] for sev in ("warning", "critical")}
     assert set(by_topic) == topics
     assert all(emails == set(ONCALL) for emails in by_topic.values())
+
+
+def test_waf_lets_detect_bodies_over_8kb_through(r):
+    """The common rule set blocks bodies over 8 KB; a /detect series is far larger, so that rule only counts."""
+    acl = one(r, "aws:wafv2/webAcl:WebAcl").plain_inputs
+    (common,) = [
+        rule["statement"]["managedRuleGroupStatement"]
+        for rule in acl["rules"]
+        if rule["statement"].get("managedRuleGroupStatement", {}).get("name") == "AWSManagedRulesCommonRuleSet"
+    ]
+    overrides = {o["name"]: o["actionToUse"] for o in common.get("ruleActionOverrides") or []}
+    assert overrides.get("SizeRestrictions_BODY") == {"count": {}}
