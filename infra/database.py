@@ -64,9 +64,10 @@ class Database(Tier):
             tags=self.tagged("subnets"),
             opts=self.child,
         )
+        # Auto-named: a new db.engine_version major changes the family, which replaces the group; the replacement
+        # is created (and the instance switched to it) before the old one goes, so a fixed name would collide.
         params = aws.rds.ParameterGroup(
             self.name_of("params"),
-            name=self.name_of("params"),
             family=f"postgres{major}",
             parameters=parameters(args.tuning),
             tags=self.tagged("params"),
@@ -108,6 +109,9 @@ class Database(Tier):
             identifier=self.name_of("primary"),
             engine="postgres",
             engine_version=s.engine_version,
+            # db.engine_version is the major version: changing it in the stack file is the upgrade, which RDS
+            # refuses without this flag.
+            allow_major_version_upgrade=True,
             db_name=DB_NAME,
             username=USERNAME,
             manage_master_user_password=True,

@@ -191,10 +191,13 @@ class Network(Tier):
         """The ALB's group (HTTPS/HTTP from anywhere, out to the app port) and
         the app instances' (the app port from the ALB only). They live here,
         before either tier, because the data tiers admit the app group and the
-        app's IAM policy names the data tiers' resources."""
+        app's IAM policy names the data tiers' resources.
+
+        Security groups here are auto-named (the Name tag carries the readable
+        name): a new description or VPC replaces a group, the replacement is
+        created first, and a fixed group name would collide with the old one."""
         alb = aws.ec2.SecurityGroup(
             self.name_of("alb-sg"),
-            name=self.name_of("alb-sg"),
             description="ALB: HTTPS and HTTP (redirect only) from the internet",
             vpc_id=self.vpc.id,
             ingress=[
@@ -207,7 +210,6 @@ class Network(Tier):
         )
         app = aws.ec2.SecurityGroup(
             self.name_of("app-sg"),
-            name=self.name_of("app-sg"),
             description="App instances: the app port from the ALB only",
             vpc_id=self.vpc.id,
             ingress=[tcp_rule("from the ALB", app_port, security_groups=[alb.id])],
@@ -233,7 +235,6 @@ class Network(Tier):
         (security group ids) only, nothing else in or out."""
         return aws.ec2.SecurityGroup(
             owner.name_of(role),
-            name=owner.name_of(role),
             description=description,
             vpc_id=self.vpc.id,
             ingress=[tcp_rule(f"{description}: from allowed callers", port, security_groups=sources)],
