@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,11 @@ PROJECT_FILE = PROJECT_DIR / "Pulumi.yaml"
 STACKS_DIR = PROJECT_DIR / "stacks"
 PRODUCTION_STACKS = frozenset({"prod"})
 TLS12_POLICIES_PREFIX = ("ELBSecurityPolicy-TLS13-1-2", "ELBSecurityPolicy-TLS-1-2", "ELBSecurityPolicy-FS-1-2")
+# The stack name starts every physical name (``<stack>-<tier>-<role>``). The tightest AWS limit: a target group name
+# is at most 32 characters, and Pulumi auto-names it ``<stack>-lb-app-`` plus 7 random ones. S3 bucket, RDS and
+# ElastiCache names also want lowercase letters, digits and single hyphens, starting with a letter.
+STACK_NAME_MAX = 32 - len("-lb-app-") - 7
+STACK_NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 
 
 class SettingsError(ValueError):
@@ -223,6 +229,16 @@ class StackSettings(_Tier):
     alarms: Alarms
     cluster: Cluster
     workload: Workload
+
+    @field_validator("stack")
+    @classmethod
+    def _stack_name(cls, v: str) -> str:
+        if len(v) > STACK_NAME_MAX or not re.match(STACK_NAME_PATTERN, v):
+            raise ValueError(
+                f"stack name {v!r} cannot start AWS resource names: use at most {STACK_NAME_MAX} lowercase letters, "
+                "digits and single hyphens, starting with a letter (e.g. `pulumi stack init staging-eu`)"
+            )
+        return v
 
     @property
     def is_production(self) -> bool:

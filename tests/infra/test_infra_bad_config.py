@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from infra_helpers import BAD_SETTINGS, NO_CLUSTER, rendered
 
+from infra import settings as stack_settings
 from pynomaly_ops import baselines
-from pynomaly_ops.offline import OfflineError
+from pynomaly_ops.offline import PLACEHOLDERS, OfflineError
 
 
 def _error(stack: str, overrides: dict | None = None, env: dict | None = None) -> str:
@@ -37,3 +38,19 @@ def test_warning_at_or_above_critical_in_the_numbers_file_names_file_and_key(num
     message = _error("dev", NO_CLUSTER, env={baselines.PATH_ENV: path})
     assert path in message
     assert "thresholds.cpu_percent" in message and "must be below critical" in message
+
+
+@pytest.mark.parametrize("name", ["Prod", "prod_eu", "eu--prod", "production-us-east-1"])
+def test_stack_name_that_cannot_start_aws_names_is_refused(name):
+    # Every physical name starts with the stack name; the auto-named target group allows at most 32 characters.
+    required = {"lb.certificate_arn": PLACEHOLDERS["pynomaly:lb.certificate_arn"], "fleet.ami_id": "ami-0123"}
+    with pytest.raises(stack_settings.SettingsError) as caught:
+        stack_settings.build(name, required)
+    assert f"stack name {name!r}" in str(caught.value) and "lowercase" in str(caught.value)
+
+
+def test_the_longest_allowed_stack_name_fits_the_target_group_limit():
+    name = "a" * stack_settings.STACK_NAME_MAX
+    required = {"lb.certificate_arn": PLACEHOLDERS["pynomaly:lb.certificate_arn"], "fleet.ami_id": "ami-0123"}
+    assert stack_settings.build(name, required).stack == name
+    assert len(f"{name}-lb-app-") + 7 <= 32
