@@ -2,12 +2,16 @@
 
 Keys are random and high-entropy, so a plain SHA-256 is enough to store them: no
 salt or slow hash is needed against guessing. Every check is counted, and every
-refusal too, for the auth-failure-rate alarm.
+refusal too, for the auth-failure-rate alarm. A key found valid is remembered for
+``PYNOMALY_AUTH_CACHE_S`` seconds, so most requests skip a database round trip;
+revoking a key therefore takes effect within that time. Refusals are never cached.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 
 from psycopg_pool import ConnectionPool
 
@@ -26,20 +30,45 @@ def _refuse(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, field="Authorization", hint="send 'Authorization: Bearer <api key>'")
 
 
-def authenticate(pool: ConnectionPool, authorization: str | None) -> str:
-    """Return the key's name, or raise 401. A database outage is a 503, not a failed login."""
-    metrics.AUTH_REQUESTS.inc()
+class Authenticator:
+    def __init__(self, pool: ConnectionPool, cache_s: float) -> None:
+        self._pool = pool
+        self._cache_s = cache_s
+        self._valid: dict[str, tuple[str, float]] = {}  # key hash -> (key name, valid until)
+        self._lock = threading.Lock()
+
+    def cached(self, authorization: str | None) -> str | None:
+        """The key's name if it was found valid recently (counted as a checked request); else None."""
+        digest = _digest(authorization)
+        with self._lock:
+            name, until = self._valid.get(digest or "", ("", 0.0))
+        if name and time.monotonic() < until:
+            metrics.AUTH_REQUESTS.inc()
+            return name
+        return None
+
+    def check(self, authorization: str | None) -> str:
+        """Return the key's name, or raise 401. A database outage is a 503, not a failed login."""
+        metrics.AUTH_REQUESTS.inc()
+        digest = _digest(authorization)
+        if digest is None:
+            raise _refuse("missing or malformed Authorization header")
+        row = db.run(
+            self._pool,
+            lambda conn: conn.execute(
+                "SELECT name FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (digest,)
+            ).fetchone(),
+            idempotent=True,
+        )
+        if row is None:
+            raise _refuse("unknown or revoked API key")
+        with self._lock:
+            self._valid[digest] = (row[0], time.monotonic() + self._cache_s)
+        return row[0]
+
+
+def _digest(authorization: str | None) -> str | None:
     scheme, _, key = (authorization or "").partition(" ")
     if scheme.lower() != _SCHEME or not key.strip():
-        raise _refuse("missing or malformed Authorization header")
-    digest = hash_key(key.strip())
-    row = db.run(
-        pool,
-        lambda conn: conn.execute(
-            "SELECT name FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (digest,)
-        ).fetchone(),
-        idempotent=True,
-    )
-    if row is None:
-        raise _refuse("unknown or revoked API key")
-    return row[0]
+        return None
+    return hash_key(key.strip())

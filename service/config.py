@@ -45,6 +45,7 @@ class Settings:
     detector_trees: int
     detector_processes: int
     detect_admit_timeout_s: float
+    auth_cache_s: float
     shutdown_timeout_s: float
     worker_metrics_port: int
     worker_concurrency: int
@@ -78,6 +79,13 @@ def _non_negative_int(raw: str) -> int:
 def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
+        raise ValueError
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:  # also refuses NaN
         raise ValueError
     return value
 
@@ -127,6 +135,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         detector_trees=_get(env, "PYNOMALY_DETECTOR_TREES", 10, _positive_int, pos_int),
         detector_processes=_get(env, "PYNOMALY_DETECTOR_PROCESSES", os.cpu_count() or 1, _non_negative_int, "0+"),
         detect_admit_timeout_s=_get(env, "PYNOMALY_DETECT_ADMIT_TIMEOUT_S", 2.0, _positive_float, pos_float),
+        auth_cache_s=_get(env, "PYNOMALY_AUTH_CACHE_S", 10.0, _non_negative_float, "seconds, 0 = no cache"),
         shutdown_timeout_s=_get(env, "PYNOMALY_SHUTDOWN_TIMEOUT_S", 20.0, _positive_float, pos_float),
         worker_metrics_port=_get(env, "PYNOMALY_WORKER_METRICS_PORT", 0, _non_negative_int, "a TCP port, 0 = off"),
         worker_concurrency=_get(env, "PYNOMALY_WORKER_CONCURRENCY", 1, _positive_int, pos_int),

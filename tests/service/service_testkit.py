@@ -56,6 +56,7 @@ def service_env(
         "PYNOMALY_BOOTSTRAP_API_KEY": api_key,
         "PYNOMALY_DETECTOR_PROCESSES": "1",
         "PYNOMALY_WORKER_WAIT_S": "1",
+        "PYNOMALY_AUTH_CACHE_S": "1",  # so the revocation test waits one second, not ten
         **moto.aws_env(),
     }
     env.update(overrides)

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import numpy as np
 import pytest
-from service_testkit import count_rows, metric_value
+from service_testkit import count_rows, metric_value, wait_until
 
 from service import auth, metrics
 
@@ -123,7 +123,8 @@ def test_a_revoked_key_stops_working(api, db):
     with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {key}"}) as c:
         assert c.post("/api/v1/detect", json={"series": [1, 2, 3]}).status_code == 200
         db.execute("UPDATE api_keys SET revoked_at = now() WHERE key_hash = %s", (auth.hash_key(key),))
-        assert c.post("/api/v1/detect", json={"series": [1, 2, 3]}).status_code == 401
+        refused = lambda: c.post("/api/v1/detect", json={"series": [1, 2, 3]}).status_code == 401  # noqa: E731
+        wait_until(refused, 10, "the revocation to take effect (PYNOMALY_AUTH_CACHE_S)", interval_s=0.2)
 
 
 def test_only_the_key_hash_is_stored(api_key, db):

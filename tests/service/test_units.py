@@ -32,6 +32,7 @@ def test_sentinels_are_parsed():
         ({"PYNOMALY_MAX_SERIES_LENGTH": "lots"}, "PYNOMALY_MAX_SERIES_LENGTH"),
         ({"PYNOMALY_WORKER_WAIT_S": "30"}, "PYNOMALY_WORKER_WAIT_S"),
         ({"PYNOMALY_BOOTSTRAP_API_KEY": "short"}, "PYNOMALY_BOOTSTRAP_API_KEY"),
+        ({"PYNOMALY_AUTH_CACHE_S": "-1"}, "PYNOMALY_AUTH_CACHE_S"),
     ],
 )
 def test_bad_settings_name_the_variable(env, named):
