@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,17 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT_FILE = PROJECT_DIR / "Pulumi.yaml"
 STACKS_DIR = PROJECT_DIR / "stacks"
 PRODUCTION_STACKS = frozenset({"prod"})
+# Last day of EKS extended support per Kubernetes minor version (EKS release calendar): after it EKS refuses to
+# create a cluster of that version. Versions older than the table are past it; newer ones are not listed yet.
+EKS_EXTENDED_SUPPORT_ENDS = {
+    "1.29": date(2026, 3, 23),
+    "1.30": date(2026, 7, 23),
+    "1.31": date(2026, 11, 26),
+    "1.32": date(2027, 3, 23),
+    "1.33": date(2027, 7, 29),
+    "1.34": date(2027, 12, 2),
+    "1.35": date(2028, 3, 27),
+}
 TLS12_POLICIES_PREFIX = ("ELBSecurityPolicy-TLS13-1-2", "ELBSecurityPolicy-TLS-1-2", "ELBSecurityPolicy-FS-1-2")
 # The stack name starts every physical name (``<stack>-<tier>-<role>``). The tightest AWS limit: a target group name
 # is at most 32 characters, and Pulumi auto-names it ``<stack>-lb-app-`` plus 7 random ones. S3 bucket, RDS and
@@ -170,6 +182,11 @@ class Cluster(_Tier):
     node_max: int = Field(ge=1)
     log_retention_days: int = Field(ge=1)
 
+    @field_validator("version")
+    @classmethod
+    def _eks_supports(cls, v: str) -> str:
+        return eks_supported(v, date.today())
+
     @field_validator("public_access_cidrs")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
@@ -188,6 +205,20 @@ class Cluster(_Tier):
                 f"({self.node_desired}) <= cluster.node_max ({self.node_max})",
             )
         return self
+
+
+def eks_supported(version: str, today: date) -> str:
+    """``version`` if EKS still creates clusters of it on ``today``, else a ValueError saying which to use."""
+    minor = lambda v: int(v.split(".")[1])  # noqa: E731
+    oldest = min(EKS_EXTENDED_SUPPORT_ENDS, key=minor)
+    end = EKS_EXTENDED_SUPPORT_ENDS.get(version, date.min if minor(version) < minor(oldest) else date.max)
+    if today >= end:
+        ended = "" if end == date.min else f" on {end}"
+        raise ValueError(
+            f"EKS no longer creates Kubernetes {version} clusters (extended support ended{ended}); "
+            f"set it to {max(EKS_EXTENDED_SUPPORT_ENDS, key=minor)} or newer"
+        )
+    return version
 
 
 K8S_QUANTITY = r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$"  # a Kubernetes CPU or memory quantity: 1000m, 4Gi

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 
 import pytest
 
+from infra import settings as stack_settings
 from infra.cluster import ADDONS, kubeconfig
 
 EKS = "aws:eks/cluster:Cluster"
@@ -138,3 +140,28 @@ def test_workload_roles_are_limited_to_this_stack(each_stack, account):
         )
     sa = each_stack.get("ServiceAccount", account)
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(f"{account}-irsa")
+
+
+def test_default_version_is_one_eks_still_creates_for_a_while():
+    """EKS refuses versions past extended support: 1.31, the old default, ended on 2026-11-26."""
+    default = stack_settings.schema()["cluster.version"]["default"]
+    assert stack_settings.eks_supported(default, date.today() + timedelta(days=90)) == default
+
+
+@pytest.mark.parametrize(
+    ("version", "today", "creatable"),
+    [
+        ("1.31", date(2026, 11, 25), True),
+        ("1.31", date(2026, 11, 26), False),
+        ("1.27", date(2026, 1, 1), False),  # older than the calendar: long past
+        ("1.37", date(2026, 11, 26), True),  # newer than the calendar: not ended
+    ],
+)
+def test_version_past_eks_extended_support_is_refused(version, today, creatable):
+    if creatable:
+        assert stack_settings.eks_supported(version, today) == version
+    else:
+        with pytest.raises(
+            ValueError, match=rf"EKS no longer creates Kubernetes {version} clusters.*set it to 1\.\d+"
+        ):
+            stack_settings.eks_supported(version, today)

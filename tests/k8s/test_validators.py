@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import settings as stack_settings
 from pynomaly_ops import render_k8s as rk
 
 from .conftest import STACKS, VARIANT
@@ -41,7 +42,7 @@ def test_schema_version_maps_the_eks_version():
 
 def test_manifests_match_the_cluster_versions_schema(rendered_dirs):
     for label, (paths, version) in rendered_dirs.items():
-        assert version == "1.31"
+        assert version == stack_settings.schema()["cluster.version"]["default"]
         results = rk.validate_schema(paths, version)
         assert [r for r in results if r.error] == [], label
         skipped = {r.kind for r in results if r.skipped}
