@@ -8,6 +8,7 @@ so /health keeps answering under load.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -159,8 +160,8 @@ def _add_routes(app: FastAPI) -> None:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/api/v1/detect")
-    def detect(body: DetectRequest, key_name: KeyDep, services: ServicesDep) -> JSONResponse:
-        return JSONResponse(_detect(services, body, key_name))
+    def detect(body: DetectRequest, key_name: KeyDep, services: ServicesDep) -> Response:
+        return Response(_detect(services, body, key_name), media_type="application/json")
 
     @app.post("/api/v1/jobs", status_code=202)
     def submit_job(body: JobRequest, key_name: KeyDep, services: ServicesDep) -> JSONResponse:
@@ -188,7 +189,8 @@ def _check_database(services: Services) -> str:
     return "ok"
 
 
-def _detect(services: Services, body: DetectRequest, key_name: str) -> dict[str, Any]:
+def _detect(services: Services, body: DetectRequest, key_name: str) -> bytes:
+    """Detect, store, answer. The per-point arrays are JSON-encoded once, for both the row and the reply."""
     started = time.perf_counter()
     body.check_input(services.settings.max_series_length)
     options = body.resolved_options(services.settings.detector_trees)
@@ -206,22 +208,24 @@ def _detect(services: Services, body: DetectRequest, key_name: str) -> dict[str,
         n_features=body.n_features,
         options=options,
         result=result,
+        scores_json=json.dumps(result["scores"]),
+        flags_json=json.dumps(result["flags"]),
         cached=cached,
         total_ms=(time.perf_counter() - started) * 1000,
         instance=services.settings.instance_id,
     )
     store.save_detection(services.pool, detection)  # answered only once stored: no acknowledged write is lost
-    return {
+    summary = {
         "id": str(detection.id),
         "n_points": len(body.data),
         "cached": cached,
         "options": options,
         "threshold": result["threshold"],
         "n_flagged": result["n_flagged"],
-        "scores": result["scores"],
-        "flags": result["flags"],
         "inference_ms": round(result["inference_ms"], 3),
     }
+    arrays = f', "scores": {detection.scores_json}, "flags": {detection.flags_json}}}'
+    return (json.dumps(summary)[:-1] + arrays).encode()
 
 
 def _submit(services: Services, body: JobRequest, key_name: str) -> tuple[dict[str, Any], bool]:

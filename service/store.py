@@ -28,6 +28,8 @@ class Detection:
     n_features: int
     options: dict[str, Any]
     result: dict[str, Any]
+    scores_json: str  # result["scores"] and ["flags"], already encoded
+    flags_json: str
     cached: bool
     total_ms: float
     instance: str
@@ -37,7 +39,7 @@ def save_detection(pool: ConnectionPool, d: Detection) -> None:
     """Request, result and timing in one row, one transaction: all of it is stored or none."""
     params = (
         d.id, d.key_name, d.input_hash, len(d.data), d.n_features, Jsonb(d.options), Jsonb(d.data),
-        Jsonb(d.result["scores"]), Jsonb(d.result["flags"]), d.result["n_flagged"], d.cached,
+        d.scores_json, d.flags_json, d.result["n_flagged"], d.cached,
         d.result["inference_ms"], d.total_ms, d.instance,
     )  # fmt: skip
     db.run(
@@ -45,7 +47,8 @@ def save_detection(pool: ConnectionPool, d: Detection) -> None:
         lambda conn: conn.execute(
             "INSERT INTO detections (id, key_name, input_hash, n_points, n_features, options, input, scores, flags,"
             " n_flagged, cached, inference_ms, total_ms, instance)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
             params,
         ),
         idempotent=True,
