@@ -92,11 +92,12 @@ class Cluster(Tier):
             tags=self.tagged("control-plane-logs"),
             opts=self.child,
         )
+        control_plane_role, control_plane_policies = self._role("control-plane", "eks.amazonaws.com", CLUSTER_POLICIES)
         cluster = aws.eks.Cluster(
             name,
             name=name,
             version=s.version,
-            role_arn=self._role("control-plane", "eks.amazonaws.com", CLUSTER_POLICIES).arn,
+            role_arn=control_plane_role.arn,
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
             encryption_config={"provider": {"key_arn": args.secrets_kms_key_arn}, "resources": ["secrets"]},
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
@@ -108,7 +109,9 @@ class Cluster(Tier):
                 **({"public_access_cidrs": s.public_access_cidrs} if s.public_access_cidrs else {}),
             },
             tags=self.tagged("eks"),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group]),
+            # The role's policies are attached before and detached after the cluster: without them EKS cannot delete
+            # the network interfaces and security groups it made.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[log_group, *control_plane_policies]),
         )
         issuer = cluster.identities.apply(lambda ids: ids[0]["oidcs"][0]["issuer"] if ids else None)
         oidc = aws.iam.OpenIdConnectProvider(
@@ -144,15 +147,20 @@ class Cluster(Tier):
             oidc_provider_url=oidc.url,
         )
 
-    def _role(self, role: str, service: str, policies: list[str]) -> aws.iam.Role:
+    def _role(
+        self, role: str, service: str, policies: list[str]
+    ) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+        """A service role and its policy attachments (what uses the role must also depend on those)."""
         iam_role = aws.iam.Role(
             self.name_of(role), assume_role_policy=assume_role_policy(service), tags=self.tagged(role), opts=self.child
         )
-        for i, arn in enumerate(policies):
+        attachments = [
             aws.iam.RolePolicyAttachment(
                 self.name_of(f"{role}-policy-{i}"), role=iam_role.name, policy_arn=arn, opts=self.child
             )
-        return iam_role
+            for i, arn in enumerate(policies)
+        ]
+        return iam_role, attachments
 
     def _security_groups(
         self, vpc_id: pulumi.Input[str], cluster_name: str
@@ -256,10 +264,11 @@ class Cluster(Tier):
             tags=self.tagged("nodes"),
             opts=self.child,
         )
+        node_role, node_policies = self._role("node", "ec2.amazonaws.com", NODE_POLICIES)
         return aws.eks.NodeGroup(
             self.name_of("nodes"),
             cluster_name=cluster.name,
-            node_role_arn=self._role("node", "ec2.amazonaws.com", NODE_POLICIES).arn,
+            node_role_arn=node_role.arn,
             subnet_ids=args.private_subnet_ids,
             instance_types=[s.node_instance_type],
             ami_type="AL2023_x86_64_STANDARD",
@@ -267,7 +276,8 @@ class Cluster(Tier):
             update_config={"max_unavailable": 1},
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             tags=self.tagged("nodes"),
-            opts=self.child,
+            # Nodes join only with the worker policies attached, and EKS needs them to delete the instances and ENIs.
+            opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=node_policies)),
         )
 
     def _addons(self, cluster: aws.eks.Cluster, node_group: aws.eks.NodeGroup, oidc: aws.iam.OpenIdConnectProvider):

@@ -52,6 +52,7 @@ class Resource:
     inputs: dict[str, Any]
     state: dict[str, Any]
     provider: str | None = None  # "<provider urn>::<id>" when the resource names an explicit provider
+    dependencies: list[str] = field(default_factory=list)  # URNs it waits for (inputs' resources and depends_on)
 
     @property
     def plain_inputs(self) -> dict[str, Any]:
@@ -285,6 +286,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
                         "name": request.name,
                         "parent": request.parent or None,
                         "provider": request.provider or None,
+                        "dependencies": list(request.dependencies),
                         "custom": bool(request.custom),
                         "inputs": _jsonable(_mark_secrets(rpc.deserialize_properties(request.object))),
                         "state": _jsonable(_mark_secrets(registration.state)),

@@ -161,7 +161,18 @@ def test_version_past_eks_extended_support_is_refused(version, today, creatable)
     if creatable:
         assert stack_settings.eks_supported(version, today) == version
     else:
-        with pytest.raises(
-            ValueError, match=rf"EKS no longer creates Kubernetes {version} clusters.*set it to 1\.\d+"
-        ):
+        with pytest.raises(ValueError, match=rf"EKS no longer creates Kubernetes {version} clusters.*set it to 1\.\d+"):
             stack_settings.eks_supported(version, today)
+
+
+@pytest.mark.parametrize(("role", "user_type"), [("control-plane", EKS), ("node", "aws:eks/nodeGroup:NodeGroup")])
+def test_eks_waits_for_its_roles_policies(prod, role, user_type):
+    """Attached before and detached after: EKS needs them to make and to delete instances, ENIs and groups."""
+    r = prod.rendering
+    attachments = {
+        x.urn
+        for x in r.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+        if x.name.startswith(f"prod-cluster-{role}-policy-")
+    }
+    (user,) = r.of_type(user_type)
+    assert attachments and attachments <= set(user.dependencies)
