@@ -121,10 +121,6 @@ class Wiring:
             keys.API_KEY: self.layout.secrets["api_key"],
             keys.AWS_ENDPOINT_URL: self.aws_endpoint_url,
             keys.PROMETHEUS_URL: f"http://{self.regional('prometheus')}",
-            # local only, for drills that act on the stand-ins directly
-            "redis_sentinels": self.sentinels,
-            "redis_sentinel_master": SENTINEL_MASTER,
-            "state_dir": str(self.layout.state_dir),
         }
-        keys.StackOutputs.model_validate(data)  # the one shape, checked
-        return data
+        # The one shape, checked; every key of the model, null where AWS-only.
+        return keys.StackOutputs.model_validate(data).model_dump()
