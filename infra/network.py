@@ -47,7 +47,11 @@ class Network(Tier):
     def __init__(self, stack: str, tags: dict[str, str], args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
         s = args.settings
-        zones = aws.get_availability_zones_output(state="available").names.apply(lambda names: names[:AZ_COUNT])
+        # Regular AZs only: opted-in Local Zones (e.g. us-east-1-bos-1a) are "available" too and sort before
+        # us-east-1a, but most of this stack (EKS control plane, ElastiCache, RDS Multi-AZ) cannot run there.
+        zones = aws.get_availability_zones_output(
+            state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+        ).names.apply(lambda names: names[:AZ_COUNT])
         self.vpc = aws.ec2.Vpc(
             self.name_of("vpc"),
             cidr_block=s.cidr,

@@ -65,6 +65,7 @@ class Rendering:
     resources: list[Resource]
     outputs: dict[str, Any]
     placeholders: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)  # provider functions invoked: {"token", "args"}
 
     def of_type(self, type_token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_token]
@@ -119,6 +120,7 @@ def render(
         resources=[Resource(**r) for r in record["resources"]],
         outputs=record["outputs"],
         placeholders=record["placeholders"],
+        calls=record.get("calls", []),
     )
 
 
@@ -263,6 +265,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     region = flat.get("aws:region", "us-east-1")
 
     records: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
 
     class Recorder(mocks.Mocks):
         def new_resource(self, args: mocks.MockResourceArgs):
@@ -272,6 +275,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
             return f"{args.name}-id", state
 
         def call(self, args: mocks.MockCallArgs):
+            calls.append({"token": args.token, "args": _jsonable(dict(args.args))})
             return _call(args.token, args.args, region), []  # (result, check failures)
 
     class Monitor(mocks.MockMonitor):
@@ -314,7 +318,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
         return resolved
 
     outputs = _sync_await(resolve_outputs())
-    return {"resources": records, "outputs": _jsonable(outputs), "placeholders": placeholders}
+    return {"resources": records, "outputs": _jsonable(outputs), "placeholders": placeholders, "calls": calls}
 
 
 def main() -> None:

@@ -19,6 +19,13 @@ def test_vpc_uses_the_stack_cidr_with_dns(r, stack, cfg):
     assert vpc["enableDnsHostnames"] and vpc["enableDnsSupport"]
 
 
+def test_zones_are_regular_azs_not_local_zones(r):
+    # Opted-in Local Zones are "available" and sort first (us-east-1-bos-1a < us-east-1a); the stack cannot run there.
+    (lookup,) = [c for c in r.calls if c["token"] == "aws:index/getAvailabilityZones:getAvailabilityZones"]
+    assert lookup["args"]["state"] == "available"
+    assert {"name": "opt-in-status", "values": ["opt-in-not-required"]} in lookup["args"]["filters"]
+
+
 def test_three_subnets_per_tier_one_per_az_inside_the_vpc(r, stack, cfg):
     subnets = r.of_type("aws:ec2/subnet:Subnet")
     assert len(subnets) == 9
