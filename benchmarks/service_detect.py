@@ -57,6 +57,8 @@ class Result:
     mean_inference_ms: float
     health_max_ms: float
     service_cpu_ms_per_request: float
+    machine_busy_cores_at_start: float
+    machine_busy_cores_during: float
     load_average: float
     target_p95_ms: float
 
@@ -201,15 +203,47 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int]) -> float:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total * (os.cpu_count() or 1) if total else float("nan")
+
+
+def wait_for_idle(max_busy_cores: float, timeout_s: float) -> float:
+    """On a shared machine, start only once other work has quietened (bounded); return the busy cores seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        before = cpu_ticks()
+        time.sleep(2)  # the sampling window of the measurement itself
+        busy = busy_cores(before, cpu_ticks())
+        if busy <= max_busy_cores or time.monotonic() > deadline:
+            return busy
+
+
 def run_load(
-    url: str, api_key: str, rate: float, duration_s: float, points: int, target_p95_ms: float, pid: int | None
+    url: str,
+    api_key: str,
+    rate: float,
+    duration_s: float,
+    points: int,
+    target_p95_ms: float,
+    pid: int | None,
+    idle_below_cores: float | None = None,
 ) -> Result:
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     payloads = bodies(int(rate * duration_s), points)
     senders = max(8, int(rate * 2))  # enough that a sender is free at each tick unless the server lags
     _send_all(url, headers, bodies(int(rate), points, seed=1), rate, senders)  # warm-up: pool, processes, caches
+    busy_at_start = wait_for_idle(idle_below_cores, 300) if idle_below_cores is not None else float("nan")
     before = server_histogram(url)
     cpu_before = cpu_seconds(pid) if pid else 0.0
+    ticks_before = cpu_ticks()
     stop, health = threading.Event(), []
     prober = threading.Thread(target=_probe_health, args=(Client(url, {}), stop, health), daemon=True)
     prober.start()
@@ -219,6 +253,7 @@ def run_load(
     stop.set()
     prober.join()
     after = server_histogram(url)
+    machine_busy = busy_cores(ticks_before, cpu_ticks())
     cpu_ms_per_request = (cpu_seconds(pid) - cpu_before) * 1000 / max(1, len(payloads)) if pid else float("nan")
     ordered = sorted(samples.latencies_ms)
     ok = len(ordered)
@@ -238,6 +273,8 @@ def run_load(
         mean_inference_ms=round(statistics.fmean(samples.inference_ms), 1) if ok else float("nan"),
         health_max_ms=round(max(health), 1) if health else float("nan"),
         service_cpu_ms_per_request=round(cpu_ms_per_request, 1),
+        machine_busy_cores_at_start=round(busy_at_start, 2),
+        machine_busy_cores_during=round(machine_busy, 2),
         load_average=round(os.getloadavg()[0], 2),
         target_p95_ms=target_p95_ms,
     )
@@ -281,6 +318,12 @@ def main() -> int:
     parser.add_argument("--api-key", help="API key for --url")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra service env")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        metavar="CORES",
+        help="after warm-up, wait (up to 5 min) until the machine uses at most CORES cores (shared machines)",
+    )
     args = parser.parse_args()
     if args.url and not args.api_key:
         parser.error("--url needs --api-key")
@@ -289,7 +332,7 @@ def main() -> int:
     extra_env = dict(item.split("=", 1) for item in args.env)
 
     def load_test(url: str, key: str, pid: int | None) -> Result:
-        return run_load(url, key, args.rate, args.duration, args.points, args.target_p95_ms, pid)
+        return run_load(url, key, args.rate, args.duration, args.points, args.target_p95_ms, pid, args.wait_idle)
 
     if args.url:
         result = load_test(args.url, args.api_key, None)
