@@ -280,7 +280,9 @@ class AppFleet(Tier):
                 "GroupMaxSize",
             ],
             tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in self.tagged("instance").items()],
-            opts=self.child,
+            # The desired capacity is only the starting size: target tracking and the 000 high-load procedure
+            # (`set-desired-capacity ... 6`) change it, and a later `pulumi up` must not terminate those instances.
+            opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(ignore_changes=["desired_capacity"])),
         )
         aws.autoscaling.Policy(
             self.name_of("cpu-target"),

@@ -53,6 +53,7 @@ class Resource:
     state: dict[str, Any]
     provider: str | None = None  # "<provider urn>::<id>" when the resource names an explicit provider
     dependencies: list[str] = field(default_factory=list)  # URNs it waits for (inputs' resources and depends_on)
+    ignore_changes: list[str] = field(default_factory=list)  # input properties `pulumi up` leaves as they are
 
     @property
     def plain_inputs(self) -> dict[str, Any]:
@@ -291,6 +292,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
                         "parent": request.parent or None,
                         "provider": request.provider or None,
                         "dependencies": list(request.dependencies),
+                        "ignore_changes": list(request.ignoreChanges),
                         "custom": bool(request.custom),
                         "inputs": _jsonable(_mark_secrets(rpc.deserialize_properties(request.object))),
                         "state": _jsonable(_mark_secrets(registration.state)),

@@ -70,6 +70,12 @@ def test_asg_sizes_come_from_the_numbers_file(r, stack, numbers):
     assert asg["maxSize"] == numbers.scaling.instances_high_load
 
 
+def test_pulumi_up_keeps_the_capacity_scaling_set(r, stack):
+    """Target tracking and the 000 high-load step (set-desired-capacity 6) move the desired capacity; a later
+    `pulumi up` (e.g. the 002 maintenance switch) must not shrink the group back to its starting size."""
+    assert "desiredCapacity" in r.named(f"{stack}-fleet-asg").ignore_changes
+
+
 def test_asg_spans_the_app_subnets_behind_the_alb_with_elb_health_checks(r, stack, cfg):
     asg = inputs(r, f"{stack}-fleet-asg")
     assert asg["vpcZoneIdentifiers"] == [rid(f"{stack}-network-app-{i}") for i in range(3)]
