@@ -27,7 +27,8 @@ from local import health
 from local.procs import listeners, stack_pids
 from local.programs import FLEET_GROUP, PATRONI_MEMBERS
 from local.stack import bound_ports
-from local.waiting import wait_for
+from local.supervisor import log_tail
+from local.waiting import Timeout, wait_for
 from local.wiring import AWS_ENV, queue_settings
 from pynomaly_ops.baselines import load
 from pynomaly_ops.outputs import StackOutputs
@@ -232,11 +233,22 @@ def _leader(running: RunningStack) -> str:
     return next(m for m, r in roles.items() if r == "leader")
 
 
+def _wait_db(running: RunningStack, what: str, ready, timeout_s: float):
+    """wait_for, with both Patroni logs in the failure message."""
+    try:
+        return wait_for(what, ready, timeout_s, interval_s=0.2)
+    except Timeout as exc:
+        logs = "\n".join(f"--- {n} ---\n{log_tail(running.layout, n, 40)}" for n in ("patroni-a", "patroni-b"))
+        pytest.fail(f"{exc}\n{logs}")
+
+
 def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_writes(running: RunningStack):
     dsn = running.outputs.db_writer_dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS failover_probe")
         conn.execute("CREATE TABLE failover_probe (id bigint PRIMARY KEY)")
+    ready = lambda: health.database_ready(running.layout.ports["patroni"])  # noqa: E731
+    _wait_db(running, "a leader and a synchronous standby before the drill", ready, 60)
     old = _leader(running)
     patroni_pid = running.stack.supervisor.info()[f"patroni-{PATRONI_MEMBERS[old]}"]["pid"]
     postmaster_file = running.layout.member_dir(old) / "data" / "postmaster.pid"
@@ -247,10 +259,10 @@ def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_wri
     killed = time.monotonic()
     os.kill(patroni_pid, signal.SIGKILL)
     os.kill(postmaster_pid, signal.SIGKILL)
-    new = wait_for("a new primary", lambda: (m := _leader(running)) != old and m, 30, interval_s=0.2)
+    new = _wait_db(running, "a new primary", lambda: (m := _leader(running)) != old and m, 30)
     failover_s = time.monotonic() - killed
     acked_at_failover = len(writer.acked)
-    wait_for("writes resuming on the new primary", lambda: len(writer.acked) > acked_at_failover + 50, 30)
+    _wait_db(running, "writes resuming on the new primary", lambda: len(writer.acked) > acked_at_failover + 50, 30)
     writer.stop.set()
     writer.join(10)
     with psycopg.connect(dsn) as conn:
@@ -259,12 +271,7 @@ def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_wri
     print(f"\nPostgreSQL: new primary {new} {failover_s:.1f}s after SIGKILL of {old}; {len(writer.acked)} acked")
     assert failover_s <= 30
     assert len(lost) <= B.recovery.database_failover.acknowledged_writes_lost
-    wait_for(
-        "the old primary back as synchronous standby",
-        lambda: health.database_ready(running.layout.ports["patroni"]),
-        60,
-        interval_s=0.5,
-    )
+    _wait_db(running, "the old primary back as synchronous standby", ready, 90)
 
 
 def test_killing_the_redis_primary_fails_over_via_sentinel(running: RunningStack):
