@@ -80,7 +80,8 @@ class PostgresServer:
 
     def _run(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
         cmd = ["runuser", "-u", "postgres", "--", *args] if self._as_root else list(args)
-        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, **kwargs)
+        # cwd: the postgres user may not enter the checkout (CI may clone under /root, mode 700)
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120, cwd=self.root, **kwargs)
 
     def _ctl(self, *args: str) -> None:
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", *args)
