@@ -28,6 +28,7 @@ from local.programs import (
     Program,
     all_programs,
     api_program,
+    database_programs,
 )
 from local.supervisor import Supervisor, log_tail
 from local.waiting import Timeout, wait_for
@@ -69,50 +70,53 @@ class Stack:
         """Start what is not running and wait until every piece is healthy; returns seconds taken."""
         started = time.monotonic()
         programs = self.programs()
-        by_name = {p.name: p for p in programs}
         check_binaries(programs)
-        sup = self.supervisor
-        if sup.running():
-            render.write_supervisor(self.layout, programs)
-            changes = sup.apply_config()
-            self.say(f"supervisord already running; program changes: {', '.join(changes) or 'none'}")
-            self._reload(render.refresh_live_configs(self.layout, programs))
-        else:
-            self._cold_start(programs)
+        self._prepare(programs)
         # Start early, wait late: the service retries its database and queue, so
         # its slow imports overlap the standby's copy and the other servers' start.
         self._start_phase(programs, Phase.BASE)
         self._wait_healthy([p for p in programs if p.name == "etcd"], "etcd")
-        self._start_phase(programs, Phase.DATABASE)
+        self._start_database()
+        self._start_phase(programs, Phase.APP)
+        self._provision({p.name: p for p in programs}["moto"])
+        self._wait_healthy([p for p in programs if p.phase == Phase.BASE], "base servers")
+        self._wait_healthy([p for p in programs if p.phase == Phase.APP], "API instances and workers")
+        self._wait_in_rotation(programs)
+        self.write_outputs()
+        return time.monotonic() - started
+
+    def _prepare(self, programs: list[Program]) -> None:
+        """Cold: clear a crashed run, render everything, start supervisord.
+        Warm: apply only what changed (an unchanged stack is left alone)."""
+        sup = self.supervisor
+        if not sup.running():
+            self._cold_start(programs)
+            return
+        render.write_supervisor(self.layout, programs)
+        changes = sup.apply_config()
+        self.say(f"supervisord already running; program changes: {', '.join(changes) or 'none'}")
+        self._reload(render.refresh_live_configs(self.layout, programs))
+
+    def _start_database(self) -> None:
+        self._start_phase([], Phase.DATABASE)
         # initdb first, alone: on two cores it is several times slower while the
         # service's instances import their libraries.
         self._wait(
             "PostgreSQL primary",
             lambda: "leader" in health.patroni_roles(self.layout.ports["patroni"]).values(),
             PHASE_TIMEOUT_S[Phase.DATABASE],
-            programs,
             "patroni-a",
         )
-        self._start_phase(programs, Phase.APP)
-        self._wait(
-            "PostgreSQL leader + synchronous standby",
-            lambda: health.database_ready(self.layout.ports["patroni"]),
-            PHASE_TIMEOUT_S[Phase.DATABASE],
-            programs,
-            "patroni-a",
-        )
-        self._wait(
-            "S3/SQS stand-in", lambda: health.probe(by_name["moto"]), PHASE_TIMEOUT_S[Phase.BASE], programs, "moto"
-        )
+
+    def _provision(self, moto: Program) -> None:
+        """The Multi-AZ shape, then the application's database, queues and buckets."""
+        ready = lambda: health.database_ready(self.layout.ports["patroni"])  # noqa: E731
+        self._wait("PostgreSQL leader + synchronous standby", ready, PHASE_TIMEOUT_S[Phase.DATABASE], "patroni-a")
+        self._wait("S3/SQS stand-in", lambda: health.probe(moto), PHASE_TIMEOUT_S[Phase.BASE], "moto")
         # The leader's role shows before its promotion completes: retry until writable.
-        self._wait("application database and role", self._ensure_app_database, 30, programs, "patroni-a")
+        self._wait("application database and role", self._ensure_app_database, 30, "patroni-a")
         ensure_resources(self.wiring)
         self.say("database, role, queues and buckets in place")
-        self._wait_healthy([p for p in programs if p.phase == Phase.BASE], "base servers")
-        self._wait_healthy([p for p in programs if p.phase == Phase.APP], "API instances and workers")
-        self._wait_in_rotation(programs)
-        self.write_outputs()
-        return time.monotonic() - started
 
     def _cold_start(self, programs: list[Program]) -> None:
         orphans = stack_pids(self.layout)
@@ -151,6 +155,7 @@ class Stack:
     def _start_phase(self, programs: list[Program], phase: Phase) -> None:
         if phase == Phase.DATABASE:
             self._start_members_now()
+            programs = database_programs(self.layout)
         self.supervisor.start_programs([p.name for p in programs if p.phase == phase])
 
     def _start_members_now(self) -> None:
@@ -158,7 +163,7 @@ class Stack:
         for member in PATRONI_MEMBERS:
             render.write(self.layout.member_dir(member) / START_NOW_FILE, "", 0o644, self.layout.db_user)
 
-    def _wait(self, what: str, ready: Callable[[], object], timeout_s: float, programs, log_of: str) -> None:
+    def _wait(self, what: str, ready: Callable[[], object], timeout_s: float, log_of: str) -> None:
         t0 = time.monotonic()
         try:
             wait_for(what, ready, timeout_s)
@@ -191,7 +196,7 @@ class Stack:
             status = self.haproxy.server_status()
             return all(status.get(n) == "UP" for n in fleet)
 
-        self._wait("instances in the load balancer", all_up, PHASE_TIMEOUT_S[Phase.APP], programs, "haproxy")
+        self._wait("instances in the load balancer", all_up, PHASE_TIMEOUT_S[Phase.APP], "haproxy")
 
     def write_outputs(self) -> dict:
         data = self.wiring.outputs()
@@ -307,7 +312,7 @@ class Stack:
         if program.name in lb.servers():
             lb.drain(program.name)
             self._wait(
-                f"{program.name} drained", lambda: lb.active_sessions(program.name) == 0, DRAIN_TIMEOUT_S, [], "haproxy"
+                f"{program.name} drained", lambda: lb.active_sessions(program.name) == 0, DRAIN_TIMEOUT_S, "haproxy"
             )
             lb.delete_server(program.name)
         self.supervisor.remove(program.name)
