@@ -159,5 +159,5 @@ def _check(s: Settings) -> None:
 def require(value: str, name: str) -> str:
     """Return a setting needed by the caller's feature, or say which variable to set."""
     if not value:
-        raise ConfigError(f"{name} is not set: the queue and job endpoints need it")
+        raise ConfigError(f"{name} is not set: batch jobs (the worker and /api/v1/jobs) need it")
     return value
