@@ -132,7 +132,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_series_length=_get(env, "PYNOMALY_MAX_SERIES_LENGTH", 100_000, _positive_int, pos_int),
         max_body_bytes=_get(env, "PYNOMALY_MAX_BODY_BYTES", 16 * 1024 * 1024, _positive_int, pos_int),
         bootstrap_api_key=_optional(env, "PYNOMALY_BOOTSTRAP_API_KEY"),
-        detector_trees=_get(env, "PYNOMALY_DETECTOR_TREES", 10, _positive_int, pos_int),
+        detector_trees=_get(env, "PYNOMALY_DETECTOR_TREES", 5, _positive_int, pos_int),
         detector_processes=_get(env, "PYNOMALY_DETECTOR_PROCESSES", os.cpu_count() or 1, _non_negative_int, "0+"),
         detect_admit_timeout_s=_get(env, "PYNOMALY_DETECT_ADMIT_TIMEOUT_S", 2.0, _positive_float, pos_float),
         auth_cache_s=_get(env, "PYNOMALY_AUTH_CACHE_S", 10.0, _non_negative_float, "seconds, 0 = no cache"),
