@@ -3,7 +3,9 @@
 With ``PYNOMALY_REDIS_SENTINELS`` set the client asks Sentinel for the current
 master, so a Redis failover is followed. Any Redis error is counted and swallowed;
 after one, the cache is skipped for ``PYNOMALY_REDIS_RETRY_AFTER_S`` so an outage
-does not add a timeout to every request.
+does not add a timeout to every request. With ``PYNOMALY_REDIS_PASSWORD_FILE`` the
+AUTH password is read from that file on every new connection, so a rotated password
+is picked up; a ``rediss://`` URL connects with TLS (redis-py verifies the server).
 """
 
 from __future__ import annotations
@@ -15,13 +17,34 @@ import time
 from typing import Any
 
 import redis
+from redis.credentials import CredentialProvider
 from redis.sentinel import Sentinel
 
 from service import metrics
-from service.config import Settings
+from service.config import Settings, read_password_file
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "pynomaly:detect:"
+
+
+class PasswordFile(CredentialProvider):
+    """The AUTH password from a file, read for each new connection (redis-py asks on connect)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def get_credentials(self) -> tuple[str]:
+        try:
+            return (read_password_file(self.path),)
+        except (OSError, ValueError) as exc:
+            # A RedisError: the connection is dropped and the cache treats it as Redis unavailable.
+            raise redis.ConnectionError(f"PYNOMALY_REDIS_PASSWORD_FILE={self.path!r}: {exc}") from exc
+
+
+def _auth(settings: Settings) -> dict[str, Any]:
+    if settings.redis_password_file:
+        return {"credential_provider": PasswordFile(settings.redis_password_file)}
+    return {"password": settings.redis_password}
 
 
 def _client(settings: Settings) -> redis.Redis:
@@ -30,11 +53,11 @@ def _client(settings: Settings) -> redis.Redis:
         sentinel = Sentinel(
             list(settings.redis_sentinels),
             sentinel_kwargs={**timeouts, "password": settings.redis_password},
-            password=settings.redis_password,
+            **_auth(settings),
             **timeouts,
         )
         return sentinel.master_for(settings.redis_sentinel_master, **timeouts)
-    return redis.Redis.from_url(settings.redis_url, password=settings.redis_password, **timeouts)
+    return redis.Redis.from_url(settings.redis_url, **_auth(settings), **timeouts)
 
 
 class ResultCache:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -33,6 +35,7 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...]
     redis_sentinel_master: str
     redis_password: str | None
+    redis_password_file: str | None  # read on every new connection (rotation); see service/cache.py
     redis_timeout_s: float
     redis_retry_after_s: float
     cache_ttl_s: int
@@ -123,6 +126,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_sentinels=_get(env, "PYNOMALY_REDIS_SENTINELS", (), _host_ports, "host:port[,host:port...]"),
         redis_sentinel_master=env.get("PYNOMALY_REDIS_SENTINEL_MASTER", "").strip() or "pynomaly",
         redis_password=_optional(env, "PYNOMALY_REDIS_PASSWORD"),
+        redis_password_file=_optional(env, "PYNOMALY_REDIS_PASSWORD_FILE"),
         redis_timeout_s=_get(env, "PYNOMALY_REDIS_TIMEOUT_S", 0.5, _positive_float, pos_float),
         redis_retry_after_s=_get(env, "PYNOMALY_REDIS_RETRY_AFTER_S", 1.0, _positive_float, pos_float),
         cache_ttl_s=_get(env, "PYNOMALY_CACHE_TTL_S", 3600, _positive_int, pos_int),
@@ -145,7 +149,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
+def read_password_file(path: str) -> str:
+    """The Redis password in ``path`` (surrounding whitespace dropped); OSError or ValueError if unusable."""
+    password = Path(path).read_text().strip()
+    if not password:
+        raise ValueError("the file is empty")
+    return password
+
+
+def _check_redis_password_file(s: Settings) -> None:
+    if s.redis_password_file is None:
+        return
+    if s.redis_password is not None or urlsplit(s.redis_url).password:
+        raise ConfigError(
+            "PYNOMALY_REDIS_PASSWORD_FILE is set together with a password (PYNOMALY_REDIS_PASSWORD or one in "
+            "PYNOMALY_REDIS_URL): set only one"
+        )
+    try:
+        read_password_file(s.redis_password_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"PYNOMALY_REDIS_PASSWORD_FILE={s.redis_password_file!r} cannot be used ({exc}): "
+            "point it at a readable file holding the Redis AUTH password"
+        ) from None
+
+
 def _check(s: Settings) -> None:
+    _check_redis_password_file(s)
     if s.db_pool_min > s.db_pool_max:
         raise ConfigError(
             f"PYNOMALY_DB_POOL_MIN ({s.db_pool_min}) must not exceed PYNOMALY_DB_POOL_MAX ({s.db_pool_max})"
