@@ -199,6 +199,9 @@ def _computed(type_token: str, name: str, inputs: dict[str, Any], region: str) -
             "arnSuffix": f"app/{resource_name}/0123456789abcdef",
             "zoneId": "Z35SXDOTRQ7X7K",
         },
+        "aws:secretsmanager/secret:Secret": {
+            "arn": f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:{resource_name}-Offln1"
+        },
         "aws:lb/targetGroup:TargetGroup": {"arnSuffix": f"targetgroup/{resource_name}/0123456789abcdef"},
         "aws:kms/key:Key": {"keyId": f"key-{name}", "arn": f"arn:aws:kms:{region}:{ACCOUNT}:key/key-{name}"},
         "aws:cloudwatch/logGroup:LogGroup": {"arn": f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{resource_name}"},

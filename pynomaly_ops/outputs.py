@@ -18,6 +18,7 @@ LOAD_BALANCER_URL = "load_balancer_url"
 DB_WRITER_ENDPOINT = "db_writer_endpoint"
 DB_READER_ENDPOINT = "db_reader_endpoint"
 DB_SECRET_ARN = "db_secret_arn"
+REDIS_AUTH_SECRET_ARN = "redis_auth_secret_arn"  # AWS: the Secrets Manager secret holding the Redis AUTH token
 REDIS_PRIMARY_ENDPOINT = "redis_primary_endpoint"
 REDIS_READER_ENDPOINT = "redis_reader_endpoint"
 QUEUE_URL = "queue_url"
@@ -52,6 +53,7 @@ class StackOutputs(BaseModel):
     artifacts_bucket: str
     backups_bucket: str
     db_secret_arn: str | None = None
+    redis_auth_secret_arn: str | None = None
     asg_name: str | None = None
     alarm_topic_arns: dict[str, str] = {}
     alarm_names: list[str] = []
