@@ -100,7 +100,8 @@ fleet = AppFleet(
         db_secret_arn=database.secret_arn,
         db_resource_id=database.resource_id,
         db_username=database.username,
-        kms_key_arns=[kms.arn("queue"), kms.arn("storage"), kms.arn("database")],
+        redis_auth_secret_arn=cache.auth_secret_arn,
+        kms_key_arns=[kms.arn("queue"), kms.arn("storage"), kms.arn("database"), kms.arn("cache")],
         logs_kms_key_arn=kms.arn("logs"),
     ),
 )
@@ -160,6 +161,8 @@ if cluster is not None:
             db_endpoint=database.writer_endpoint,
             db_secret_arn=database.secret_arn,
             redis_primary_endpoint=cache.primary_endpoint,
+            redis_auth_secret_arn=cache.auth_secret_arn,
+            redis_kms_key_arn=kms.arn("cache"),
             queue_url=queues.queue_url,
             queue_arn=queues.queue_arn,
             dead_letter_queue_url=queues.dead_letter_queue_url,
@@ -183,6 +186,7 @@ pulumi.export(keys.DB_READER_ENDPOINT, database.reader_endpoint)
 pulumi.export(keys.DB_SECRET_ARN, database.secret_arn)
 pulumi.export(keys.REDIS_PRIMARY_ENDPOINT, cache.primary_endpoint)
 pulumi.export(keys.REDIS_READER_ENDPOINT, cache.reader_endpoint)
+pulumi.export(keys.REDIS_AUTH_SECRET_ARN, cache.auth_secret_arn)
 pulumi.export(keys.QUEUE_URL, queues.queue_url)
 pulumi.export(keys.DEAD_LETTER_QUEUE_URL, queues.dead_letter_queue_url)
 pulumi.export(keys.ARTIFACTS_BUCKET, storage.artifacts_bucket)

@@ -86,6 +86,14 @@ HTTPServer(("127.0.0.1", PORT), Proxy).serve_forever()
 """
 PROXY_PATH = "/opt/pynomaly/metrics-proxy.py"
 
+# The Redis AUTH token (infra/cache.py) reaches the service as a root-only file. systemd's LoadCredential hands
+# the units a private copy (readable whatever user they run as) and PYNOMALY_REDIS_PASSWORD_FILE points at it.
+# The units are the service's console scripts (the service contract); the AMI provides them.
+SERVICE_UNITS = ("pynomaly-api.service", "pynomaly-worker.service")
+REDIS_PASSWORD_PATH = "/etc/pynomaly/redis-password"
+REDIS_CREDENTIAL = "redis-password"
+REDIS_DROP_IN = "redis-auth.conf"
+
 
 def proxy_unit(app_port: int) -> str:
     return f"""[Unit]
@@ -116,6 +124,7 @@ class AppFleetArgs:
     db_secret_arn: pulumi.Input[str]
     db_resource_id: pulumi.Input[str]
     db_username: str
+    redis_auth_secret_arn: pulumi.Input[str]
     kms_key_arns: list[pulumi.Input[str]]
     logs_kms_key_arn: pulumi.Input[str]
 
@@ -172,11 +181,39 @@ def prometheus_config(stack: str) -> dict:
     }
 
 
-def user_data(stack: str, app_port: int, log_group: str) -> str:
-    """Boot script (Amazon Linux 2023): the metrics proxy, then the CloudWatch agent."""
+def redis_drop_in() -> str:
+    """Unit drop-in: the password file as a credential (``%d`` is the unit's credentials directory)."""
+    return f"""[Service]
+LoadCredential={REDIS_CREDENTIAL}:{REDIS_PASSWORD_PATH}
+Environment=PYNOMALY_REDIS_PASSWORD_FILE=%d/{REDIS_CREDENTIAL}
+"""
+
+
+def redis_auth_script(region: str, secret_arn: str) -> str:
+    """Fetch the AUTH token into a root-only file, give it to the service units, restart those already running."""
+    lines = [
+        f"install -d -m 0700 {REDIS_PASSWORD_PATH.rsplit('/', 1)[0]}",
+        "(umask 077 && AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=10 aws secretsmanager get-secret-value \\",
+        f"  --region {region} --secret-id {secret_arn} --query SecretString --output text > {REDIS_PASSWORD_PATH})",
+        f"chmod 0400 {REDIS_PASSWORD_PATH}",
+    ]
+    for unit in SERVICE_UNITS:
+        lines += [
+            f"mkdir -p /etc/systemd/system/{unit}.d",
+            f"cat > /etc/systemd/system/{unit}.d/{REDIS_DROP_IN} <<'DROPIN'",
+            f"{redis_drop_in()}DROPIN",
+        ]
+    lines.append("systemctl daemon-reload")
+    # A unit the AMI started before this script ran restarts with the password; an absent one is skipped.
+    lines += [f"if systemctl is-active --quiet {unit}; then systemctl restart {unit}; fi" for unit in SERVICE_UNITS]
+    return "\n".join(lines) + "\n"
+
+
+def user_data(stack: str, app_port: int, log_group: str, region: str, redis_secret_arn: str) -> str:
+    """Boot script (Amazon Linux 2023): the Redis AUTH token, the metrics proxy, then the CloudWatch agent."""
     script = f"""#!/bin/bash
 set -euo pipefail
-mkdir -p {PROXY_PATH.rsplit("/", 1)[0]}
+{redis_auth_script(region, redis_secret_arn)}mkdir -p {PROXY_PATH.rsplit("/", 1)[0]}
 cat > {PROXY_PATH} <<'PROXY'
 {METRICS_PROXY}PROXY
 cat > /etc/systemd/system/pynomaly-metrics-proxy.service <<'UNIT'
@@ -242,7 +279,9 @@ class AppFleet(Tier):
                 }
             ],
             monitoring={"enabled": True},
-            user_data=user_data(stack, s.app_port, f"/pynomaly/{stack}/prometheus"),
+            user_data=pulumi.Output.from_input(args.redis_auth_secret_arn).apply(
+                lambda arn: user_data(stack, s.app_port, f"/pynomaly/{stack}/prometheus", args.region, arn)
+            ),
             update_default_version=True,
             tag_specifications=[
                 {"resource_type": kind, "tags": self.tagged("instance")} for kind in ("instance", "volume")
@@ -355,6 +394,12 @@ def app_statements(args: AppFleetArgs, log_group_arns: list[pulumi.Output[str]])
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue"],
             "Resource": args.db_secret_arn,
+        },
+        {
+            "Sid": "RedisAuthSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": args.redis_auth_secret_arn,
         },
         {"Sid": "DatabaseIamAuth", "Effect": "Allow", "Action": ["rds-db:connect"], "Resource": db_user},
         {

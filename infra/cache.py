@@ -2,7 +2,10 @@
 
 Automatic failover and Multi-AZ on; encrypted at rest (KMS) and in transit;
 clients authenticate with an AUTH token generated as a Pulumi secret, so it
-is encrypted in state and never typed anywhere.
+is encrypted in state and never typed anywhere. The token is also stored in a
+Secrets Manager secret (encrypted with the cache key), which is how clients get
+it: the app fleet reads it at boot and the pods' credentials sidecar keeps a
+file of it current, each role allowed that one secret.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class Cache(Tier):
             override_special=TOKEN_SPECIALS,
             opts=self.child,
         )
+        auth_secret = self._auth_secret(token, args.kms_key_arn)
         slow_log = aws.cloudwatch.LogGroup(
             self.name_of("slow-log"),
             name=f"/pynomaly/{stack}/redis-slow-log",
@@ -110,7 +114,26 @@ class Cache(Tier):
             primary_endpoint=group.primary_endpoint_address,
             reader_endpoint=group.reader_endpoint_address,
             auth_token=token.result,
+            auth_secret_arn=auth_secret.arn,
             replication_group_id=group_id,
             member_cluster_ids=member_cluster_ids(group_id, nodes),
             security_group_id=sg.id,
         )
+
+    def _auth_secret(self, token: random.RandomPassword, kms_key_arn: pulumi.Input[str]) -> aws.secretsmanager.Secret:
+        """The AUTH token in Secrets Manager: its value only in the version's secret input (encrypted in state)."""
+        secret = aws.secretsmanager.Secret(
+            self.name_of("auth-secret"),
+            name=self.name_of("auth-secret"),
+            description="AUTH token of the Pynomaly Redis replication group (clients read it at start)",
+            kms_key_id=kms_key_arn,
+            tags=self.tagged("auth-secret"),
+            opts=self.child,
+        )
+        aws.secretsmanager.SecretVersion(
+            self.name_of("auth-secret-value"),
+            secret_id=secret.id,
+            secret_string=token.result,  # a secret Output: Pulumi keeps it encrypted
+            opts=self.child,
+        )
+        return secret

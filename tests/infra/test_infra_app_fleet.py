@@ -114,7 +114,8 @@ def _stack_arns(r, stack, region) -> set[str]:
         *(f"{b}/*" for b in buckets),
         primary["masterUserSecrets"][0]["secretArn"],
         f"arn:aws:rds-db:{region}:{ACCOUNT}:dbuser:{primary['resourceId']}/pynomaly",
-        *(arn(f"{stack}-keys-{k}") for k in ("queue", "storage", "database")),
+        arn(f"{stack}-cache-auth-secret"),  # the Redis AUTH token, read at boot
+        *(arn(f"{stack}-keys-{k}") for k in ("queue", "storage", "database", "cache")),
         *logs,
         *(f"{g}:*" for g in logs),
     }
