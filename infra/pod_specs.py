@@ -5,7 +5,8 @@ namespace enforces it): non-root, read-only root filesystem, no capabilities,
 no privilege escalation, seccomp RuntimeDefault. Writable paths are emptyDir
 volumes. The database password reaches libpq through a service file that the
 ``db-credentials`` container writes from Secrets Manager with the pod's IRSA
-role (infra/pod_scripts/db_credentials.py).
+role (infra/pod_scripts/db_credentials.py); in the API and worker pods it also
+writes the Redis AUTH token next to it, for PYNOMALY_REDIS_PASSWORD_FILE.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ SCRIPTS_DIR = "/opt/pynomaly/scripts"
 DB_DIR = "/run/pynomaly-db"
 PG_SERVICE = "pynomaly"  # the section of the libpq service file the DSN names
 PG_SERVICE_FILE = f"{DB_DIR}/pg_service.conf"
+REDIS_PASSWORD_FILE = f"{DB_DIR}/redis-password"  # same memory volume, same writer
 SECRET_REFRESH_S = 300  # how often the sidecar re-reads the (rotating) DB secret
 API_PORT_NAME = "http"
 METRICS_PORT_NAME = "metrics"
@@ -91,6 +93,11 @@ def pg_env(secret_arn: str | None = None) -> list[dict[str, str]]:
     return env
 
 
+def redis_password_env() -> list[dict[str, str]]:
+    """Where the service reads the Redis AUTH token (on each new connection, so a refresh is picked up)."""
+    return [{"name": "PYNOMALY_REDIS_PASSWORD_FILE", "value": REDIS_PASSWORD_FILE}]
+
+
 def container(name: str, image: str, command: list[str], **extra: Any) -> dict[str, Any]:
     """A container with the restricted security context and a writable /tmp."""
     return {
@@ -104,25 +111,34 @@ def container(name: str, image: str, command: list[str], **extra: Any) -> dict[s
     }
 
 
-def db_credentials_container(image: str, secret_arn: str, region: str, *, sidecar: bool) -> dict[str, Any]:
-    """Writes the libpq service file before the main containers start.
+def db_credentials_container(
+    image: str, secret_arn: str, region: str, *, sidecar: bool, redis_secret_arn: str | None = None
+) -> dict[str, Any]:
+    """Writes the libpq service file (and with ``redis_secret_arn`` the Redis password file) before the main
+    containers start.
 
     As a sidecar (an init container with ``restartPolicy: Always``, Kubernetes 1.29+) it keeps refreshing
-    the file; the main containers start once its startup probe sees the file.
+    the files; the main containers start once its startup probe sees them.
     """
     command = ["python", f"{SCRIPTS_DIR}/db_credentials.py"]
     if sidecar:
         command += ["--refresh-s", str(SECRET_REFRESH_S)]
+    env = [*pg_env(secret_arn), {"name": "AWS_DEFAULT_REGION", "value": region}]
+    files = [PG_SERVICE_FILE]
+    if redis_secret_arn is not None:
+        env += [{"name": "REDIS_AUTH_SECRET_ARN", "value": redis_secret_arn}, *redis_password_env()]
+        files.append(REDIS_PASSWORD_FILE)
     spec = container(
         "db-credentials",
         image,
         command,
-        env=[*pg_env(secret_arn), {"name": "AWS_DEFAULT_REGION", "value": region}],
+        env=env,
         volumeMounts=mounts(scripts=True, db_writable=True),
         resources=resources(SIDECAR_REQUESTS, SIDECAR_LIMITS),
     )
     if sidecar:
-        file_written = {"exec": {"command": ["test", "-s", PG_SERVICE_FILE]}}
+        checks = [arg for path in files for arg in ("-a", "-s", path)][1:]  # test -s A -a -s B
+        file_written = {"exec": {"command": ["test", *checks]}}
         spec |= {
             "restartPolicy": "Always",
             "startupProbe": {**file_written, "periodSeconds": 2, "failureThreshold": 30},

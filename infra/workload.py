@@ -9,8 +9,8 @@ smoke tests before a switch. Switching is
 ``pulumi config set workload.active_color green && pulumi up``.
 
 Every object goes through the cluster's explicit provider. No secret value
-is in the state or a manifest: pods read the DB password from Secrets Manager
-with their IRSA role (infra/pod_scripts/db_credentials.py).
+is in the state or a manifest: pods read the DB password and the Redis AUTH
+token from Secrets Manager with their IRSA role (infra/pod_scripts/db_credentials.py).
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ class WorkloadArgs:
     db_name: pulumi.Input[str]
     db_secret_arn: pulumi.Input[str]
     redis_primary_endpoint: pulumi.Input[str]
+    redis_auth_secret_arn: pulumi.Input[str]
+    redis_kms_key_arn: pulumi.Input[str]  # the key encrypting that secret
     queue_url: pulumi.Input[str]
     queue_arn: pulumi.Input[str]
     dead_letter_queue_url: pulumi.Input[str]
@@ -182,6 +184,9 @@ class Workload(Tier):
                 [pulumi.Output.concat(a.artifacts_bucket_arn, "/*")],
             ),
             *self._secret_and_keys(),
+            # The Redis AUTH token: the API and worker pods only, not the backup job.
+            allow(["secretsmanager:GetSecretValue"], [a.redis_auth_secret_arn]),
+            allow(["kms:Decrypt"], [a.redis_kms_key_arn]),
         )
 
     def _backup_policy(self) -> pulumi.Output[str]:
@@ -258,6 +263,7 @@ class Workload(Tier):
             # Reported in /health and as a metric label.
             {"name": "PYNOMALY_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *pod_specs.pg_env(),
+            *pod_specs.redis_password_env(),
         ]
         return pod_specs.container(
             name,
@@ -270,7 +276,10 @@ class Workload(Tier):
         )
 
     def _pod_template(self, labels: dict[str, str], image: str, containers: list[dict], **extra: Any) -> dict:
-        sidecar = pod_specs.db_credentials_container(image, self.args.db_secret_arn, self.args.region, sidecar=True)
+        a = self.args
+        sidecar = pod_specs.db_credentials_container(
+            image, a.db_secret_arn, a.region, sidecar=True, redis_secret_arn=a.redis_auth_secret_arn
+        )
         return {
             "metadata": {"labels": labels, "annotations": {"pynomaly.io/config-hash": self.env_hash}},
             "spec": pod_specs.pod_spec(

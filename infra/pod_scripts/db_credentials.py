@@ -7,6 +7,11 @@ the ConfigMap says ``service=<name>``. With ``--refresh-s`` it keeps the file
 current (a native sidecar), so a rotated password reaches new connections
 without a restart.
 
+With ``--redis-secret-arn`` (the API and worker pods) it also writes the Redis
+AUTH token, a plain-string secret, to ``--redis-out`` in the same memory
+volume; the service reads that file (PYNOMALY_REDIS_PASSWORD_FILE) on every
+new Redis connection.
+
 Uses only boto3 (in the service image) and the standard library.
 """
 
@@ -34,6 +39,14 @@ def service_file_text(secret_string: str, service: str) -> str:
     return f"[{service}]\nuser={user}\npassword={password}\n"
 
 
+def redis_password_text(secret_string: str) -> str:
+    """The AUTH token as the file's content: one line, not empty."""
+    token = secret_string.strip()
+    if not token or "\n" in token or "\r" in token:
+        raise SystemExit("db-credentials: the Redis AUTH secret must be one non-empty line")
+    return token + "\n"
+
+
 def write_private(path: Path, text: str) -> None:
     """Replace ``path`` atomically with a file only its owner can read."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,24 +69,44 @@ def refresh(secret_arn: str, out: Path, service: str, client=None) -> None:
     write_private(out, service_file_text(secret, service))
 
 
+def refresh_redis(secret_arn: str, out: Path, client=None) -> None:
+    import boto3
+
+    client = client or boto3.client("secretsmanager")
+    write_private(out, redis_password_text(client.get_secret_value(SecretId=secret_arn)["SecretString"]))
+
+
+def refresh_all(args: argparse.Namespace) -> None:
+    refresh(args.secret_arn, args.out, args.service)
+    if args.redis_secret_arn:
+        refresh_redis(args.redis_secret_arn, args.redis_out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--secret-arn", default=os.environ.get("DB_SECRET_ARN"), help="default: $DB_SECRET_ARN")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("PGSERVICEFILE", "pg_service.conf")))
     parser.add_argument("--service", default=os.environ.get("PGSERVICE", "pynomaly"))
+    parser.add_argument(
+        "--redis-secret-arn", default=os.environ.get("REDIS_AUTH_SECRET_ARN"), help="default: $REDIS_AUTH_SECRET_ARN"
+    )
+    parser.add_argument(
+        "--redis-out", type=Path, default=Path(os.environ.get("PYNOMALY_REDIS_PASSWORD_FILE", "redis-password"))
+    )
     parser.add_argument("--refresh-s", type=float, default=0, help="keep refreshing at this period (0: write once)")
     args = parser.parse_args(argv)
     if not args.secret_arn:
         raise SystemExit("db-credentials: no secret given; pass --secret-arn or set DB_SECRET_ARN")
-    refresh(args.secret_arn, args.out, args.service)
-    print(f"db-credentials: wrote {args.out}", file=sys.stderr)
+    refresh_all(args)
+    written = [args.out, *([args.redis_out] if args.redis_secret_arn else [])]
+    print(f"db-credentials: wrote {', '.join(map(str, written))}", file=sys.stderr)
     while args.refresh_s > 0:
         # A refresh period, not a wait for some state: the secret may rotate at any time.
         time.sleep(args.refresh_s)
         try:
-            refresh(args.secret_arn, args.out, args.service)
-        except Exception as exc:  # keep the last good file; report and retry next period
-            print(f"db-credentials: refresh failed, keeping the previous file: {exc}", file=sys.stderr)
+            refresh_all(args)
+        except Exception as exc:  # keep the last good files; report and retry next period
+            print(f"db-credentials: refresh failed, keeping the previous files: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":
