@@ -1,18 +1,20 @@
 """The service against a real Redis that requires AUTH, with the password in PYNOMALY_REDIS_PASSWORD_FILE
 (as ElastiCache's AUTH token reaches the pods and instances): cache hits with the right password, a rotated
-password picked up by new connections, and a wrong or missing password never failing a request."""
+password picked up by new connections, a wrong or missing password never failing a request, and TLS
+(rediss://, ElastiCache's transit encryption) against a Redis that only speaks TLS."""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
-from servers import RedisServer, ServiceProcess, wait_until
+from servers import LOOPBACK, PortServer, RedisServer, ServiceProcess, wait_until
 from service_testkit import metric_value, own_redis, service_env
 
 from service import metrics
@@ -31,6 +33,31 @@ def redis_server(password: str) -> Iterator[RedisServer]:
     for server in own_redis():
         redis.Redis.from_url(server.url).config_set("requirepass", password)
         yield server
+
+
+class TlsRedis(PortServer):
+    """Redis listening with TLS only (a self-signed certificate for 127.0.0.1) and requiring a password."""
+
+    def __init__(self, password: str) -> None:
+        super().__init__("redis-tls")
+        self.password = password
+        self.cert, self.key = self.root / "cert.pem", self.root / "key.pem"
+
+    def start(self) -> TlsRedis:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-addext", f"subjectAltName=IP:{LOOPBACK}", "-keyout", str(self.key), "-out", str(self.cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        tls = ["--tls-port", str(self.port), "--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key)]
+        tls += ["--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no"]
+        cmd = ["redis-server", "--port", "0", "--bind", LOOPBACK, "--save", "", "--requirepass", self.password]
+        self._start([*cmd, *tls, "--dir", str(self.root)], timeout_s=20)
+        return self
+
+    def url(self, ca_certs: Path | None = None) -> str:
+        # redis-py passes URL query options to the connection: here, which CA signs the server certificate.
+        return f"rediss://{LOOPBACK}:{self.port}/0" + (f"?ssl_ca_certs={ca_certs}" if ca_certs else "")
 
 
 def admin(server: RedisServer, password: str) -> redis.Redis:
@@ -133,3 +160,29 @@ def test_missing_password_file_stops_start_up_naming_the_variable(postgres, moto
     api = ServiceProcess("service.api", env, tmp_path).start(wait_for=None)
     assert api.proc.wait(60) == 1
     assert "PYNOMALY_REDIS_PASSWORD_FILE" in api.tail() and "absent" in api.tail()
+
+
+def test_rediss_url_talks_tls_with_the_password_file(postgres, moto, aws, api_key, password, tmp_path):
+    server = TlsRedis(password).start()
+    try:
+        secret_file = password_file(tmp_path, password)
+        env = service_env(
+            postgres, server.url(ca_certs=server.cert), moto, aws, api_key,
+            PYNOMALY_REDIS_PASSWORD_FILE=str(secret_file),
+        )  # fmt: skip
+        api = ServiceProcess("service.api", env, tmp_path).start()
+        try:
+            with api_client(api, api_key) as client:
+                assert client.get("/ready").json()["checks"]["cache"] == "ok"
+                assert detect(client, 6).json()["cached"] is False
+                assert detect(client, 6).json()["cached"] is True
+        finally:
+            api.stop()
+        # The same server is not reachable in plain text: TLS is really in use.
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(host=LOOPBACK, port=server.port, password=password, socket_timeout=2).ping()
+        # And the server certificate is verified: without its CA the connection is refused.
+        with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+            redis.Redis.from_url(server.url(), password=password, socket_timeout=2).ping()
+    finally:
+        server.cleanup()
