@@ -1,0 +1,30 @@
+"""The console script turns a bad numbers file into one clear error, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pynomaly_ops.baselines import DEFAULT_PATH, PATH_ENV
+
+
+def test_a_bad_numbers_file_is_reported_by_file_and_key(tmp_path):
+    bad = tmp_path / "baselines.yaml"
+    bad.write_text(
+        DEFAULT_PATH.read_text().replace(
+            "cpu_percent:           {warning: 80,  critical: 95}", "cpu_percent:           {warning: 95,  critical: 80}"
+        )
+    )
+    assert bad.read_text() != DEFAULT_PATH.read_text(), "the fixture edit no longer matches baselines.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pynomaly_ops.entry", "local", "status"],
+        env={**os.environ, PATH_ENV: str(bad)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert f"{bad}: invalid runbook numbers" in proc.stderr
+    assert "thresholds.cpu_percent" in proc.stderr
+    assert "Traceback" not in proc.stderr
