@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -21,6 +19,7 @@ import pytest
 from infra_helpers import inputs, rendered
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from servers import free_port, wait_until
 
 from service import metrics as names
 
@@ -35,12 +34,6 @@ def _proxy_script(tmp_path) -> tuple[str, int]:
     path.write_text(source)
     unit = re.search(r"ExecStart=\S+ \S+ http://127.0.0.1:(\d+)/metrics (\d+)", script)
     return str(path), int(unit.group(2))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _app_metrics() -> bytes:
@@ -72,28 +65,17 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _wait_for(url: str) -> tuple[int, str]:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        try:
-            return _get(url)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def test_proxy_serves_histograms_as_summaries_and_503_when_the_app_is_down(tmp_path):
     script, unit_port = _proxy_script(tmp_path)
     assert unit_port == 9464  # the port the agent's scrape config targets
     _App.body = _app_metrics()
     app = HTTPServer(("127.0.0.1", 0), _App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
-    port = _free_port()
+    port = free_port()
     upstream = f"http://127.0.0.1:{app.server_address[1]}/metrics"
     proxy = subprocess.Popen([sys.executable, script, upstream, str(port)])
     try:
-        status, text = _wait_for(f"http://127.0.0.1:{port}/metrics")
+        status, text = wait_until(lambda: _get(f"http://127.0.0.1:{port}/metrics"), DEADLINE_S, "the metrics proxy")
         assert status == 200
         families = {f.name: f for f in text_string_to_metric_families(text)}
         inference = families[names.INFERENCE_DURATION_NAME]

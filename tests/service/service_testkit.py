@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +11,6 @@ from typing import TypeVar
 
 import httpx
 import psycopg
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/servers.py, shared with other suites
-
 from servers import AwsResources, MotoServer, PostgresServer, RedisServer, ServiceProcess, free_port, wait_until
 
 from infra.settings import schema
