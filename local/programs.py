@@ -30,8 +30,10 @@ PATRONI_LOOP_WAIT_S = 2
 PATRONI_RETRY_TIMEOUT_S = 4
 # A member the supervisor restarts after a crash stays away this long, as a lost
 # database host would: the synchronous standby takes over instead of racing the
-# crashed primary's restart for the leader lock. `up` starts members at once.
-PATRONI_CRASH_RESTART_DELAY_S = PATRONI_TTL_S + PATRONI_LOOP_WAIT_S
+# crashed primary's restart for the leader lock. The lock expires at most ttl after
+# the crash and the standby acts on its next loop; retry_timeout is the margin.
+# `up` starts members at once.
+PATRONI_CRASH_RESTART_DELAY_S = PATRONI_TTL_S + PATRONI_LOOP_WAIT_S + PATRONI_RETRY_TIMEOUT_S
 START_NOW_FILE = "start-now"
 
 
@@ -255,6 +257,11 @@ def _postgres_exporter(layout: Layout, member: str, zone: str) -> Program:
     )
 
 
+def patroni_program(member: str) -> str:
+    """The supervisord program that runs a Patroni member."""
+    return f"patroni-{PATRONI_MEMBERS[member]}"
+
+
 def _patroni_command(layout: Layout, member: str) -> list[str]:
     d = layout.member_dir(member)
     start_now = shlex.quote(str(d / START_NOW_FILE))
@@ -268,7 +275,7 @@ def _patroni_command(layout: Layout, member: str) -> list[str]:
 def database_programs(layout: Layout) -> list[Program]:
     return [
         Program(
-            name=f"patroni-{zone}",
+            name=patroni_program(member),
             command=_patroni_command(layout, member),
             package="patroni",
             phase=Phase.DATABASE,

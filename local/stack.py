@@ -29,6 +29,7 @@ from local.programs import (
     all_programs,
     api_program,
     database_programs,
+    patroni_program,
 )
 from local.supervisor import Supervisor, log_tail
 from local.waiting import Timeout, wait_for
@@ -159,9 +160,18 @@ class Stack:
         self.supervisor.start_programs([p.name for p in programs if p.phase == phase])
 
     def _start_members_now(self) -> None:
-        """Tell the Patroni wrappers this start is ours, not a restart after a crash."""
+        """Tell the Patroni wrappers this start is ours, not a restart after a crash.
+
+        Only members about to start get the flag: one left beside a running member
+        would let its next crash restart skip the delay and race the standby.
+        """
+        active = self.supervisor.active()
         for member in PATRONI_MEMBERS:
-            render.write(self.layout.member_dir(member) / START_NOW_FILE, "", 0o644, self.layout.db_user)
+            flag = self.layout.member_dir(member) / START_NOW_FILE
+            if patroni_program(member) in active:
+                flag.unlink(missing_ok=True)
+            else:
+                render.write(flag, "", 0o644, self.layout.db_user)
 
     def _wait(self, what: str, ready: Callable[[], object], timeout_s: float, log_of: str) -> None:
         t0 = time.monotonic()
@@ -231,7 +241,7 @@ class Stack:
         roles: dict[str, str] = {}
         try:
             for member, role in health.patroni_roles(self.layout.ports["patroni"]).items():
-                roles[f"patroni-{PATRONI_MEMBERS[member]}"] = role
+                roles[patroni_program(member)] = role
         except ConnectionError:
             pass
         sentinels = [(a, self.layout.ports["sentinel"]) for a in ZONES.values()]

@@ -55,10 +55,14 @@ class Supervisor:
     def info(self) -> dict[str, dict]:
         return {p["name"]: p for p in self.rpc.getAllProcessInfo()}
 
+    def active(self) -> set[str]:
+        """Programs running or on their way up."""
+        return {name for name, p in self.info().items() if p["statename"] in ("RUNNING", "STARTING")}
+
     def start_programs(self, names: list[str]) -> None:
-        info = self.info()
+        active = self.active()
         for name in names:
-            if info.get(name, {}).get("statename") not in ("RUNNING", "STARTING"):
+            if name not in active:
                 self._call(self.rpc.startProcess, name, False)
 
     def add(self, name: str) -> None:

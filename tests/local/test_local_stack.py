@@ -25,7 +25,7 @@ from test_local_rules import assert_covers_every_threshold
 
 from local import health
 from local.procs import listeners, stack_pids
-from local.programs import FLEET_GROUP, PATRONI_MEMBERS
+from local.programs import FLEET_GROUP, PATRONI_MEMBERS, START_NOW_FILE, patroni_program
 from local.stack import bound_ports
 from local.supervisor import log_tail
 from local.waiting import Timeout, wait_for
@@ -73,6 +73,8 @@ def test_a_second_up_changes_nothing(running: RunningStack):
     result = cli(running.env, "up")
     assert "program changes: none" in result.stderr
     assert {r["name"]: r["pid"] for r in running.stack.status()} == before
+    # A start flag left beside a running member would let its next crash restart race the standby.
+    assert [m for m in PATRONI_MEMBERS if (running.layout.member_dir(m) / START_NOW_FILE).exists()] == []
 
 
 def test_status_json_lists_every_process_healthy(running: RunningStack):
@@ -250,7 +252,7 @@ def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_wri
     ready = lambda: health.database_ready(running.layout.ports["patroni"])  # noqa: E731
     _wait_db(running, "a leader and a synchronous standby before the drill", ready, 60)
     old = _leader(running)
-    patroni_pid = running.stack.supervisor.info()[f"patroni-{PATRONI_MEMBERS[old]}"]["pid"]
+    patroni_pid = running.stack.supervisor.info()[patroni_program(old)]["pid"]
     postmaster_file = running.layout.member_dir(old) / "data" / "postmaster.pid"
     postmaster_pid = int(postmaster_file.read_text().split()[0])
     writer = Writer(dsn)
@@ -320,7 +322,7 @@ def test_up_recovers_a_stack_left_by_a_crash(running: RunningStack):
     stack = running.stack
     member = next(m for m, r in health.patroni_roles(running.layout.ports["patroni"]).items() if r != "leader")
     postmaster_pid = int((running.layout.member_dir(member) / "data" / "postmaster.pid").read_text().split()[0])
-    patroni_pid = stack.supervisor.info()[f"patroni-{PATRONI_MEMBERS[member]}"]["pid"]
+    patroni_pid = stack.supervisor.info()[patroni_program(member)]["pid"]
     os.kill(stack.supervisor.pid(), signal.SIGKILL)
     os.kill(patroni_pid, signal.SIGKILL)
     os.kill(postmaster_pid, signal.SIGKILL)
