@@ -5,8 +5,11 @@ the result to S3 under the job's id and marks the job completed, then deletes th
 message. The claim makes a redelivered message harmless: a finished job is only
 acknowledged, a job held by a live worker is left alone. A failed message is not
 deleted; the queue redelivers it, and its redrive policy moves it to the
-dead-letter queue after maxReceiveCount receives. On SIGTERM the worker stops
-receiving, hands in-flight messages back (visibility 0) and exits.
+dead-letter queue after maxReceiveCount receives. While a job runs, a heartbeat
+extends its message's visibility (every third of the queue's visibility timeout),
+so a job longer than the timeout is not delivered to a second worker meanwhile.
+On SIGTERM the worker stops receiving, hands in-flight messages back (visibility 0)
+and exits.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from service import aws, db, metrics, store
 from service.config import ConfigError, Settings, load_settings, require
 from service.detector import Detector
 from service.migrations import Schema
-from service.queue import JobQueue, Message
+from service.queue import JobQueue, Message, VisibilityHeartbeat
 from service.storage import ResultStore
 
 log = logging.getLogger("service.worker")
-DEFAULT_LEASE_S = 30.0
+DEFAULT_VISIBILITY_S = 30  # SQS's default, when the queue does not say
 
 
 class PoisonMessage(ValueError):
@@ -63,13 +66,18 @@ class Worker:
         self.queue = JobQueue(settings)
         self.results = ResultStore(settings)
         self.detector = Detector(0, admit_timeout_s=None)  # this process exists to detect: inline, unbounded wait
-        self.lease_s = DEFAULT_LEASE_S
+        self.visibility_s = DEFAULT_VISIBILITY_S
         self.max_receives: int | None = None
 
+    @property
+    def lease_s(self) -> float:
+        """The claim lease matches the visibility timeout (not renewed: the heartbeat extends only the message)."""
+        return float(self.visibility_s)
+
     def _read_queue_policy(self) -> None:
-        """The claim lease matches the visibility timeout; maxReceiveCount tells the last attempt."""
+        """The visibility timeout sets the heartbeat and the lease; maxReceiveCount tells the last attempt."""
         attributes = self.queue.attributes()
-        self.lease_s = float(attributes.get("VisibilityTimeout", DEFAULT_LEASE_S))
+        self.visibility_s = int(attributes.get("VisibilityTimeout", DEFAULT_VISIBILITY_S))
         self.max_receives = self.queue.max_receives()
 
     def run(self) -> None:
@@ -117,7 +125,8 @@ class Worker:
             self._not_claimed(message, job_id)
             return
         try:
-            result_key, n_flagged = self._run_job(job)
+            with VisibilityHeartbeat(self.queue, message, self.visibility_s):
+                result_key, n_flagged = self._run_job(job)
         except Stopping:
             store.release_job(self.pool, job_id, self.name, None, final=False)
             self.queue.release(message)
@@ -130,7 +139,7 @@ class Worker:
         store.finish_job(self.pool, job_id, self.name, result_key, n_flagged)
         self.queue.delete(message)
         metrics.JOBS.labels(status="completed").inc()
-        log.info("job %s completed: %d points flagged", job_id, n_flagged)
+        log.info("job %s completed on receive %d: %d points flagged", job_id, message.receive_count, n_flagged)
 
     def _not_claimed(self, message: Message, job_id: uuid.UUID) -> None:
         status = store.job_exists(self.pool, job_id)
@@ -139,7 +148,8 @@ class Worker:
         if status in ("completed", "failed"):
             self.queue.delete(message)  # a redelivery of finished work: acknowledge, do nothing
             log.info("duplicate message for %s job %s acknowledged", status, job_id)
-        # else another worker holds it: leave the message; it comes back after the visibility timeout
+        else:  # another worker holds it: leave the message; it comes back after the visibility timeout
+            log.info("job %s is held by another worker: message (receive %d) left", job_id, message.receive_count)
 
     def _run_job(self, job: dict[str, Any]) -> tuple[str, int]:
         result = self.detector.run(job["input"], job["options"])
