@@ -35,6 +35,8 @@ PATRONI_RETRY_TIMEOUT_S = 4
 # `up` starts members at once.
 PATRONI_CRASH_RESTART_DELAY_S = PATRONI_TTL_S + PATRONI_LOOP_WAIT_S + PATRONI_RETRY_TIMEOUT_S
 START_NOW_FILE = "start-now"
+# moto's dashboard; local/moto_server.py answers 503 there until the queues and buckets exist.
+MOTO_HEALTH_PATH = "/moto-api/"
 
 
 class Phase(IntEnum):
@@ -134,13 +136,15 @@ def base_programs(layout: Layout) -> list[Program]:
         ),
         Program(
             name="moto",
-            command=[binary("moto_server"), "-H", REGIONAL, "-p", str(p["moto"])],
+            # moto's server plus the stack's queues and buckets, created again whenever it (re)starts
+            command=[sys.executable, "-m", "local.moto_server", "--state-dir", str(layout.state_dir)],
             package="moto[server] (PyPI, in the project's [local] extra)",
             phase=Phase.BASE,
             address=REGIONAL,
             port=p["moto"],
             check=Check.HTTP,
-            check_path="/moto-api/",
+            check_path=MOTO_HEALTH_PATH,
+            wrapped=binary("moto_server"),
         ),
         Program(
             name="haproxy",

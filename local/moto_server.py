@@ -1,0 +1,94 @@
+"""moto for the local stack, back with its queues and buckets after a crash.
+
+moto keeps everything in memory: a moto that supervisord restarts would come back
+empty (no job queue, no DLQ redrive, no buckets) and the service would fail until
+the next ``up``. This wrapper serves moto's own application on the stack's port,
+then creates the resources the way ``up`` does (:func:`local.aws.ensure_resources`),
+so the stack heals itself as SQS and S3, which never lose their queues, would.
+What moto held when it died (messages, objects) is not restored.
+
+Its health path (``/moto-api/``, probed by ``up`` and ``status``) answers 503 until
+the resources are in place, so "healthy" means "usable", and ``up`` never creates
+them at the same time as the wrapper.
+
+Run by supervisord: ``python -m local.moto_server --state-dir <state dir>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+from local.aws import ensure_resources
+from local.layout import REGIONAL, Layout
+from local.programs import MOTO_HEALTH_PATH
+from local.wiring import Wiring
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ReadyGate:
+    """WSGI middleware: the health path answers 503 until ``ready`` is set; the rest goes to moto."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+        self.ready = threading.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not self.ready.is_set() and environ.get("PATH_INFO", "").startswith(MOTO_HEALTH_PATH):
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"creating the stack's queues and buckets\n"]
+        return self.app(environ, start_response)
+
+
+def _layout(state_dir: Path) -> Layout:
+    layout = Layout.load(state_dir)
+    if layout is None:
+        sys.exit(f"moto_server: no local stack in {state_dir}: `pynomaly-ops local up` creates it")
+    return layout
+
+
+def serve(layout: Layout, stop: threading.Event) -> None:
+    """Serve moto until ``stop`` is set; the stack's resources are created once it listens."""
+    port = layout.ports["moto"]
+    os.environ.setdefault("MOTO_PORT", str(port))  # as moto's own CLI does: some responses name the port
+    app = ReadyGate(DomainDispatcherApplication(create_backend_app))
+    server = make_server(REGIONAL, port, app, threaded=True, request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, name="moto", daemon=True).start()
+    started = time.monotonic()
+    try:
+        ensure_resources(Wiring(layout))
+    except (BotoCoreError, ClientError) as exc:  # exit: supervisord starts a fresh moto that tries again
+        server.shutdown()
+        sys.exit(f"moto_server: could not create the stack's queues and buckets: {exc}")
+    app.ready.set()
+    print(f"moto on {REGIONAL}:{port}: queues and buckets in place ({time.monotonic() - started:.1f}s)", flush=True)
+    while not stop.wait(1.0):
+        pass
+    server.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m local.moto_server", description=__doc__.splitlines()[0])
+    parser.add_argument("--state-dir", type=Path, required=True, help="the local stack's state directory")
+    args = parser.parse_args(argv)
+    layout = _layout(args.state_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    serve(layout, stop)
+
+
+if __name__ == "__main__":
+    main()
