@@ -20,6 +20,9 @@ from infra.tier import Tier, assume_role_policy, policy_document
 
 AZ_COUNT = 3
 SUBNET_TIERS = ("public", "app", "data")
+# The AWS Load Balancer Controller picks subnets by these tags: internet-facing load balancers in the public ones,
+# internal ones in the private app subnets.
+SUBNET_ROLE_TAGS = {"public": {"kubernetes.io/role/elb": "1"}, "app": {"kubernetes.io/role/internal-elb": "1"}}
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ class Network(Tier):
                 cidr_block=cidr,
                 availability_zone=zones[i],
                 map_public_ip_on_launch=False,
-                tags=self.tagged(f"{tier}-{i}", SubnetTier=tier),
+                tags=self.tagged(f"{tier}-{i}", SubnetTier=tier, **SUBNET_ROLE_TAGS.get(tier, {})),
                 opts=self.child,
             )
             for i, cidr in enumerate(cidrs)

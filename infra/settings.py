@@ -181,6 +181,8 @@ class Cluster(_Tier):
     node_desired: int = Field(ge=1)
     node_max: int = Field(ge=1)
     log_retention_days: int = Field(ge=1)
+    load_balancer_controller: bool
+    node_autoscaler: bool
 
     @field_validator("version")
     @classmethod
@@ -203,6 +205,16 @@ class Cluster(_Tier):
                 "cluster.node_min",
                 f"min > max: need cluster.node_min ({self.node_min}) <= cluster.node_desired "
                 f"({self.node_desired}) <= cluster.node_max ({self.node_max})",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _room_to_scale(self) -> Cluster:
+        if self.node_autoscaler and self.node_min == self.node_max:
+            raise _KeyError(
+                "cluster.node_autoscaler",
+                f"is on but cluster.node_min = cluster.node_max = {self.node_max}, so there is nothing to scale; "
+                "raise cluster.node_max or set cluster.node_autoscaler false",
             )
         return self
 
