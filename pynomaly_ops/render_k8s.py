@@ -30,6 +30,10 @@ CHECKOV_KNOWN_PATHS = (REPO_ROOT / ".venv-checkov" / "bin" / "checkov", Path("/o
 CHECKOV_INSTALL = "python3 -m venv /opt/checkov-venv && /opt/checkov-venv/bin/pip install checkov"
 # Applied first so a reviewer (or `kubectl apply -f DIR`) meets the namespace before what lives in it.
 KIND_ORDER = ("Namespace", "ServiceAccount", "ConfigMap")
+# A Helm release is a chart, not an object: its objects exist only once Helm renders the chart against the cluster.
+# render-k8s lists the releases in RELEASES_FILE (not *.yaml, so neither check mistakes it for a manifest).
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+RELEASES_FILE = "helm-releases.txt"
 
 
 class RenderError(RuntimeError):
@@ -56,16 +60,27 @@ def manifests(rendering: Rendering) -> list[dict[str, Any]]:
     """The Kubernetes objects, namespace-first, each ``apiVersion``/``kind``/``metadata``/... as applied."""
     objects = []
     for resource in rendering.resources:
-        if not resource.custom or not resource.type.startswith(KUBERNETES_PREFIX):
+        if not resource.custom or not resource.type.startswith(KUBERNETES_PREFIX) or resource.type == HELM_RELEASE:
             continue
         body = _plain(resource.inputs)
         if "apiVersion" not in body or "kind" not in body:
-            # e.g. a Helm release: its objects exist only once Helm renders the chart against a cluster.
+            # A provider resource that is no object and has no summary of its own (unlike a Helm release).
             raise RenderError(f"{resource.type} {resource.name} is not a Kubernetes object; it cannot be rendered")
         head = {"apiVersion": body.pop("apiVersion"), "kind": body.pop("kind"), "metadata": body.pop("metadata", {})}
         objects.append(head | body)
     rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
     return sorted(objects, key=lambda m: (rank.get(m["kind"], len(rank)), m["kind"], m["metadata"].get("name", "")))
+
+
+def helm_releases(rendering: Rendering) -> list[str]:
+    """One line per Helm release: ``<namespace>/<release>: <chart> <version> from <repository>``."""
+    lines = []
+    for resource in rendering.of_type(HELM_RELEASE):
+        spec = resource.plain_inputs
+        where = f"{spec.get('namespace', 'default')}/{spec.get('name', resource.name)}"
+        repo = (spec.get("repositoryOpts") or {}).get("repo", "(no repository)")
+        lines.append(f"{where}: {spec['chart']} {spec.get('version', '(unpinned)')} from {repo}")
+    return sorted(lines)
 
 
 def secret_paths(value: Any, path: str = "") -> list[str]:
@@ -240,8 +255,8 @@ def cluster_version(rendering: Rendering) -> str:
 
 
 def render_stack(stack: str, out: Path, overrides: dict[str, Any] | None = None) -> tuple[list[Path], str]:
-    """Run the program offline, refuse manifests holding a secret, write the YAML; returns the files and the
-    cluster version."""
+    """Run the program offline, refuse manifests holding a secret, write the YAML (and the Helm releases to
+    RELEASES_FILE); returns the files and the cluster version."""
     from pynomaly_ops.offline import render
 
     rendering = render(stack, overrides)
@@ -250,4 +265,9 @@ def render_stack(stack: str, out: Path, overrides: dict[str, Any] | None = None)
     leaks = [f"{m['kind']}/{m['metadata'].get('name')}{p}" for m in objects for p in secret_paths(m)]
     if leaks:
         raise RenderError(f"secret values would be written to manifests at: {', '.join(leaks)}")
-    return write(objects, out), version
+    paths = write(objects, out)
+    releases = helm_releases(rendering)
+    (out / RELEASES_FILE).unlink(missing_ok=True)
+    if releases:
+        (out / RELEASES_FILE).write_text("".join(line + "\n" for line in releases))
+    return paths, version

@@ -67,6 +67,7 @@ def test_a_stack_without_a_cluster_is_refused(stack_render):
 def test_a_resource_that_is_no_kubernetes_object_is_refused():
     from pynomaly_ops.offline import Rendering, Resource
 
-    release = Resource("urn:x", "kubernetes:helm.sh/v3:Release", "chart", None, True, {"chart": "x"}, {})
-    with pytest.raises(rk.RenderError, match=r"kubernetes:helm\.sh/v3:Release chart is not a Kubernetes object"):
-        rk.manifests(Rendering("prod", [release], {}))
+    # (Helm releases are not refused: render-k8s lists them in helm-releases.txt, see tests/infra/test_cluster_addons.)
+    thing = Resource("urn:x", "kubernetes:example.com/v1:Thing", "thing", None, True, {"spec": {}}, {})
+    with pytest.raises(rk.RenderError, match=r"kubernetes:example\.com/v1:Thing thing is not a Kubernetes object"):
+        rk.manifests(Rendering("prod", [thing], {}))
