@@ -56,6 +56,23 @@ if settings.cluster.enabled:
             secrets_kms_key_arn=kms.arn("cluster"),
         ),
     )
+    from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs
+
+    # The Load Balancer Controller (the Ingress's ALB) and the Cluster Autoscaler (nodes for the HPA's range).
+    cluster_addons = ClusterAddons(
+        stack,
+        tags,
+        ClusterAddonsArgs(
+            settings=settings.cluster,
+            provider=cluster.provider,
+            cluster_name=cluster.name,
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_provider_url=cluster.oidc_provider_url,
+            vpc_id=network.vpc_id,
+            region=region,
+            account_id=account_id,
+        ),
+    )
 data_clients = [network.app_security_group_id, *([cluster.security_group_id] if cluster else [])]
 # --- (the workload follows the data tiers, below) ---
 

@@ -277,7 +277,15 @@ class Cluster(Tier):
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             tags=self.tagged("nodes"),
             # Nodes join only with the worker policies attached, and EKS needs them to delete the instances and ENIs.
-            opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=node_policies)),
+            # With the Cluster Autoscaler (infra/cluster_addons.py) the desired size is its to set: `pulumi up` must
+            # not shrink a group it grew for the HPA.
+            opts=pulumi.ResourceOptions.merge(
+                self.child,
+                pulumi.ResourceOptions(
+                    depends_on=node_policies,
+                    ignore_changes=["scalingConfig.desiredSize"] if s.node_autoscaler else None,
+                ),
+            ),
         )
 
     def _addons(self, cluster: aws.eks.Cluster, node_group: aws.eks.NodeGroup, oidc: aws.iam.OpenIdConnectProvider):

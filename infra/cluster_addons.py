@@ -1,0 +1,182 @@
+"""Cluster add-ons: the AWS Load Balancer Controller and the Cluster Autoscaler, as Helm releases.
+
+Without the controller the workload's Ingress never gets an ALB; without the
+autoscaler the HPA's upper range (``scaling.pods_max`` in baselines.yaml) gets
+no nodes beyond ``cluster.node_desired``. Each is a Helm release in
+``kube-system`` through the cluster's explicit Kubernetes provider, with its own
+IRSA role that only its service account can assume, and each has a switch
+(``cluster.load_balancer_controller``, ``cluster.node_autoscaler``).
+
+Nodes allow one IMDS hop only, so pods cannot learn the region or VPC from the
+instance metadata: both are passed to the charts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
+from infra.settings import Cluster as ClusterSettings
+from infra.tier import Tier, policy_document
+
+NAMESPACE = "kube-system"
+# The class the workload's Ingress names (`ingressClassName`); the controller's chart creates it.
+INGRESS_CLASS = "alb"
+
+
+@dataclass(frozen=True)
+class HelmChart:
+    name: str  # the chart's, also the release's and its service account's
+    repo: str
+    version: str
+
+
+# Chart 1.14.1 installs controller v2.14.1. On a version bump, replace the policy file with that release's
+# docs/install/iam_policy.json (kubernetes-sigs/aws-load-balancer-controller).
+LOAD_BALANCER_CONTROLLER = HelmChart("aws-load-balancer-controller", "https://aws.github.io/eks-charts", "1.14.1")
+LOAD_BALANCER_CONTROLLER_POLICY = Path(__file__).with_name("aws-load-balancer-controller-iam-policy.json")
+CLUSTER_AUTOSCALER = HelmChart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.52.1")
+AUTOSCALER_IMAGE_REPOSITORY = "registry.k8s.io/autoscaling/cluster-autoscaler"
+# The autoscaler only reads these (ASGs, the launch templates and instance types behind them, the node group).
+AUTOSCALER_READ_ACTIONS = (
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeLaunchConfigurations",
+    "autoscaling:DescribeScalingActivities",
+    "autoscaling:DescribeTags",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:GetInstanceTypesFromInstanceRequirements",
+    "eks:DescribeNodegroup",
+)
+AUTOSCALER_WRITE_ACTIONS = ("autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup")
+
+
+@dataclass(frozen=True)
+class ClusterAddonsArgs:
+    settings: ClusterSettings
+    provider: k8s.Provider
+    cluster_name: pulumi.Input[str]
+    oidc_provider_arn: pulumi.Input[str]
+    oidc_provider_url: pulumi.Input[str]
+    vpc_id: pulumi.Input[str]
+    region: str
+    account_id: pulumi.Input[str]
+
+
+def autoscaler_image_tag(cluster_version: str) -> str:
+    """The autoscaler must match the cluster's minor version; every minor has a ``.0`` release."""
+    return f"v{cluster_version}.0"
+
+
+def discovery_tags(cluster_name: str) -> dict[str, str]:
+    """The tags EKS puts on a managed node group's ASG, which the autoscaler discovers and may change."""
+    return {"k8s.io/cluster-autoscaler/enabled": "true", f"k8s.io/cluster-autoscaler/{cluster_name}": "owned"}
+
+
+def autoscaler_policy(cluster_name: pulumi.Input[str], region: str, account_id: pulumi.Input[str]) -> pulumi.Output:
+    """Read anything; resize or shrink only the ASGs tagged for this cluster's autoscaler."""
+    groups = pulumi.Output.concat("arn:aws:autoscaling:", region, ":", account_id, ":autoScalingGroup:*")
+    conditions = pulumi.Output.from_input(cluster_name).apply(
+        lambda name: {"StringEquals": {f"aws:ResourceTag/{k}": v for k, v in discovery_tags(name).items()}}
+    )
+    return policy_document(
+        allow(AUTOSCALER_READ_ACTIONS, ["*"]),
+        {**allow(AUTOSCALER_WRITE_ACTIONS, [groups]), "Condition": conditions},
+    )
+
+
+class ClusterAddons(Tier):
+    TIER = "addons"
+
+    def __init__(
+        self, stack: str, tags: dict[str, str], args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__(stack, tags, opts)
+        self.args = args
+        s = args.settings
+        #: What the workload's Ingress (and Services) must wait for; None when switched off.
+        self.load_balancer_controller = self._load_balancer_controller() if s.load_balancer_controller else None
+        self.node_autoscaler = self._node_autoscaler() if s.node_autoscaler else None
+        releases = [r for r in (self.load_balancer_controller, self.node_autoscaler) if r is not None]
+        self.register_outputs({"releases": [r.name for r in releases]})
+
+    def _role(self, role: str, chart: HelmChart, policy: pulumi.Input[str]) -> pulumi.Output[str]:
+        """The ARN of a role only ``kube-system/<chart name>`` can assume."""
+        return service_account_role(
+            self.name_of(role),
+            oidc_provider_arn=self.args.oidc_provider_arn,
+            oidc_provider_url=self.args.oidc_provider_url,
+            namespace=NAMESPACE,
+            service_account=chart.name,
+            inline_policy=policy,
+            tags=self.tags,
+            opts=self.child,
+        ).arn
+
+    def _release(self, chart: HelmChart, values: dict[str, Any]) -> k8s.helm.v3.Release:
+        return k8s.helm.v3.Release(
+            self.name_of(chart.name),
+            name=chart.name,
+            chart=chart.name,
+            version=chart.version,
+            repository_opts={"repo": chart.repo},
+            namespace=NAMESPACE,
+            values=values,
+            # A failed install or upgrade is rolled back rather than left half-applied.
+            atomic=True,
+            opts=pulumi.ResourceOptions(parent=self, provider=self.args.provider),
+        )
+
+    def _load_balancer_controller(self) -> k8s.helm.v3.Release:
+        a, chart = self.args, LOAD_BALANCER_CONTROLLER
+        role_arn = self._role("lb-controller-irsa", chart, LOAD_BALANCER_CONTROLLER_POLICY.read_text())
+        return self._release(
+            chart,
+            {
+                "clusterName": a.cluster_name,
+                "region": a.region,
+                "vpcId": a.vpc_id,
+                "replicaCount": 2,
+                "podDisruptionBudget": {"maxUnavailable": 1},
+                "serviceAccount": {"create": True, "name": chart.name, "annotations": {ROLE_ARN_ANNOTATION: role_arn}},
+                "ingressClass": INGRESS_CLASS,
+                "createIngressClassResource": True,
+                # The stack has no LoadBalancer Services; left on, this webhook intercepts every Service and fails
+                # their creation whenever the controller is not ready.
+                "enableServiceMutatorWebhook": False,
+                # The ALBs and target groups it makes carry the stack's tags like the rest.
+                "defaultTags": self.tags,
+            },
+        )
+
+    def _node_autoscaler(self) -> k8s.helm.v3.Release:
+        a, chart = self.args, CLUSTER_AUTOSCALER
+        role_arn = self._role("autoscaler-irsa", chart, autoscaler_policy(a.cluster_name, a.region, a.account_id))
+        return self._release(
+            chart,
+            {
+                "cloudProvider": "aws",
+                "awsRegion": a.region,
+                "autoDiscovery": {"clusterName": a.cluster_name},
+                "image": {
+                    "repository": AUTOSCALER_IMAGE_REPOSITORY,
+                    "tag": autoscaler_image_tag(a.settings.version),
+                },
+                "rbac": {
+                    "create": True,
+                    "serviceAccount": {
+                        "create": True,
+                        "name": chart.name,
+                        "annotations": {ROLE_ARN_ANNOTATION: role_arn},
+                    },
+                },
+                "extraArgs": {"balance-similar-node-groups": True, "expander": "least-waste"},
+            },
+        )
