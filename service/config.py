@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -53,6 +53,12 @@ class Settings:
     worker_metrics_port: int
     worker_concurrency: int
     worker_wait_s: int
+
+
+# Each setting's variable is PYNOMALY_ and its field name in upper case. Code that writes the service's
+# environment (the EC2 user data) names variables through this mapping, never by typing them;
+# tests/service checks that load_settings reads exactly these.
+ENV_NAMES: dict[str, str] = {f.name: f"PYNOMALY_{f.name.upper()}" for f in fields(Settings)}
 
 
 def _get(env: Mapping[str, str], name: str, default: T, parse: Callable[[str], T], expects: str) -> T:
