@@ -8,6 +8,13 @@ has its own ClusterIP Service (``pynomaly-blue`` / ``pynomaly-green``) for
 smoke tests before a switch. Switching is
 ``pulumi config set workload.active_color green && pulumi up``.
 
+Replica counts are not part of the Deployments: a scale patch per colour
+(``DeploymentPatch``) sets them, and changes only when the colour's role does.
+So a `pulumi up` that rolls out a new image leaves the HPA's count alone
+(no drop to the minimum in the middle of a peak), and a switch runs in order:
+the new colour is scaled up and ready, then the Service moves, then the old
+colour is scaled down.
+
 Every object goes through the cluster's explicit provider. No secret value
 is in the state or a manifest: pods read the DB password and the Redis AUTH
 token from Secrets Manager with their IRSA role (infra/pod_scripts/db_credentials.py).
@@ -42,8 +49,8 @@ POSTGRES_PORT = 5432
 API_PRESTOP_S = 10  # lets the ALB deregister a pod before it gets SIGTERM
 API_TERMINATION_GRACE_S = 60
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
-# The HPA owns the active colour's spec.replicas once it scales; without force, a later `pulumi up` touching that
-# Deployment fails on the server-side-apply conflict. Forcing re-applies pods_min, which the HPA raises again.
+# The HPA owns the active colour's spec.replicas once it scales; a scale patch re-applied at a colour switch
+# must take the field back from it rather than fail on the server-side-apply conflict.
 PATCH_FORCE = {"pulumi.com/patchForce": "true"}
 SCRIPTS = Path(__file__).resolve().parent / "pod_scripts"
 SCRIPT_FILES = ("db_credentials.py", "upload_backup.py")
@@ -154,14 +161,18 @@ class Workload(Tier):
         env = self._config_map("config", f"{APP}-config", self._environment())
         self.scripts_name, self.env_name = scripts.metadata["name"], env.metadata["name"]
         self.env_hash = env.data.apply(lambda d: config_hash(d or {}))
+        active, idle = self.s.active_color, self.s.idle_color
         deployments = {color: self._api_deployment(color) for color in COLORS}
         self._worker_deployment()
-        service = self._service(APP, api_labels(self.s.active_color), skip_await=False)
+        # A switch in order: the new colour up and ready, then traffic, then the old colour down.
+        scaled_up = self._scale(deployments[active], active, self.args.baselines.scaling.pods_min)
+        service = self._service(APP, api_labels(active), skip_await=False, after=scaled_up)
+        self._scale(deployments[idle], idle, self.s.idle_replicas, service)
         for color in COLORS:
             self._service(deployment_name(color), api_labels(color), skip_await=True)
         self._ingress(service)
-        self._hpa(deployments[self.s.active_color])
-        self._pdb()
+        self._hpa(deployments[active], after=scaled_up)
+        self._pdb(after=service)
         self._network_policies()
         self._backup_cronjob()
         if self.s.prometheus_operator:
@@ -169,7 +180,7 @@ class Workload(Tier):
         self.finish(
             namespace=ns.metadata["name"],
             service_name=service.metadata["name"],
-            active_deployment=deployments[self.s.active_color].metadata["name"],
+            active_deployment=deployments[active].metadata["name"],
         )
 
     # -- identity and configuration ------------------------------------------------------------------------------
@@ -287,12 +298,16 @@ class Workload(Tier):
             ),
         }
 
-    def _deployment(self, role: str, name: str, labels: dict[str, str], replicas: int, template: dict, **meta: Any):
+    def _after(self, *resources: pulumi.Resource) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions.merge(self.in_ns, pulumi.ResourceOptions(depends_on=list(resources)))
+
+    def _deployment(self, role: str, name: str, labels: dict[str, str], template: dict, replicas: int | None = None):
+        """``replicas`` None leaves the count out: the colour's scale patch and the HPA own it."""
         return k8s.apps.v1.Deployment(
             self.name_of(role),
-            metadata={"name": name, "namespace": self.namespace, "labels": labels, **meta},
+            metadata={"name": name, "namespace": self.namespace, "labels": labels},
             spec={
-                "replicas": replicas,
+                **({} if replicas is None else {"replicas": replicas}),
                 "revisionHistoryLimit": 10,  # what `kubectl rollout undo` can go back to
                 "selector": {"matchLabels": labels},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
@@ -313,7 +328,6 @@ class Workload(Tier):
             lifecycle={"preStop": {"sleep": {"seconds": API_PRESTOP_S}}},
             **pod_specs.http_probes("/health", "/ready", pod_specs.API_PORT_NAME),
         )
-        replicas = scaling.pods_min if color == self.s.active_color else self.s.idle_replicas
         template = self._pod_template(
             labels,
             self._image(color),
@@ -321,8 +335,17 @@ class Workload(Tier):
             terminationGracePeriodSeconds=API_TERMINATION_GRACE_S,
             topologySpreadConstraints=pod_specs.topology_spread(labels),
         )
-        return self._deployment(
-            f"api-{color}", deployment_name(color), labels, replicas, template, annotations=PATCH_FORCE
+        return self._deployment(f"api-{color}", deployment_name(color), labels, template)
+
+    def _scale(
+        self, deployment: k8s.apps.v1.Deployment, color: str, replicas: int, *after: pulumi.Resource
+    ) -> k8s.apps.v1.DeploymentPatch:
+        """A colour's replica count, applied (and awaited until the pods are ready) only when it changes."""
+        return k8s.apps.v1.DeploymentPatch(
+            self.name_of(f"api-{color}-scale"),
+            metadata={"name": deployment_name(color), "namespace": self.namespace, "annotations": PATCH_FORCE},
+            spec={"replicas": replicas},
+            opts=self._after(deployment, *after),
         )
 
     def _worker_deployment(self) -> k8s.apps.v1.Deployment:
@@ -345,11 +368,13 @@ class Workload(Tier):
             terminationGracePeriodSeconds=self.s.worker_termination_grace_s,
             topologySpreadConstraints=pod_specs.topology_spread(labels),
         )
-        return self._deployment("worker", f"{APP}-worker", labels, self.s.worker_replicas, template)
+        return self._deployment("worker", f"{APP}-worker", labels, template, self.s.worker_replicas)
 
     # -- traffic -------------------------------------------------------------------------------------------------
 
-    def _service(self, name: str, selector: dict[str, str], *, skip_await: bool) -> k8s.core.v1.Service:
+    def _service(
+        self, name: str, selector: dict[str, str], *, skip_await: bool, after: pulumi.Resource | None = None
+    ) -> k8s.core.v1.Service:
         # An idle colour's Service may have no pods; Pulumi must not wait for endpoints there.
         annotations = SKIP_AWAIT if skip_await else {}
         return k8s.core.v1.Service(
@@ -360,7 +385,7 @@ class Workload(Tier):
                 "selector": selector,
                 "ports": [{"name": "http", "port": 80, "targetPort": pod_specs.API_PORT_NAME, "protocol": "TCP"}],
             },
-            opts=self.in_ns,
+            opts=self._after(after) if after else self.in_ns,
         )
 
     def _ingress(self, service: k8s.core.v1.Service) -> k8s.networking.v1.Ingress:
@@ -412,7 +437,7 @@ class Workload(Tier):
             opts=self.in_ns,
         )
 
-    def _hpa(self, target: k8s.apps.v1.Deployment) -> None:
+    def _hpa(self, target: k8s.apps.v1.Deployment, after: pulumi.Resource) -> None:
         """001: 3-20 pods at 70 % CPU / 80 % memory, on the active colour only."""
         scaling = self.args.baselines.scaling
 
@@ -432,10 +457,11 @@ class Workload(Tier):
                     utilization("memory", scaling.target_memory_percent),
                 ],
             },
-            opts=self.in_ns,
+            # Retargeted at a switch only once the new colour has pods: the HPA ignores a Deployment at zero.
+            opts=self._after(after),
         )
 
-    def _pdb(self) -> None:
+    def _pdb(self, after: pulumi.Resource) -> None:
         """Voluntary disruptions (node drains, upgrades) take one pod of the runbook minimum at a time."""
         k8s.policy.v1.PodDisruptionBudget(
             self.name_of("pdb"),
@@ -444,7 +470,7 @@ class Workload(Tier):
                 "minAvailable": self.args.baselines.scaling.pods_min - 1,
                 "selector": {"matchLabels": api_labels(self.s.active_color)},
             },
-            opts=self.in_ns,
+            opts=self._after(after),
         )
 
     def _network_policies(self) -> None:

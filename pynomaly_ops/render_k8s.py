@@ -56,9 +56,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _identity(manifest: dict[str, Any]) -> tuple[str, str, str]:
+    meta = manifest["metadata"]
+    return manifest["kind"], meta.get("namespace", ""), meta.get("name", "")
+
+
+def _merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply of ``patch`` onto ``base`` as far as a review needs: maps merge, anything else is replaced."""
+    out = dict(base)
+    for key, value in patch.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def manifests(rendering: Rendering) -> list[dict[str, Any]]:
-    """The Kubernetes objects, namespace-first, each ``apiVersion``/``kind``/``metadata``/... as applied."""
-    objects = []
+    """The Kubernetes objects, namespace-first, each ``apiVersion``/``kind``/``metadata``/... as applied.
+
+    A ``*Patch`` resource (server-side apply of a few fields onto an object) is merged into the object it
+    patches, so each object appears once, as the cluster ends up with it.
+    """
+    objects: dict[tuple[str, str, str], dict[str, Any]] = {}
     for resource in rendering.resources:
         if not resource.custom or not resource.type.startswith(KUBERNETES_PREFIX) or resource.type == HELM_RELEASE:
             continue
@@ -67,9 +84,15 @@ def manifests(rendering: Rendering) -> list[dict[str, Any]]:
             # A provider resource that is no object and has no summary of its own (unlike a Helm release).
             raise RenderError(f"{resource.type} {resource.name} is not a Kubernetes object; it cannot be rendered")
         head = {"apiVersion": body.pop("apiVersion"), "kind": body.pop("kind"), "metadata": body.pop("metadata", {})}
-        objects.append(head | body)
+        manifest = head | body
+        key = _identity(manifest)
+        if resource.type.endswith("Patch"):
+            if key not in objects:
+                raise RenderError(f"{resource.type} {resource.name} patches {'/'.join(key)}, which the stack lacks")
+            manifest = _merged(objects[key], manifest)
+        objects[key] = manifest
     rank = {kind: i for i, kind in enumerate(KIND_ORDER)}
-    return sorted(objects, key=lambda m: (rank.get(m["kind"], len(rank)), m["kind"], m["metadata"].get("name", "")))
+    return sorted(objects.values(), key=lambda m: (rank.get(m["kind"], len(rank)), *_identity(m)))
 
 
 def helm_releases(rendering: Rendering) -> list[str]:

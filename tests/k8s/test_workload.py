@@ -50,8 +50,44 @@ def test_active_colour_runs_the_minimum_and_idle_colour_is_scaled_to_zero(each_s
     idle = each_stack.get("Deployment", deployment_name(w.idle_color))
     assert active["spec"]["replicas"] == B.scaling.pods_min == 3
     assert idle["spec"]["replicas"] == 0
-    # The HPA takes over spec.replicas; a later `pulumi up` must force rather than fail on that field.
-    assert active["metadata"]["annotations"]["pulumi.com/patchForce"] == "true"
+
+
+def _k8s(stack, kind: str, name: str):
+    """The pulumi-kubernetes resource (not the merged manifest) of one object."""
+    (found,) = [
+        r
+        for r in stack.rendering.resources
+        if r.type == f"kubernetes:{kind}" and r.plain_inputs["metadata"]["name"] == name
+    ]
+    return found
+
+
+def test_a_rollout_leaves_the_hpa_count_alone(each_stack):
+    """The Deployments carry no replica count (re-applying one on every image rollout would drop an HPA-scaled
+    colour to the minimum mid-peak); a forced scale patch per colour sets it, changing only with the colour's role."""
+    for color in COLORS:
+        deployment = _k8s(each_stack, "apps/v1:Deployment", deployment_name(color))
+        assert "replicas" not in deployment.plain_inputs["spec"]
+        scale = _k8s(each_stack, "apps/v1:DeploymentPatch", deployment_name(color))
+        assert set(scale.plain_inputs["spec"]) == {"replicas"}
+        assert scale.plain_inputs["metadata"]["annotations"]["pulumi.com/patchForce"] == "true"
+        assert deployment.urn in scale.dependencies
+
+
+@pytest.mark.parametrize("active", COLORS)
+def test_a_switch_scales_up_then_moves_traffic_then_scales_down(stack_render, active):
+    stack = stack_render("prod", {"workload.active_color": active})
+    idle = next(c for c in COLORS if c != active)
+    scale_up = _k8s(stack, "apps/v1:DeploymentPatch", deployment_name(active))
+    service = _k8s(stack, "core/v1:Service", "pynomaly")
+    scale_down = _k8s(stack, "apps/v1:DeploymentPatch", deployment_name(idle))
+    (hpa,) = stack.rendering.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    (pdb,) = stack.rendering.of_type("kubernetes:policy/v1:PodDisruptionBudget")
+    assert scale_up.plain_inputs["spec"]["replicas"] == B.scaling.pods_min
+    assert scale_up.urn in service.dependencies  # traffic moves once the new colour's pods are ready
+    assert service.urn in scale_down.dependencies  # the old colour keeps serving until then
+    assert scale_up.urn in hpa.dependencies  # an HPA pointed at a Deployment at zero would do nothing
+    assert service.urn in pdb.dependencies
 
 
 def test_api_resources_probes_and_rollout(each_stack):
