@@ -101,6 +101,9 @@ class WorkloadArgs:
     oidc_provider_url: pulumi.Input[str]
     public_subnet_ids: list[pulumi.Input[str]]  # where the ALB goes (named, so subnets need no discovery tags)
     redis_tls: bool = True
+    # The AWS Load Balancer Controller's release, when the stack installs it: the Ingress is created after it
+    # (its webhook admits Ingresses) and deleted before it (it removes the ALB and clears the finaliser).
+    ingress_controller: pulumi.Resource | None = None
     baselines: Baselines = field(default_factory=load)
 
 
@@ -298,8 +301,10 @@ class Workload(Tier):
             ),
         }
 
-    def _after(self, *resources: pulumi.Resource) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(self.in_ns, pulumi.ResourceOptions(depends_on=list(resources)))
+    def _after(self, *resources: pulumi.Resource | None) -> pulumi.ResourceOptions:
+        """In the namespace, and after ``resources`` (None: nothing to wait for)."""
+        waits = [r for r in resources if r is not None]
+        return pulumi.ResourceOptions.merge(self.in_ns, pulumi.ResourceOptions(depends_on=waits))
 
     def _deployment(self, role: str, name: str, labels: dict[str, str], template: dict, replicas: int | None = None):
         """``replicas`` None leaves the count out: the colour's scale patch and the HPA own it."""
@@ -385,7 +390,7 @@ class Workload(Tier):
                 "selector": selector,
                 "ports": [{"name": "http", "port": 80, "targetPort": pod_specs.API_PORT_NAME, "protocol": "TCP"}],
             },
-            opts=self._after(after) if after else self.in_ns,
+            opts=self._after(after),
         )
 
     def _ingress(self, service: k8s.core.v1.Service) -> k8s.networking.v1.Ingress:
@@ -434,7 +439,7 @@ class Workload(Tier):
                     }
                 ],
             },
-            opts=self.in_ns,
+            opts=self._after(a.ingress_controller),
         )
 
     def _hpa(self, target: k8s.apps.v1.Deployment, after: pulumi.Resource) -> None:

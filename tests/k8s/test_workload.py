@@ -259,6 +259,16 @@ def test_ingress_for_the_alb_controller_does_not_block_pulumi(prod):
     assert backend["name"] == "pynomaly"
 
 
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_ingress_comes_after_the_load_balancer_controller(stack_render, installed):
+    """Its webhook admits the Ingress; on destroy it must still run to remove the ALB and clear the finaliser."""
+    stack = stack_render("dev", {"cluster.load_balancer_controller": str(installed).lower()})
+    (ingress,) = stack.rendering.of_type("kubernetes:networking.k8s.io/v1:Ingress")
+    releases = [r.urn for r in stack.rendering.of_type("kubernetes:helm.sh/v3:Release") if "load-balancer" in r.name]
+    assert len(releases) == installed
+    assert set(releases) <= set(ingress.dependencies)
+
+
 def test_network_policy_default_deny_then_allows(prod):
     policies = {p["metadata"]["name"]: p["spec"] for p in prod.all("NetworkPolicy")}
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
