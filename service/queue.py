@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,8 +106,12 @@ class VisibilityHeartbeat:
     releases the message, so a late beat can never hide a released message again.
     """
 
-    def __init__(self, queue: JobQueue, message: Message, timeout_s: int) -> None:
+    def __init__(
+        self, queue: JobQueue, message: Message, timeout_s: int, renew_claim: Callable[[], object] | None = None
+    ) -> None:
+        """``renew_claim``, called after each beat, extends whatever else holds the job for the same time."""
         self._queue, self._message, self._timeout_s = queue, message, timeout_s
+        self._renew_claim = renew_claim
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="visibility-heartbeat", daemon=True)
 
@@ -130,3 +135,8 @@ class VisibilityHeartbeat:
                 self._queue.extend(self._message, self._timeout_s)
             except (DependencyUnavailable, *aws.AWS_ERRORS) as exc:  # the next beat tries again
                 log.warning("could not extend the message's visibility (%ss): %s", self._timeout_s, exc)
+            if self._renew_claim is not None:
+                try:
+                    self._renew_claim()
+                except DependencyUnavailable as exc:
+                    log.warning("could not renew the job's claim (%ss): %s", self._timeout_s, exc)

@@ -119,6 +119,21 @@ def claim_job(pool: ConnectionPool, job_id: uuid.UUID, worker: str, lease_s: flo
     return db.run(pool, work, idempotent=False)
 
 
+def renew_lease(pool: ConnectionPool, job_id: uuid.UUID, worker: str, lease_s: float) -> bool:
+    """Extend our claim while the job runs (with the message's visibility): a duplicate delivery of the
+    message, which standard SQS queues allow, then still finds the job held. False if it is no longer ours."""
+
+    def work(conn: psycopg.Connection) -> bool:
+        row = conn.execute(
+            "UPDATE jobs SET lease_until = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND status = 'running' AND worker = %s RETURNING id",
+            (lease_s, job_id, worker),
+        ).fetchone()
+        return row is not None
+
+    return db.run(pool, work, idempotent=True)
+
+
 def finish_job(pool: ConnectionPool, job_id: uuid.UUID, worker: str, result_key: str, n_flagged: int) -> bool:
     """Mark our running job completed; idempotent (a repeat finds it completed and changes nothing)."""
 

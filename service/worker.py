@@ -14,6 +14,7 @@ and exits.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -71,7 +72,7 @@ class Worker:
 
     @property
     def lease_s(self) -> float:
-        """The claim lease matches the visibility timeout (not renewed: the heartbeat extends only the message)."""
+        """The claim lease matches the visibility timeout; the heartbeat renews both."""
         return float(self.visibility_s)
 
     def _read_queue_policy(self) -> None:
@@ -125,7 +126,8 @@ class Worker:
             self._not_claimed(message, job_id)
             return
         try:
-            with VisibilityHeartbeat(self.queue, message, self.visibility_s):
+            renew = functools.partial(store.renew_lease, self.pool, job_id, self.name, self.lease_s)
+            with VisibilityHeartbeat(self.queue, message, self.visibility_s, renew):
                 result_key, n_flagged = self._run_job(job)
         except Stopping:
             store.release_job(self.pool, job_id, self.name, None, final=False)
