@@ -120,6 +120,11 @@ fleet = AppFleet(
         redis_auth_secret_arn=cache.auth_secret_arn,
         kms_key_arns=[kms.arn("queue"), kms.arn("storage"), kms.arn("database"), kms.arn("cache")],
         logs_kms_key_arn=kms.arn("logs"),
+        db_writer_endpoint=database.writer_endpoint,
+        db_name=database.db_name,
+        redis_primary_endpoint=cache.primary_endpoint,
+        queue_url=queues.queue_url,
+        artifacts_bucket=storage.artifacts_bucket,
     ),
 )
 if settings.backup.enabled:

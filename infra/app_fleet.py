@@ -6,22 +6,32 @@ procedure); scaling tracks ``scaling.target_cpu_percent``. The user data
 installs the CloudWatch agent, which publishes memory and disk (namespace
 ``CWAgent``) and scrapes the service's Prometheus ``/metrics`` into
 ``Pynomaly/App``, where the 003 application alarms watch them.
+
+The AMI brings the service and its systemd units (deploy/ami/install.sh); the user data tells an instance
+where the platform is: it writes /etc/pynomaly/pynomaly.env from the other tiers' outputs (no secret in it),
+then starts the units. The DB password never passes through the user data: the units' credentials writer
+fetches it from Secrets Manager with the instance role (deploy/systemd/pynomaly-db-credentials.service).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import shlex
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from infra import pod_specs
+from infra.cache import PORT as REDIS_PORT
 from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.settings import Fleet as FleetSettings
 from infra.tier import Tier, assume_role_policy, policy_document
+from infra.workload import db_dsn, split_endpoint
 from pynomaly_ops.baselines import Scaling
 from service import metrics as metric_names
+from service.config import ENV_NAMES
 
 AGENT_NAMESPACE = "CWAgent"
 APP_NAMESPACE = "Pynomaly/App"
@@ -88,9 +98,13 @@ PROXY_PATH = "/opt/pynomaly/metrics-proxy.py"
 
 # The Redis AUTH token (infra/cache.py) reaches the service as a root-only file. systemd's LoadCredential hands
 # the units a private copy (readable whatever user they run as) and PYNOMALY_REDIS_PASSWORD_FILE points at it.
-# The units are the service's console scripts (the service contract); the AMI provides them.
+# The units are the service's console scripts (the service contract); the AMI provides them (deploy/systemd).
 SERVICE_UNITS = ("pynomaly-api.service", "pynomaly-worker.service")
-REDIS_PASSWORD_PATH = "/etc/pynomaly/redis-password"
+DB_CREDENTIALS_UNITS = ("pynomaly-db-credentials.service", "pynomaly-db-credentials.timer")
+SERVICE_USER = "pynomaly"  # created by deploy/ami/install.sh
+CONFIG_DIR = "/etc/pynomaly"
+ENV_FILE = f"{CONFIG_DIR}/pynomaly.env"  # the units' EnvironmentFile
+REDIS_PASSWORD_PATH = f"{CONFIG_DIR}/redis-password"
 REDIS_CREDENTIAL = "redis-password"
 REDIS_DROP_IN = "redis-auth.conf"
 
@@ -127,6 +141,25 @@ class AppFleetArgs:
     redis_auth_secret_arn: pulumi.Input[str]
     kms_key_arns: list[pulumi.Input[str]]
     logs_kms_key_arn: pulumi.Input[str]
+    # Where the service's dependencies are, for its environment file.
+    db_writer_endpoint: pulumi.Input[str]
+    db_name: str
+    redis_primary_endpoint: pulumi.Input[str]  # TLS (in-transit encryption is always on)
+    queue_url: pulumi.Input[str]
+    artifacts_bucket: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class Platform:
+    """The other tiers' outputs the service needs, resolved."""
+
+    db_endpoint: str
+    db_name: str
+    db_secret_arn: str
+    redis_endpoint: str
+    redis_secret_arn: str
+    queue_url: str
+    artifacts_bucket: str
 
 
 def agent_config(log_group: str) -> dict:
@@ -185,7 +218,7 @@ def redis_drop_in() -> str:
     """Unit drop-in: the password file as a credential (``%d`` is the unit's credentials directory)."""
     return f"""[Service]
 LoadCredential={REDIS_CREDENTIAL}:{REDIS_PASSWORD_PATH}
-Environment=PYNOMALY_REDIS_PASSWORD_FILE=%d/{REDIS_CREDENTIAL}
+Environment={ENV_NAMES["redis_password_file"]}=%d/{REDIS_CREDENTIAL}
 """
 
 
@@ -204,16 +237,79 @@ def redis_auth_script(region: str, secret_arn: str) -> str:
             f"{redis_drop_in()}DROPIN",
         ]
     lines.append("systemctl daemon-reload")
-    # A unit the AMI started before this script ran restarts with the password; an absent one is skipped.
+    # A unit started before this script ran restarts with the password; an absent or inactive one is skipped.
     lines += [f"if systemctl is-active --quiet {unit}; then systemctl restart {unit}; fi" for unit in SERVICE_UNITS]
     return "\n".join(lines) + "\n"
 
 
-def user_data(stack: str, app_port: int, log_group: str, region: str, redis_secret_arn: str) -> str:
-    """Boot script (Amazon Linux 2023): the Redis AUTH token, the metrics proxy, then the CloudWatch agent."""
+def service_environment(p: Platform, app_port: int, region: str) -> dict[str, str]:
+    """The units' environment: the service's settings (names from service.config), the libpq service file that
+    pynomaly-db-credentials writes from the DB secret (the pods' names and paths), the region for boto3.
+    No secret value: the DSN has no user or password, the Redis URL no token."""
+    return {
+        ENV_NAMES["host"]: "0.0.0.0",  # the ALB reaches the instance; the app security group admits only it
+        ENV_NAMES["port"]: str(app_port),
+        ENV_NAMES["db_dsn"]: db_dsn(p.db_endpoint, p.db_name),
+        ENV_NAMES["redis_url"]: "rediss://{}:{}/0".format(*split_endpoint(p.redis_endpoint, REDIS_PORT)),
+        ENV_NAMES["queue_url"]: p.queue_url,
+        ENV_NAMES["artifacts_bucket"]: p.artifacts_bucket,
+        **{item["name"]: item["value"] for item in pod_specs.pg_env(p.db_secret_arn)},
+        "AWS_DEFAULT_REGION": region,
+    }
+
+
+def env_file_text(env: dict[str, str]) -> str:
+    """``NAME=value`` lines, quoted the way both systemd's EnvironmentFile and a POSIX shell read them."""
+    bad = sorted(name for name, value in env.items() if "\n" in value or "\r" in value or not value)
+    if bad:
+        raise ValueError(f"environment values must be one non-empty line: {', '.join(bad)}")
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in env.items())
+
+
+def baked_ami_check() -> str:
+    """Stop at once, saying why, on an AMI that deploy/ami/install.sh did not bake."""
+    unit = f"/etc/systemd/system/{SERVICE_UNITS[0]}"
+    return f"""if ! getent group {SERVICE_USER} >/dev/null || [ ! -f {unit} ]; then
+  echo "user data: this AMI lacks the {SERVICE_USER} user or {unit}: bake it with deploy/ami/install.sh" >&2
+  exit 1
+fi
+"""
+
+
+def env_script(env: dict[str, str]) -> str:
+    """Write the environment file (root:pynomaly 0640, replaced atomically), the instance id appended at boot."""
+    tmp = f"{ENV_FILE}.new"
+    imds = "http://169.254.169.254/latest"
+    return f"""imds_token=$(curl -sSf --retry 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 300' {imds}/api/token)
+instance_id=$(curl -sSf --retry 5 -H "X-aws-ec2-metadata-token: $imds_token" {imds}/meta-data/instance-id)
+install -m 0640 -o root -g {SERVICE_USER} /dev/null {tmp}
+cat >> {tmp} <<'ENV'
+{env_file_text(env)}ENV
+echo "{ENV_NAMES["instance_id"]}=$instance_id" >> {tmp}
+mv -f {tmp} {ENV_FILE}
+"""
+
+
+def start_script() -> str:
+    """First the DB credentials (a failure stops the boot script, with the reason in its journal), then the rest."""
+    credentials, timer = DB_CREDENTIALS_UNITS
+    return f"""systemctl start {credentials} || {{ journalctl -u {credentials} --no-pager -n 20 >&2; exit 1; }}
+systemctl start {timer} {" ".join(SERVICE_UNITS)}
+"""
+
+
+def user_data(stack: str, app_port: int, log_group: str, region: str, platform: Platform) -> str:
+    """Boot script (Amazon Linux 2023): the Redis AUTH token, the service's environment, the service, the metrics
+    proxy, then the CloudWatch agent."""
+    service = (
+        baked_ami_check()
+        + redis_auth_script(region, platform.redis_secret_arn)
+        + env_script(service_environment(platform, app_port, region))
+        + start_script()
+    )
     script = f"""#!/bin/bash
 set -euo pipefail
-{redis_auth_script(region, redis_secret_arn)}mkdir -p {PROXY_PATH.rsplit("/", 1)[0]}
+{service}mkdir -p {PROXY_PATH.rsplit("/", 1)[0]}
 cat > {PROXY_PATH} <<'PROXY'
 {METRICS_PROXY}PROXY
 cat > /etc/systemd/system/pynomaly-metrics-proxy.service <<'UNIT'
@@ -279,8 +375,8 @@ class AppFleet(Tier):
                 }
             ],
             monitoring={"enabled": True},
-            user_data=pulumi.Output.from_input(args.redis_auth_secret_arn).apply(
-                lambda arn: user_data(stack, s.app_port, f"/pynomaly/{stack}/prometheus", args.region, arn)
+            user_data=self._platform(args).apply(
+                lambda platform: user_data(stack, s.app_port, f"/pynomaly/{stack}/prometheus", args.region, platform)
             ),
             update_default_version=True,
             tag_specifications=[
@@ -335,6 +431,18 @@ class AppFleet(Tier):
             opts=self.child,
         )
         self.finish(asg_name=group.name, role_name=profile.role)
+
+    @staticmethod
+    def _platform(args: AppFleetArgs) -> pulumi.Output[Platform]:
+        return pulumi.Output.all(
+            db_endpoint=args.db_writer_endpoint,
+            db_name=args.db_name,
+            db_secret_arn=args.db_secret_arn,
+            redis_endpoint=args.redis_primary_endpoint,
+            redis_secret_arn=args.redis_auth_secret_arn,
+            queue_url=args.queue_url,
+            artifacts_bucket=args.artifacts_bucket,
+        ).apply(lambda v: Platform(**v))
 
     def _instance_profile(
         self, args: AppFleetArgs, log_group_arns: list[pulumi.Output[str]]
