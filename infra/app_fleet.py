@@ -28,7 +28,7 @@ from infra.cache import PORT as REDIS_PORT
 from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.settings import Fleet as FleetSettings
 from infra.tier import Tier, assume_role_policy, policy_document
-from infra.workload import db_dsn, split_endpoint
+from infra.workload import WORKER_METRICS_PORT, db_dsn, split_endpoint
 from pynomaly_ops.baselines import Scaling
 from service import metrics as metric_names
 from service.config import ENV_NAMES
@@ -208,7 +208,12 @@ def prometheus_config(stack: str) -> dict:
             {
                 "job_name": "pynomaly",
                 "metrics_path": "/metrics",
-                "static_configs": [{"targets": [f"127.0.0.1:{METRICS_PROXY_PORT}"], "labels": {APP_DIMENSION: stack}}],
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{METRICS_PROXY_PORT}"], "labels": {APP_DIMENSION: stack}},
+                    # The worker's own /metrics: the job processing lag is measured there (its histograms, which
+                    # the agent drops, are not needed: the API's, through the proxy, carry inference time).
+                    {"targets": [f"127.0.0.1:{WORKER_METRICS_PORT}"], "labels": {APP_DIMENSION: stack}},
+                ],
             }
         ],
     }
@@ -253,6 +258,7 @@ def service_environment(p: Platform, app_port: int, region: str) -> dict[str, st
         ENV_NAMES["redis_url"]: "rediss://{}:{}/0".format(*split_endpoint(p.redis_endpoint, REDIS_PORT)),
         ENV_NAMES["queue_url"]: p.queue_url,
         ENV_NAMES["artifacts_bucket"]: p.artifacts_bucket,
+        ENV_NAMES["worker_metrics_port"]: str(WORKER_METRICS_PORT),  # scraped by the CloudWatch agent
         **{item["name"]: item["value"] for item in pod_specs.pg_env(p.db_secret_arn)},
         "AWS_DEFAULT_REGION": region,
     }

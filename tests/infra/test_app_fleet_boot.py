@@ -4,6 +4,7 @@ secret in it) and then starts the units the AMI brings (deploy/systemd, baked by
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import shlex
 import shutil
@@ -111,6 +112,13 @@ def test_env_file_points_the_service_at_this_stacks_tiers(r, instance_env, cfg):
     assert env["DB_SECRET_ARN"] == out[keys.DB_SECRET_ARN]
     assert env["PGSERVICEFILE"] == pod_specs.PG_SERVICE_FILE
     assert env["AWS_DEFAULT_REGION"] == cfg.region
+
+
+def test_the_cloudwatch_agent_scrapes_the_worker_for_the_processing_lag(r, stack, instance_env):
+    scrape = json.loads(_heredoc(_user_data(r, stack), "PROMETHEUS"))["scrape_configs"][0]
+    targets = [t for config in scrape["static_configs"] for t in config["targets"]]
+    assert f"127.0.0.1:{instance_env[ENV_NAMES['worker_metrics_port']]}" in targets
+    assert len(targets) == 2  # the API (through the proxy) and the worker
 
 
 def test_the_service_loader_accepts_the_env_file_as_the_units_run_it(instance_env, tmp_path):
