@@ -260,3 +260,8 @@ def test_bake_script_parses_and_never_starts_a_unit():
 def test_bake_script_passes_shellcheck():
     result = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_value_the_env_file_cannot_hold_is_refused_by_name():
+    with pytest.raises(ValueError, match="PYNOMALY_QUEUE_URL, PYNOMALY_X"):
+        app_fleet.env_file_text({"PYNOMALY_X": "", ENV_NAMES["queue_url"]: "a\nb", ENV_NAMES["port"]: "8000"})
