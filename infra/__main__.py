@@ -196,6 +196,7 @@ if cluster is not None:
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_provider_url=cluster.oidc_provider_url,
             public_subnet_ids=network.public_subnet_ids,
+            ingress_controller=cluster_addons.load_balancer_controller,
         ),
     )
     pulumi.export(keys.CLUSTER_NAME, cluster.name)
