@@ -24,11 +24,10 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import pod_specs
-from infra.cache import PORT as REDIS_PORT
 from infra.queues import QUEUE_CLIENT_ACTIONS
+from infra.service_env import WORKER_METRICS_PORT, service_environment
 from infra.settings import Fleet as FleetSettings
 from infra.tier import Tier, assume_role_policy, policy_document
-from infra.workload import WORKER_METRICS_PORT, db_dsn, split_endpoint
 from pynomaly_ops.baselines import Scaling
 from service import metrics as metric_names
 from service.config import ENV_NAMES
@@ -247,21 +246,19 @@ def redis_auth_script(region: str, secret_arn: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def service_environment(p: Platform, app_port: int, region: str) -> dict[str, str]:
-    """The units' environment: the service's settings (names from service.config), the libpq service file that
-    pynomaly-db-credentials writes from the DB secret (the pods' names and paths), the region for boto3.
-    No secret value: the DSN has no user or password, the Redis URL no token."""
-    return {
-        ENV_NAMES["host"]: "0.0.0.0",  # the ALB reaches the instance; the app security group admits only it
-        ENV_NAMES["port"]: str(app_port),
-        ENV_NAMES["db_dsn"]: db_dsn(p.db_endpoint, p.db_name),
-        ENV_NAMES["redis_url"]: "rediss://{}:{}/0".format(*split_endpoint(p.redis_endpoint, REDIS_PORT)),
-        ENV_NAMES["queue_url"]: p.queue_url,
-        ENV_NAMES["artifacts_bucket"]: p.artifacts_bucket,
-        ENV_NAMES["worker_metrics_port"]: str(WORKER_METRICS_PORT),  # scraped by the CloudWatch agent
-        **{item["name"]: item["value"] for item in pod_specs.pg_env(p.db_secret_arn)},
-        "AWS_DEFAULT_REGION": region,
-    }
+def instance_environment(p: Platform, app_port: int, region: str) -> dict[str, str]:
+    """The units' environment: the stack's service environment (as the pods get it), plus the libpq service file
+    that pynomaly-db-credentials writes from the DB secret (the pods' names and paths)."""
+    platform = service_environment(
+        db_endpoint=p.db_endpoint,
+        db_name=p.db_name,
+        redis_endpoint=p.redis_endpoint,
+        queue_url=p.queue_url,
+        artifacts_bucket=p.artifacts_bucket,
+        app_port=app_port,
+        region=region,
+    )
+    return platform | {item["name"]: item["value"] for item in pod_specs.pg_env(p.db_secret_arn)}
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -310,7 +307,7 @@ def user_data(stack: str, app_port: int, log_group: str, region: str, platform: 
     service = (
         baked_ami_check()
         + redis_auth_script(region, platform.redis_secret_arn)
-        + env_script(service_environment(platform, app_port, region))
+        + env_script(instance_environment(platform, app_port, region))
         + start_script()
     )
     script = f"""#!/bin/bash

@@ -33,19 +33,20 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import alert_rules, pod_specs
+from infra.cache import PORT as REDIS_PORT
+from infra.database import PORT as POSTGRES_PORT
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
 from infra.queues import QUEUE_CLIENT_ACTIONS
+from infra.service_env import WORKER_METRICS_PORT, service_environment
 from infra.settings import Workload as WorkloadSettings
 from infra.tier import Tier, policy_document
 from pynomaly_ops.baselines import Baselines, load
+from service.config import ENV_NAMES
 
 APP = "pynomaly"
 COLORS = ("blue", "green")
 # Stack name -> namespace suffix; the runbooks' commands use pynomaly-production.
 NAMESPACE_SUFFIX = {"prod": "production"}
-WORKER_METRICS_PORT = 9102
-REDIS_PORT = 6379
-POSTGRES_PORT = 5432
 API_PRESTOP_S = 10  # lets the ALB deregister a pod before it gets SIGTERM
 API_TERMINATION_GRACE_S = 60
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
@@ -105,18 +106,6 @@ class WorkloadArgs:
     # (its webhook admits Ingresses) and deleted before it (it removes the ALB and clears the finaliser).
     ingress_controller: pulumi.Resource | None = None
     baselines: Baselines = field(default_factory=load)
-
-
-def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
-    """``host:port`` or ``host`` -> (host, port)."""
-    host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
-    return host, int(port) if port else default_port
-
-
-def db_dsn(endpoint: str, db_name: str) -> str:
-    """libpq conninfo without user or password: those come from the service file ``service=`` names."""
-    host, port = split_endpoint(endpoint, POSTGRES_PORT)
-    return f"host={host} port={port} dbname={db_name} sslmode=require service={pod_specs.PG_SERVICE}"
 
 
 def config_hash(data: dict[str, str]) -> str:
@@ -249,22 +238,16 @@ class Workload(Tier):
 
     def _environment(self) -> pulumi.Output[dict[str, str]]:
         """The service's environment (service contract), all non-secret coordinates of the platform."""
-        a, b = self.args, self.args.baselines
-        scheme = "rediss" if a.redis_tls else "redis"
+        a = self.args
+        processes = {ENV_NAMES["detector_processes"]: str(_cpu_count(a.baselines.scaling.pod_limits.cpu))}
         return pulumi.Output.all(
-            a.db_endpoint, a.db_name, a.redis_primary_endpoint, a.queue_url, a.artifacts_bucket
+            db_endpoint=a.db_endpoint,
+            db_name=a.db_name,
+            redis_endpoint=a.redis_primary_endpoint,
+            queue_url=a.queue_url,
+            artifacts_bucket=a.artifacts_bucket,
         ).apply(
-            lambda v: {
-                "PYNOMALY_HOST": "0.0.0.0",
-                "PYNOMALY_PORT": str(a.app_port),
-                "PYNOMALY_DB_DSN": db_dsn(v[0], v[1]),
-                "PYNOMALY_REDIS_URL": "{}://{}:{}/0".format(scheme, *split_endpoint(v[2], REDIS_PORT)),
-                "PYNOMALY_QUEUE_URL": v[3],
-                "PYNOMALY_ARTIFACTS_BUCKET": v[4],
-                "PYNOMALY_WORKER_METRICS_PORT": str(WORKER_METRICS_PORT),
-                "PYNOMALY_DETECTOR_PROCESSES": str(_cpu_count(b.scaling.pod_limits.cpu)),
-                "AWS_DEFAULT_REGION": a.region,
-            }
+            lambda v: service_environment(**v, app_port=a.app_port, region=a.region, redis_tls=a.redis_tls) | processes
         )
 
     # -- pods ----------------------------------------------------------------------------------------------------
