@@ -20,7 +20,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PATRONI_MEMBERS = {"pg-a": "a", "pg-b": "b"}
 REDIS_NODES = {"redis-a": "a", "redis-b": "b"}  # redis-a starts as the primary
 SENTINELS = {"sentinel-a": "a", "sentinel-b": "b", "sentinel-c": "c"}
-ETCD_ZONE = "c"  # the zone without a database member holds the DCS
+# One DCS member per zone, as production's control planes are: losing a zone keeps a quorum of two.
+ETCD_MEMBERS = {"etcd-a": "a", "etcd-b": "b", "etcd-c": "c"}
 SENTINEL_MASTER = "pynomaly"
 FLEET_GROUP = "fleet"
 PATRONI = "/usr/bin/patroni"
@@ -77,7 +78,7 @@ class Program:
     @property
     def priority(self) -> int:
         """supervisord stops the highest first: the service, then the databases, etcd last."""
-        return 10 if self.name == "etcd" else 100 * int(self.phase)
+        return 10 if self.name in ETCD_MEMBERS else 100 * int(self.phase)
 
     @property
     def executable(self) -> str:
@@ -109,31 +110,45 @@ def zone_of(index: int) -> str:
     return zones[index % len(zones)]
 
 
-def base_programs(layout: Layout) -> list[Program]:
-    p, conf = layout.ports, layout.conf_dir
-    etcd_addr = ZONES[ETCD_ZONE]
-    programs = [
+def etcd_client_urls(layout: Layout) -> list[str]:
+    return [f"{ZONES[zone]}:{layout.ports['etcd']}" for zone in ETCD_MEMBERS.values()]
+
+
+def etcd_programs(layout: Layout) -> list[Program]:
+    """A three-member etcd cluster, one member per zone, each on its zone's address."""
+    p = layout.ports
+    peers = ",".join(f"{name}=http://{ZONES[zone]}:{p['etcd_peer']}" for name, zone in ETCD_MEMBERS.items())
+    return [
         Program(
-            name="etcd",
+            name=name,
             command=[
                 "/usr/bin/etcd",
-                "--name=etcd-c",
-                f"--data-dir={layout.db_dir / 'etcd'}",
-                f"--listen-client-urls=http://{etcd_addr}:{p['etcd']}",
-                f"--advertise-client-urls=http://{etcd_addr}:{p['etcd']}",
-                f"--listen-peer-urls=http://{etcd_addr}:{p['etcd_peer']}",
-                f"--initial-advertise-peer-urls=http://{etcd_addr}:{p['etcd_peer']}",
-                f"--initial-cluster=etcd-c=http://{etcd_addr}:{p['etcd_peer']}",
+                f"--name={name}",
+                f"--data-dir={layout.db_dir / name}",
+                f"--listen-client-urls=http://{ZONES[zone]}:{p['etcd']}",
+                f"--advertise-client-urls=http://{ZONES[zone]}:{p['etcd']}",
+                f"--listen-peer-urls=http://{ZONES[zone]}:{p['etcd_peer']}",
+                f"--initial-advertise-peer-urls=http://{ZONES[zone]}:{p['etcd_peer']}",
+                f"--initial-cluster={peers}",
+                f"--initial-cluster-token=pynomaly-local-{layout.ports['etcd']}",
                 "--log-level=warn",
             ],
             package="etcd-server",
             phase=Phase.BASE,
-            address=etcd_addr,
+            address=ZONES[zone],
             port=p["etcd"],
             check=Check.HTTP,
-            check_path="/health",
-            zone=ETCD_ZONE,
-        ),
+            check_path="/health",  # 200 only while the member sees a leader: a quorum
+            zone=zone,
+        )
+        for name, zone in ETCD_MEMBERS.items()
+    ]
+
+
+def base_programs(layout: Layout) -> list[Program]:
+    p, conf = layout.ports, layout.conf_dir
+    programs = [
+        *etcd_programs(layout),
         Program(
             name="moto",
             # moto's server plus the stack's queues and buckets, created again whenever it (re)starts

@@ -12,7 +12,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from local.layout import MARKER_ENV, REGIONAL, STACK, ZONES, Layout
 from local.programs import (
-    ETCD_ZONE,
     FLEET_GROUP,
     PATRONI_LOOP_WAIT_S,
     PATRONI_MEMBERS,
@@ -23,6 +22,7 @@ from local.programs import (
     SENTINEL_MASTER,
     SENTINELS,
     Program,
+    etcd_client_urls,
 )
 from local.rules import rules
 from pynomaly_ops.baselines import default_path, load
@@ -112,7 +112,7 @@ def write_patroni(layout: Layout) -> None:
             "patroni.yml.j2",
             member=_node(member, zone, layout.member_dir(member)),
             ports=layout.ports,
-            etcd_address=ZONES[ETCD_ZONE],
+            etcd_hosts=etcd_client_urls(layout),
             pg_bin=PG_BIN,
             secrets=layout.secrets,
             db=load().database,

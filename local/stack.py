@@ -20,6 +20,7 @@ from local.haproxy import HAProxy
 from local.layout import REGIONAL, ZONES, Layout
 from local.procs import holder, kill_all, listeners, stack_pids
 from local.programs import (
+    ETCD_MEMBERS,
     FLEET_GROUP,
     PATRONI_MEMBERS,
     PG_BIN,
@@ -76,7 +77,7 @@ class Stack:
         # Start early, wait late: the service retries its database and queue, so
         # its slow imports overlap the standby's copy and the other servers' start.
         self._start_phase(programs, Phase.BASE)
-        self._wait_healthy([p for p in programs if p.name == "etcd"], "etcd")
+        self._wait_healthy([p for p in programs if p.name in ETCD_MEMBERS], "etcd quorum")
         self._start_database()
         self._start_phase(programs, Phase.APP)
         self._provision({p.name: p for p in programs}["moto"])
@@ -345,7 +346,7 @@ def bound_ports(layout: Layout, programs: list[Program]) -> list[tuple[str, str,
     p = layout.ports
     ports = [(prog.name, prog.address, prog.port) for prog in programs]
     ports += [(name, REGIONAL, p[name]) for name in ("lb", "db_writer", "db_reader", "redis_writer", "redis_reader")]
-    ports += [("etcd_peer", ZONES["c"], p["etcd_peer"])]
+    ports += [(f"{name}-peer", ZONES[zone], p["etcd_peer"]) for name, zone in ETCD_MEMBERS.items()]
     ports += [(f"postgres-{z}", ZONES[z], p["postgres"]) for z in PATRONI_MEMBERS.values()]
     return ports
 

@@ -24,8 +24,9 @@ from local_traffic import Traffic
 from test_local_rules import assert_covers_every_threshold
 
 from local import health
+from local.layout import ZONES
 from local.procs import listeners, stack_pids
-from local.programs import FLEET_GROUP, PATRONI_MEMBERS, START_NOW_FILE, patroni_program
+from local.programs import ETCD_MEMBERS, FLEET_GROUP, PATRONI_MEMBERS, PATRONI_TTL_S, START_NOW_FILE, patroni_program
 from local.stack import bound_ports
 from local.supervisor import log_tail
 from local.waiting import Timeout, wait_for
@@ -80,7 +81,7 @@ def test_a_second_up_changes_nothing(running: RunningStack):
 def test_status_json_lists_every_process_healthy(running: RunningStack):
     rows = json.loads(cli(running.env, "status", "--json").stdout)
     names = {r["name"] for r in rows}
-    assert {"etcd", "haproxy", "moto", "prometheus", "patroni-a", "patroni-b", "redis-a", "sentinel-c"} <= names
+    assert {*ETCD_MEMBERS, "haproxy", "moto", "prometheus", "patroni-a", "patroni-b", "redis-a", "sentinel-c"} <= names
     assert sum(n.startswith("api-") for n in names) == B.scaling.instances_normal
     assert [r["name"] for r in rows if not r["healthy"]] == []
 
@@ -235,6 +236,23 @@ def _leader(running: RunningStack) -> str:
     return next(m for m, r in roles.items() if r == "leader")
 
 
+def _fresh_probe_table(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS failover_probe")
+        conn.execute("CREATE TABLE failover_probe (id bigint PRIMARY KEY)")
+
+
+def _etcd_leader(running: RunningStack) -> str:
+    """The etcd member that leads the Raft group (the worst one to lose)."""
+    ids = {}
+    for name, zone in ETCD_MEMBERS.items():
+        url = f"http://{ZONES[zone]}:{running.layout.ports['etcd']}/v3/maintenance/status"
+        status = httpx.post(url, json={}, timeout=2).json()
+        ids[status["header"]["member_id"]] = name
+        leader = status["leader"]
+    return ids[leader]
+
+
 def _wait_db(running: RunningStack, what: str, ready, timeout_s: float):
     """wait_for, with both Patroni logs in the failure message."""
     try:
@@ -246,9 +264,7 @@ def _wait_db(running: RunningStack, what: str, ready, timeout_s: float):
 
 def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_writes(running: RunningStack):
     dsn = running.outputs.db_writer_dsn
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS failover_probe")
-        conn.execute("CREATE TABLE failover_probe (id bigint PRIMARY KEY)")
+    _fresh_probe_table(dsn)
     ready = lambda: health.database_ready(running.layout.ports["patroni"])  # noqa: E731
     _wait_db(running, "a leader and a synchronous standby before the drill", ready, 60)
     old = _leader(running)
@@ -274,6 +290,50 @@ def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_wri
     assert failover_s <= 30
     assert len(lost) <= B.recovery.database_failover.acknowledged_writes_lost
     _wait_db(running, "the old primary back as synchronous standby", ready, 90)
+
+
+def test_losing_the_etcd_leader_leaves_the_database_primary_in_place(running: RunningStack):
+    """One zone's DCS member gone (frozen, as a lost host is) for twice Patroni's ttl: the other two keep a
+    quorum, so the primary keeps its leader key and never demotes, and writes keep being acknowledged."""
+    dsn = running.outputs.db_writer_dsn
+    _fresh_probe_table(dsn)
+    ready = lambda: health.database_ready(running.layout.ports["patroni"])  # noqa: E731
+    _wait_db(running, "a leader and a synchronous standby before the drill", ready, 90)
+    primary, victim = _leader(running), _etcd_leader(running)
+    writer = Writer(dsn)
+    writer.start()
+    wait_for("writes flowing", lambda: len(writer.acked) > 50, 10)
+    sup = running.stack.supervisor
+    victim_pid = sup.info()[victim]["pid"]
+    sup.signal(victim, "STOP")
+    leaders, acked_before = [], len(writer.acked)
+    try:
+        held_until = time.monotonic() + 2 * PATRONI_TTL_S  # the fault's duration, not a wait for state
+        while time.monotonic() < held_until:
+            try:
+                roles = health.patroni_roles(running.layout.ports["patroni"])
+            except ConnectionError:  # no Patroni answering counts against the primary too
+                roles = {}
+            leaders.append(next((m for m, r in roles.items() if r == "leader"), None))
+            writer.stop.wait(0.5)
+    finally:
+        os.kill(victim_pid, signal.SIGKILL)  # supervisord restarts it; it rejoins with its data
+    writer.stop.set()
+    writer.join(10)
+    print(
+        f"\netcd: leader {victim} frozen {2 * PATRONI_TTL_S}s; primary {set(leaders)}; "
+        f"{len(writer.acked) - acked_before} writes acknowledged meanwhile, {writer.errors} errors"
+    )
+    assert leaders and set(leaders) == {primary}, leaders
+    assert len(writer.acked) - acked_before > 100 and writer.errors == 0
+    _wait_db(
+        running,
+        "all three etcd members healthy again",
+        lambda: all(
+            health.http_ok(f"http://{ZONES[z]}:{running.layout.ports['etcd']}/health") for z in ETCD_MEMBERS.values()
+        ),
+        30,
+    )
 
 
 def test_killing_the_redis_primary_fails_over_via_sentinel(running: RunningStack):
