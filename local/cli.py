@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from local.layout import STATE_ENV, Layout, LayoutError, state_dir_from
 from local.stack import StackError, open_stack
 from local.waiting import Timeout
+from pynomaly_ops import terminal
 
 app = typer.Typer(no_args_is_help=True, help="The production topology on this machine, from real servers.")
-console = Console()
-err_console = Console(stderr=True)
+console = terminal.console()
+err_console = terminal.console(stderr=True)
 
 StateOption = Annotated[
     Path | None,

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from pynomaly_ops import terminal
 
 app = typer.Typer(no_args_is_help=True, help="Operate the Pynomaly API: platform, local stack, drills, load tests.")
-console = Console()
-err_console = Console(stderr=True)
+console = terminal.console()
+err_console = terminal.console(stderr=True)
 
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: a file stacks/Pulumi.<stack>.yaml.")]
 

@@ -1,4 +1,4 @@
-"""The console script turns a bad numbers file into one clear error, not a traceback."""
+"""The console script: a bad numbers file is one clear error, not a traceback; tables survive a pipe."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ def test_a_bad_numbers_file_is_reported_by_file_and_key(tmp_path):
     assert f"{bad}: invalid runbook numbers" in proc.stderr
     assert "thresholds.cpu_percent" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_tables_piped_to_a_log_are_not_cut_at_80_columns():
+    """A plan in a CI log keeps every alarm name and numbers-file key whole (rich's default would cut them)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pynomaly_ops.entry", "plan", "--stack", "dev"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "thresholds.response_time_p95_ms.warning" in proc.stdout
+    assert "…" not in proc.stdout
