@@ -199,40 +199,34 @@ def test_dockerignore_keeps_what_the_install_needs_and_drops_tests_and_venvs():
     assert ignored("service/__pycache__/api.cpython-311.pyc")
 
 
-def app_commands(stack) -> list[tuple[str, list[str], dict]]:
-    """(container name, command, pod spec) of every container that runs the app image."""
+def app_containers(stack):
+    """(container, pod spec) of every container of the Deployments and the CronJob that runs the app image."""
     repo = stack.settings.workload.image_repository
-    found = []
-    for m in stack.objects:
-        template = {"Deployment": lambda o: o["spec"]["template"], "CronJob": lambda o: o["spec"]["jobTemplate"]}
-        if m["kind"] not in template:
-            continue
-        spec = template[m["kind"]](m)
-        spec = spec["spec"]["template"]["spec"] if m["kind"] == "CronJob" else spec["spec"]
+    specs = [d["spec"]["template"]["spec"] for d in stack.all("Deployment")]
+    specs += [c["spec"]["jobTemplate"]["spec"]["template"]["spec"] for c in stack.all("CronJob")]
+    for spec in specs:
         for c in [*spec.get("initContainers", []), *spec["containers"]]:
             if c["image"].startswith(f"{repo}:"):
-                found.append((c["name"], c["command"], spec))
-    return found
+                yield c, spec
 
 
-def config_map_files(stack, spec: dict, container_name: str, path: str) -> set[str]:
-    """The files the container sees in the ConfigMap volume mounted at ``path``."""
-    (c,) = [c for c in [*spec.get("initContainers", []), *spec["containers"]] if c["name"] == container_name]
+def config_map_files(stack, container: dict, spec: dict, path: str) -> set[str]:
+    """The files the container sees in a ConfigMap volume mounted at ``path``."""
     volumes = {v["name"]: v for v in spec["volumes"]}
-    for mount in c.get("volumeMounts", []):
+    for mount in container.get("volumeMounts", []):
         if mount["mountPath"] == path and "configMap" in volumes[mount["name"]]:
             return set(stack.get("ConfigMap", volumes[mount["name"]]["configMap"]["name"])["data"])
     return set()
 
 
 def test_workload_runs_only_what_the_image_provides(each_stack):
-    commands = app_commands(each_stack)
-    assert {c[0] for _, c, _ in commands} >= {"pynomaly-api", "pynomaly-worker", "python"}
-    for name, command, spec in commands:
-        program = command[0]
+    found = list(app_containers(each_stack))
+    assert {c["command"][0] for c, _ in found} >= {"pynomaly-api", "pynomaly-worker", "python"}
+    for c, spec in found:
+        program, name = c["command"][0], c["name"]
         if program == "python":  # the venv's, first on the image's PATH; the script comes from the ConfigMap
-            script = PurePosixPath(command[1])
-            files = config_map_files(each_stack, spec, name, str(script.parent))
+            script = PurePosixPath(c["command"][1])
+            files = config_map_files(each_stack, c, spec, str(script.parent))
             assert script.name in files, f"{name}: {script} is neither in the image nor in a mounted ConfigMap"
         else:
             assert program in CONSOLE_SCRIPTS, f"{name} runs {program}, not one of [project.scripts]"
