@@ -22,6 +22,13 @@ def main() -> None:
     except (BaselinesError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except ModuleNotFoundError as exc:  # an install for the service only (the app image, the AMI)
+        print(
+            f"error: the command line needs the Python package {exc.name!r}, which this install lacks: "
+            "pip install -e '.[local,platform]' (or '.[dev]')",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

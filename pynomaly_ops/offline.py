@@ -14,6 +14,7 @@ each stack starts from a clean Pulumi runtime.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import runpy
@@ -104,6 +105,8 @@ def render(
     (the way ``pulumi config set`` would), for tests of bad configurations.
     ``env`` adds environment variables for this run only (e.g. PYNOMALY_BASELINES).
     """
+    if importlib.util.find_spec("pulumi_aws") is None:  # an install for the service only (image, AMI)
+        raise OfflineError("the Pulumi SDKs are not installed here: pip install -e '.[platform]'")
     proc = subprocess.run(
         [sys.executable, "-m", "pynomaly_ops.offline", "--stack", stack],
         input=json.dumps(overrides or {}),

@@ -41,3 +41,15 @@ def test_tables_piped_to_a_log_are_not_cut_at_80_columns():
     assert proc.returncode == 0, proc.stderr
     assert "thresholds.response_time_p95_ms.warning" in proc.stdout
     assert "…" not in proc.stdout
+
+
+def test_an_install_without_the_command_lines_extras_says_which_to_add():
+    """The app image and the AMI install the service only; `pynomaly-ops` there names the missing extras."""
+    code = (
+        "import sys; sys.modules['httpx'] = None; sys.argv = ['pynomaly-ops', 'local', 'status']\n"
+        "from pynomaly_ops.entry import main; main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "'httpx'" in proc.stderr and "pip install -e '.[local,platform]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
