@@ -13,6 +13,7 @@ from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.network import Network, NetworkArgs
 from infra.queues import QueueTier, QueueTierArgs, queue_names
+from infra.service_env import Coordinates
 from infra.storage import Storage, StorageArgs
 from pynomaly_ops import baselines as numbers
 from pynomaly_ops import outputs as keys
@@ -101,6 +102,14 @@ cache = Cache(
         logs_kms_key_arn=kms.arn("logs"),
     ),
 )
+# Where the service (on the instances and in the pods) finds the data tiers.
+coordinates = Coordinates(
+    db_endpoint=database.writer_endpoint,
+    db_name=database.db_name,
+    redis_endpoint=cache.primary_endpoint,
+    queue_url=queues.queue_url,
+    artifacts_bucket=storage.artifacts_bucket,
+)
 fleet = AppFleet(
     stack,
     tags,
@@ -120,11 +129,7 @@ fleet = AppFleet(
         redis_auth_secret_arn=cache.auth_secret_arn,
         kms_key_arns=[kms.arn("queue"), kms.arn("storage"), kms.arn("database"), kms.arn("cache")],
         logs_kms_key_arn=kms.arn("logs"),
-        db_writer_endpoint=database.writer_endpoint,
-        db_name=database.db_name,
-        redis_primary_endpoint=cache.primary_endpoint,
-        queue_url=queues.queue_url,
-        artifacts_bucket=storage.artifacts_bucket,
+        coordinates=coordinates,
     ),
 )
 if settings.backup.enabled:
@@ -179,16 +184,11 @@ if cluster is not None:
             ssl_policy=settings.lb.ssl_policy,
             load_balancer_deletion_protection=settings.lb.deletion_protection,
             postgres_version=settings.db.engine_version,
-            db_name=database.db_name,
-            db_endpoint=database.writer_endpoint,
+            coordinates=coordinates,
             db_secret_arn=database.secret_arn,
-            redis_primary_endpoint=cache.primary_endpoint,
             redis_auth_secret_arn=cache.auth_secret_arn,
             redis_kms_key_arn=kms.arn("cache"),
-            queue_url=queues.queue_url,
             queue_arn=queues.queue_arn,
-            dead_letter_queue_url=queues.dead_letter_queue_url,
-            artifacts_bucket=storage.artifacts_bucket,
             artifacts_bucket_arn=storage.artifacts_bucket_arn,
             backups_bucket=storage.backups_bucket,
             backups_bucket_arn=storage.backups_bucket_arn,

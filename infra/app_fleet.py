@@ -25,7 +25,7 @@ import pulumi_aws as aws
 
 from infra import pod_specs
 from infra.queues import QUEUE_CLIENT_ACTIONS
-from infra.service_env import WORKER_METRICS_PORT, service_environment
+from infra.service_env import WORKER_METRICS_PORT, Coordinates
 from infra.settings import Fleet as FleetSettings
 from infra.tier import Tier, assume_role_policy, policy_document
 from pynomaly_ops.baselines import Scaling
@@ -140,25 +140,17 @@ class AppFleetArgs:
     redis_auth_secret_arn: pulumi.Input[str]
     kms_key_arns: list[pulumi.Input[str]]
     logs_kms_key_arn: pulumi.Input[str]
-    # Where the service's dependencies are, for its environment file.
-    db_writer_endpoint: pulumi.Input[str]
-    db_name: str
-    redis_primary_endpoint: pulumi.Input[str]  # TLS (in-transit encryption is always on)
-    queue_url: pulumi.Input[str]
-    artifacts_bucket: pulumi.Input[str]
+    # Where the service's dependencies are, for its environment file (Redis over TLS: in-transit encryption is on).
+    coordinates: Coordinates
 
 
 @dataclass(frozen=True)
 class Platform:
-    """The other tiers' outputs the service needs, resolved."""
+    """What the boot script needs from the other tiers, resolved: the service environment and the two secrets."""
 
-    db_endpoint: str
-    db_name: str
+    environment: dict[str, str]
     db_secret_arn: str
-    redis_endpoint: str
     redis_secret_arn: str
-    queue_url: str
-    artifacts_bucket: str
 
 
 def agent_config(log_group: str) -> dict:
@@ -246,19 +238,10 @@ def redis_auth_script(region: str, secret_arn: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def instance_environment(p: Platform, app_port: int, region: str) -> dict[str, str]:
+def instance_environment(p: Platform) -> dict[str, str]:
     """The units' environment: the stack's service environment (as the pods get it), plus the libpq service file
     that pynomaly-db-credentials writes from the DB secret (the pods' names and paths)."""
-    platform = service_environment(
-        db_endpoint=p.db_endpoint,
-        db_name=p.db_name,
-        redis_endpoint=p.redis_endpoint,
-        queue_url=p.queue_url,
-        artifacts_bucket=p.artifacts_bucket,
-        app_port=app_port,
-        region=region,
-    )
-    return platform | {item["name"]: item["value"] for item in pod_specs.pg_env(p.db_secret_arn)}
+    return p.environment | {item["name"]: item["value"] for item in pod_specs.pg_env(p.db_secret_arn)}
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -307,7 +290,7 @@ def user_data(stack: str, app_port: int, log_group: str, region: str, platform: 
     service = (
         baked_ami_check()
         + redis_auth_script(region, platform.redis_secret_arn)
-        + env_script(instance_environment(platform, app_port, region))
+        + env_script(instance_environment(platform))
         + start_script()
     )
     script = f"""#!/bin/bash
@@ -378,7 +361,7 @@ class AppFleet(Tier):
                 }
             ],
             monitoring={"enabled": True},
-            user_data=self._platform(args).apply(
+            user_data=self._platform(args, s.app_port).apply(
                 lambda platform: user_data(stack, s.app_port, f"/pynomaly/{stack}/prometheus", args.region, platform)
             ),
             update_default_version=True,
@@ -436,15 +419,11 @@ class AppFleet(Tier):
         self.finish(asg_name=group.name, role_name=profile.role)
 
     @staticmethod
-    def _platform(args: AppFleetArgs) -> pulumi.Output[Platform]:
+    def _platform(args: AppFleetArgs, app_port: int) -> pulumi.Output[Platform]:
         return pulumi.Output.all(
-            db_endpoint=args.db_writer_endpoint,
-            db_name=args.db_name,
+            environment=args.coordinates.environment(app_port=app_port, region=args.region),
             db_secret_arn=args.db_secret_arn,
-            redis_endpoint=args.redis_primary_endpoint,
             redis_secret_arn=args.redis_auth_secret_arn,
-            queue_url=args.queue_url,
-            artifacts_bucket=args.artifacts_bucket,
         ).apply(lambda v: Platform(**v))
 
     def _instance_profile(

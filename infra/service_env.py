@@ -8,6 +8,10 @@ Redis URL carries no token.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
+import pulumi
+
 from infra import pod_specs
 from infra.cache import PORT as REDIS_PORT
 from infra.database import PORT as POSTGRES_PORT
@@ -26,6 +30,24 @@ def db_dsn(endpoint: str, db_name: str) -> str:
     """libpq conninfo without user or password: those come from the service file ``service=`` names."""
     host, port = split_endpoint(endpoint, POSTGRES_PORT)
     return f"host={host} port={port} dbname={db_name} sslmode=require service={pod_specs.PG_SERVICE}"
+
+
+@dataclass(frozen=True)
+class Coordinates:
+    """Where a stack's service finds its dependencies: the data tiers' outputs, one set for pods and instances."""
+
+    db_endpoint: pulumi.Input[str]  # the writer
+    db_name: pulumi.Input[str]
+    redis_endpoint: pulumi.Input[str]  # the primary
+    queue_url: pulumi.Input[str]
+    artifacts_bucket: pulumi.Input[str]
+
+    def environment(self, *, app_port: int, region: str, redis_tls: bool = True) -> pulumi.Output[dict[str, str]]:
+        """:func:`service_environment` once the outputs are known."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return pulumi.Output.all(**values).apply(
+            lambda v: service_environment(**v, app_port=app_port, region=region, redis_tls=redis_tls)
+        )
 
 
 def service_environment(

@@ -37,7 +37,7 @@ from infra.cache import PORT as REDIS_PORT
 from infra.database import PORT as POSTGRES_PORT
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
 from infra.queues import QUEUE_CLIENT_ACTIONS
-from infra.service_env import WORKER_METRICS_PORT, service_environment
+from infra.service_env import WORKER_METRICS_PORT, Coordinates
 from infra.settings import Workload as WorkloadSettings
 from infra.tier import Tier, policy_document
 from pynomaly_ops.baselines import Baselines, load
@@ -84,16 +84,11 @@ class WorkloadArgs:
     ssl_policy: str
     load_balancer_deletion_protection: bool
     postgres_version: str
-    db_endpoint: pulumi.Input[str]
-    db_name: pulumi.Input[str]
+    coordinates: Coordinates  # the DB writer, Redis primary, queue and bucket, for the service's environment
     db_secret_arn: pulumi.Input[str]
-    redis_primary_endpoint: pulumi.Input[str]
     redis_auth_secret_arn: pulumi.Input[str]
     redis_kms_key_arn: pulumi.Input[str]  # the key encrypting that secret
-    queue_url: pulumi.Input[str]
     queue_arn: pulumi.Input[str]
-    dead_letter_queue_url: pulumi.Input[str]
-    artifacts_bucket: pulumi.Input[str]
     artifacts_bucket_arn: pulumi.Input[str]
     backups_bucket: pulumi.Input[str]
     backups_bucket_arn: pulumi.Input[str]
@@ -240,15 +235,8 @@ class Workload(Tier):
         """The service's environment (service contract), all non-secret coordinates of the platform."""
         a = self.args
         processes = {ENV_NAMES["detector_processes"]: str(_cpu_count(a.baselines.scaling.pod_limits.cpu))}
-        return pulumi.Output.all(
-            db_endpoint=a.db_endpoint,
-            db_name=a.db_name,
-            redis_endpoint=a.redis_primary_endpoint,
-            queue_url=a.queue_url,
-            artifacts_bucket=a.artifacts_bucket,
-        ).apply(
-            lambda v: service_environment(**v, app_port=a.app_port, region=a.region, redis_tls=a.redis_tls) | processes
-        )
+        environment = a.coordinates.environment(app_port=a.app_port, region=a.region, redis_tls=a.redis_tls)
+        return environment.apply(lambda env: env | processes)
 
     # -- pods ----------------------------------------------------------------------------------------------------
 
