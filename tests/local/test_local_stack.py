@@ -210,12 +210,23 @@ def test_scale_to_high_load_and_back_drops_no_request(running: RunningStack):
 
 
 class Writer(threading.Thread):
-    """Writes numbered rows through the writer DSN; remembers every acknowledged one."""
+    """Writes numbered rows through the writer DSN; remembers every acknowledged one.
+
+    A context manager: leaving the block stops it on every path, so a failed test leaves no writer behind.
+    """
 
     def __init__(self, dsn: str):
         super().__init__(daemon=True)
         self.dsn, self.acked, self.errors = dsn, [], 0
         self.stop = threading.Event()
+
+    def __enter__(self) -> Writer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        self.join(10)
 
     def run(self) -> None:
         n, conn = 0, None
@@ -271,18 +282,16 @@ def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_wri
     patroni_pid = running.stack.supervisor.info()[patroni_program(old)]["pid"]
     postmaster_file = running.layout.member_dir(old) / "data" / "postmaster.pid"
     postmaster_pid = int(postmaster_file.read_text().split()[0])
-    writer = Writer(dsn)
-    writer.start()
-    wait_for("writes flowing", lambda: len(writer.acked) > 50, 10)
-    killed = time.monotonic()
-    os.kill(patroni_pid, signal.SIGKILL)
-    os.kill(postmaster_pid, signal.SIGKILL)
-    new = _wait_db(running, "a new primary", lambda: (m := _leader(running)) != old and m, 30)
-    failover_s = time.monotonic() - killed
-    acked_at_failover = len(writer.acked)
-    _wait_db(running, "writes resuming on the new primary", lambda: len(writer.acked) > acked_at_failover + 50, 30)
-    writer.stop.set()
-    writer.join(10)
+    with Writer(dsn) as writer:
+        wait_for("writes flowing", lambda: len(writer.acked) > 50, 10)
+        killed = time.monotonic()
+        os.kill(patroni_pid, signal.SIGKILL)
+        os.kill(postmaster_pid, signal.SIGKILL)
+        new = _wait_db(running, "a new primary", lambda: (m := _leader(running)) != old and m, 30)
+        failover_s = time.monotonic() - killed
+        acked_at_failover = len(writer.acked)
+        resumed = lambda: len(writer.acked) > acked_at_failover + 50  # noqa: E731
+        _wait_db(running, "writes resuming on the new primary", resumed, 30)
     with psycopg.connect(dsn) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM failover_probe")}
     lost = sorted(set(writer.acked) - stored)
@@ -300,26 +309,23 @@ def test_losing_the_etcd_leader_leaves_the_database_primary_in_place(running: Ru
     ready = lambda: health.database_ready(running.layout.ports["patroni"])  # noqa: E731
     _wait_db(running, "a leader and a synchronous standby before the drill", ready, 90)
     primary, victim = _leader(running), _etcd_leader(running)
-    writer = Writer(dsn)
-    writer.start()
-    wait_for("writes flowing", lambda: len(writer.acked) > 50, 10)
     sup = running.stack.supervisor
-    victim_pid = sup.info()[victim]["pid"]
-    sup.signal(victim, "STOP")
-    leaders, acked_before = [], len(writer.acked)
-    try:
-        held_until = time.monotonic() + 2 * PATRONI_TTL_S  # the fault's duration, not a wait for state
-        while time.monotonic() < held_until:
-            try:
-                roles = health.patroni_roles(running.layout.ports["patroni"])
-            except ConnectionError:  # no Patroni answering counts against the primary too
-                roles = {}
-            leaders.append(next((m for m, r in roles.items() if r == "leader"), None))
-            writer.stop.wait(0.5)
-    finally:
-        os.kill(victim_pid, signal.SIGKILL)  # supervisord restarts it; it rejoins with its data
-    writer.stop.set()
-    writer.join(10)
+    with Writer(dsn) as writer:
+        wait_for("writes flowing", lambda: len(writer.acked) > 50, 10)
+        victim_pid = sup.info()[victim]["pid"]
+        sup.signal(victim, "STOP")
+        leaders, acked_before = [], len(writer.acked)
+        try:
+            held_until = time.monotonic() + 2 * PATRONI_TTL_S  # the fault's duration, not a wait for state
+            while time.monotonic() < held_until:
+                try:
+                    roles = health.patroni_roles(running.layout.ports["patroni"])
+                except ConnectionError:  # no Patroni answering counts against the primary too
+                    roles = {}
+                leaders.append(next((m for m, r in roles.items() if r == "leader"), None))
+                time.sleep(0.5)  # the sampling interval
+        finally:
+            os.kill(victim_pid, signal.SIGKILL)  # supervisord restarts it; it rejoins with its data
     print(
         f"\netcd: leader {victim} frozen {2 * PATRONI_TTL_S}s; primary {set(leaders)}; "
         f"{len(writer.acked) - acked_before} writes acknowledged meanwhile, {writer.errors} errors"
