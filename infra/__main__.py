@@ -3,7 +3,7 @@
 import pulumi
 import pulumi_aws as aws
 
-from infra import settings as stack_settings
+from infra import stack_config
 from infra.alarms import Alarms, AlarmsArgs, Watched
 from infra.app_fleet import AppFleet, AppFleetArgs
 from infra.cache import Cache, CacheArgs
@@ -18,7 +18,7 @@ from infra.storage import Storage, StorageArgs
 from pynomaly_ops import baselines as numbers
 from pynomaly_ops import outputs as keys
 
-settings = stack_settings.from_pulumi()
+settings = stack_config.from_pulumi()
 baselines = numbers.load()
 stack, tags, region = settings.stack, settings.tags, settings.region
 account_id = aws.get_caller_identity_output().account_id

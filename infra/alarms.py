@@ -29,9 +29,9 @@ from infra.app_fleet import (
     INFERENCE_SUM,
     PROCESSING_LAG,
 )
-from infra.settings import Alarms as AlarmSettings
 from infra.tier import Tier
 from pynomaly_ops.baselines import SEVERITIES, Baselines, Level, Severity
+from pynomaly_ops.settings import Alarms as AlarmSettings
 
 GIB = 1024**3
 ABOVE = "GreaterThanThreshold"

@@ -26,9 +26,9 @@ import pulumi_aws as aws
 from infra import pod_specs
 from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.service_env import WORKER_METRICS_PORT, Coordinates
-from infra.settings import Fleet as FleetSettings
 from infra.tier import Tier, assume_role_policy, policy_document
 from pynomaly_ops.baselines import Scaling
+from pynomaly_ops.settings import Fleet as FleetSettings
 from service import metrics as metric_names
 from service.config import ENV_NAMES
 

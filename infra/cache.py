@@ -17,8 +17,8 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from infra.network import Network
-from infra.settings import Cache as CacheSettings
 from infra.tier import Tier
+from pynomaly_ops.settings import Cache as CacheSettings
 
 PORT = 6379
 # ElastiCache AUTH tokens allow printable ASCII except space, '"', '/' and '@'.

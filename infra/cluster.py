@@ -24,8 +24,8 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.irsa import service_account_role
-from infra.settings import Cluster as ClusterSettings
 from infra.tier import Tier, assume_role_policy
+from pynomaly_ops.settings import Cluster as ClusterSettings
 
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator"]
 ADMIN_POLICY_ARN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"

@@ -21,8 +21,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
-from infra.settings import Cluster as ClusterSettings
 from infra.tier import Tier, policy_document
+from pynomaly_ops.settings import Cluster as ClusterSettings
 
 NAMESPACE = "kube-system"
 # The class the workload's Ingress names (`ingressClassName`); the controller's chart creates it.

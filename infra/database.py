@@ -13,9 +13,9 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.network import Network
-from infra.settings import Database as DatabaseSettings
 from infra.tier import Tier, assume_role_policy
 from pynomaly_ops.baselines import Database as DatabaseBaselines
+from pynomaly_ops.settings import Database as DatabaseSettings
 
 PORT = 5432
 DB_NAME = "pynomaly"

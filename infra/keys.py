@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import Backup as BackupSettings
 from infra.tier import Tier, assume_role_policy, policy_document
+from pynomaly_ops.settings import Backup as BackupSettings
 
 PURPOSES = ("logs", "storage", "database", "cache", "queue", "alarms", "backup", "cluster")
 KEY_USE = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]

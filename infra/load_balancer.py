@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import LoadBalancer as LoadBalancerSettings
 from infra.storage import SecureBucketArgs, bucket_name, secure_bucket
 from infra.tier import Tier
+from pynomaly_ops.settings import LoadBalancer as LoadBalancerSettings
 
 HEALTH_CHECK_PATH = "/health"
 LOG_PREFIX = "alb"

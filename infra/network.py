@@ -15,8 +15,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import Network as NetworkSettings
 from infra.tier import Tier, assume_role_policy, policy_document
+from pynomaly_ops.settings import Network as NetworkSettings
 
 AZ_COUNT = 3
 SUBNET_TIERS = ("public", "app", "data")

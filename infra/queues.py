@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import Queue as QueueSettings
 from infra.tier import Tier
+from pynomaly_ops.settings import Queue as QueueSettings
 
 # What a job producer/consumer needs on the job queue, and nothing more
 # (app fleet instance role, Kubernetes service accounts).

@@ -14,8 +14,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import Storage as StorageSettings
 from infra.tier import Tier, deny_insecure_transport, policy_document
+from pynomaly_ops.settings import Storage as StorageSettings
 
 BUCKET_ROLES = ("artifacts", "backups")
 

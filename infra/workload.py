@@ -38,9 +38,9 @@ from infra.database import PORT as POSTGRES_PORT
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
 from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.service_env import WORKER_METRICS_PORT, Coordinates
-from infra.settings import Workload as WorkloadSettings
 from infra.tier import Tier, policy_document
 from pynomaly_ops.baselines import Baselines, load
+from pynomaly_ops.settings import Workload as WorkloadSettings
 from service.config import ENV_NAMES
 
 APP = "pynomaly"

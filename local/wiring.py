@@ -6,14 +6,14 @@ from __future__ import annotations
 from functools import cached_property
 
 from infra.queues import queue_names
-from infra.settings import Queue as QueueSettings
-from infra.settings import Storage as StorageSettings
-from infra.settings import schema
 from local.layout import REGIONAL, STACK, ZONES, Layout
 from local.programs import FLEET_GROUP, PATRONI_MEMBERS, SENTINEL_MASTER, SENTINELS
 from pynomaly_ops import outputs as keys
 from pynomaly_ops.baselines import load
 from pynomaly_ops.naming import resource_name
+from pynomaly_ops.settings import Queue as QueueSettings
+from pynomaly_ops.settings import Storage as StorageSettings
+from pynomaly_ops.settings import schema
 
 APP_DB = "pynomaly"
 APP_DB_USER = "pynomaly"

@@ -12,8 +12,8 @@ import sys
 
 
 def main() -> None:
-    from infra.settings import SettingsError
     from pynomaly_ops.baselines import BaselinesError
+    from pynomaly_ops.settings import SettingsError
 
     try:
         from pynomaly_ops.cli import app

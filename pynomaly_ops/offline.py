@@ -259,7 +259,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
-    from infra import settings as stack_settings
+    from pynomaly_ops import settings as stack_settings
 
     raw = stack_settings.read_stack_config(stack)
     placeholders = [k for k in PLACEHOLDERS if k not in raw and k not in overrides]

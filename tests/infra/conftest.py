@@ -20,8 +20,8 @@ from infra_helpers import (
     write_baselines,
 )
 
-from infra import settings as stack_settings
 from pynomaly_ops import baselines
+from pynomaly_ops import settings as stack_settings
 from pynomaly_ops.offline import PLACEHOLDERS, Rendering
 
 

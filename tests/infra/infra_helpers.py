@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from infra import settings as stack_settings
 from pynomaly_ops import baselines
+from pynomaly_ops import settings as stack_settings
 from pynomaly_ops.offline import Rendering, Resource, render
 
 ONCALL = ["oncall@example.com", "sre-lead@example.com"]  # alarm e-mails in a test variant

@@ -8,7 +8,6 @@ import json
 import pytest
 from infra_helpers import inputs, one, policy, rendered, rid, submit
 
-from infra import settings as stack_settings
 from infra.cluster_addons import (
     AUTOSCALER_WRITE_ACTIONS,
     CLUSTER_AUTOSCALER,
@@ -17,6 +16,7 @@ from infra.cluster_addons import (
     NAMESPACE,
 )
 from pynomaly_ops import render_k8s as rk
+from pynomaly_ops import settings as stack_settings
 from pynomaly_ops.naming import component_type
 from pynomaly_ops.offline import PLACEHOLDERS, Rendering
 

@@ -12,8 +12,8 @@ import json
 import pytest
 from infra_helpers import inputs, rendered
 
-from infra import settings as stack_settings
 from pynomaly_ops import baselines
+from pynomaly_ops import settings as stack_settings
 from pynomaly_ops.offline import PLACEHOLDERS
 
 GIB = 1024**3

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from infra_helpers import BAD_SETTINGS, NO_CLUSTER, rendered
 
-from infra import settings as stack_settings
 from pynomaly_ops import baselines
+from pynomaly_ops import settings as stack_settings
 from pynomaly_ops.offline import PLACEHOLDERS, OfflineError
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra import settings as stack_settings
 from pynomaly_ops import render_k8s as rk
+from pynomaly_ops import settings as stack_settings
 
 from .conftest import STACKS, VARIANT
 

@@ -318,8 +318,8 @@ def test_prometheus_rule_only_with_the_operator(prod, variant):
 
 
 def test_a_grace_period_shorter_than_a_message_is_refused_naming_the_keys():
-    from infra.settings import SettingsError, from_stack_file
     from pynomaly_ops.offline import PLACEHOLDERS
+    from pynomaly_ops.settings import SettingsError, from_stack_file
 
     bad = {**PLACEHOLDERS, "pynomaly:workload.worker_termination_grace_s": "120"}
     with pytest.raises(SettingsError) as exc:

@@ -13,7 +13,7 @@ import httpx
 import psycopg
 from servers import AwsResources, MotoServer, PostgresServer, RedisServer, ServiceProcess, free_port, wait_until
 
-from infra.settings import schema
+from pynomaly_ops.settings import schema
 
 # The redrive policy's maxReceiveCount, from the one place it is set (Pulumi.yaml's config defaults).
 T = TypeVar("T")

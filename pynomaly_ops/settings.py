@@ -18,8 +18,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pynomaly_ops import REPO_ROOT
+
 PROJECT = "pynomaly"
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = REPO_ROOT
 PROJECT_FILE = PROJECT_DIR / "Pulumi.yaml"
 STACKS_DIR = PROJECT_DIR / "stacks"
 PRODUCTION_STACKS = frozenset({"prod"})
@@ -395,16 +397,6 @@ def split_namespaces(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
     project = {k.split(":", 1)[1]: v for k, v in raw.items() if k.startswith(PROJECT + ":")}
     region = raw.get("aws:region") or "us-east-1"
     return project, region
-
-
-def from_pulumi() -> StackSettings:
-    """Settings of the running stack, from the config Pulumi hands the program."""
-    import pulumi
-    from pulumi.runtime import config as runtime_config
-
-    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    project, region = split_namespaces(raw)
-    return build(pulumi.get_stack(), project, region)
 
 
 def from_stack_file(stack: str, overrides: dict[str, Any] | None = None) -> StackSettings:
