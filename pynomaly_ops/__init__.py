@@ -1,5 +1,8 @@
-"""Shared pieces every part of the project imports: the runbook numbers,
-the stack outputs model and the ``pynomaly-ops`` command line."""
+"""The Pulumi-free core every part imports: the runbook numbers, the stack settings and outputs models,
+resource names, ports, the service's environment contract, metric names and the alarm catalogue.
+
+It imports no Pulumi and no other part of the project, and does nothing when imported.
+"""
 
 from pathlib import Path
 

@@ -18,7 +18,7 @@ def test_a_bad_numbers_file_is_reported_by_file_and_key(tmp_path):
     )
     assert bad.read_text() != DEFAULT_PATH.read_text(), "the fixture edit no longer matches baselines.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pynomaly_ops.entry", "local", "status"],
+        [sys.executable, "-m", "pynomaly_cli.entry", "local", "status"],
         env={**os.environ, PATH_ENV: str(bad)},
         capture_output=True,
         text=True,
@@ -33,7 +33,7 @@ def test_a_bad_numbers_file_is_reported_by_file_and_key(tmp_path):
 def test_tables_piped_to_a_log_are_not_cut_at_80_columns():
     """A plan in a CI log keeps every alarm name and numbers-file key whole (rich's default would cut them)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pynomaly_ops.entry", "plan", "--stack", "dev"],
+        [sys.executable, "-m", "pynomaly_cli.entry", "plan", "--stack", "dev"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -47,7 +47,7 @@ def test_an_install_without_the_command_lines_extras_says_which_to_add():
     """The app image and the AMI install the service only; `pynomaly-ops` there names the missing extras."""
     code = (
         "import sys; sys.modules['httpx'] = None; sys.argv = ['pynomaly-ops', 'local', 'status']\n"
-        "from pynomaly_ops.entry import main; main()"
+        "from pynomaly_cli.entry import main; main()"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

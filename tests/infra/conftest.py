@@ -1,7 +1,7 @@
 """Fixtures for the platform tests: each stack rendered once per session.
 
 The program runs the way ``pulumi up`` would run it, offline under Pulumi's
-mocks (pynomaly_ops.offline.render); the tests read what it declared. All
+mocks (pynomaly_cli.offline.render); the tests read what it declared. All
 renderings the tests need start together at the beginning of the session.
 """
 
@@ -20,9 +20,9 @@ from infra_helpers import (
     write_baselines,
 )
 
+from pynomaly_cli.offline import PLACEHOLDERS, Rendering
 from pynomaly_ops import baselines
 from pynomaly_ops import settings as stack_settings
-from pynomaly_ops.offline import PLACEHOLDERS, Rendering
 
 
 @pytest.fixture(scope="session")

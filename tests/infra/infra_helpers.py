@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from pynomaly_cli.offline import Rendering, Resource, render
 from pynomaly_ops import baselines
 from pynomaly_ops import settings as stack_settings
-from pynomaly_ops.offline import Rendering, Resource, render
 
 ONCALL = ["oncall@example.com", "sre-lead@example.com"]  # alarm e-mails in a test variant
 STACKS = sorted(p.stem.removeprefix("Pulumi.") for p in stack_settings.STACKS_DIR.glob("Pulumi.*.yaml"))

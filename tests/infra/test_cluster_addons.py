@@ -15,10 +15,10 @@ from infra.cluster_addons import (
     LOAD_BALANCER_CONTROLLER_POLICY,
     NAMESPACE,
 )
-from pynomaly_ops import render_k8s as rk
+from pynomaly_cli import render_k8s as rk
+from pynomaly_cli.offline import PLACEHOLDERS, Rendering
 from pynomaly_ops import settings as stack_settings
 from pynomaly_ops.naming import component_type
-from pynomaly_ops.offline import PLACEHOLDERS, Rendering
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CHARTS = {"lbc": LOAD_BALANCER_CONTROLLER, "ca": CLUSTER_AUTOSCALER}
@@ -185,7 +185,7 @@ def test_autoscaler_without_room_to_scale_is_refused():
 
 
 def test_render_k8s_lists_releases_apart_from_the_manifests(r, tmp_path, monkeypatch):
-    monkeypatch.setattr("pynomaly_ops.offline.render", lambda stack, overrides=None: r)
+    monkeypatch.setattr("pynomaly_cli.offline.render", lambda stack, overrides=None: r)
     out = tmp_path / "k8s"
     paths, _ = rk.render_stack(r.stack, out, None)
     assert len(paths) == len(rk.manifests(r)) > 0

@@ -12,9 +12,9 @@ import json
 import pytest
 from infra_helpers import inputs, rendered
 
+from pynomaly_cli.offline import PLACEHOLDERS
 from pynomaly_ops import baselines
 from pynomaly_ops import settings as stack_settings
-from pynomaly_ops.offline import PLACEHOLDERS
 
 GIB = 1024**3
 SEVERITIES = ("warning", "critical")

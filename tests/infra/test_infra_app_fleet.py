@@ -8,7 +8,7 @@ import re
 
 from infra_helpers import as_list, inputs, policy, rid, statements
 
-from pynomaly_ops.offline import ACCOUNT
+from pynomaly_cli.offline import ACCOUNT
 
 
 def _user_data(r, stack) -> str:

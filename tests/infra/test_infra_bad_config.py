@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from infra_helpers import BAD_SETTINGS, NO_CLUSTER, rendered
 
+from pynomaly_cli.offline import PLACEHOLDERS, OfflineError
 from pynomaly_ops import baselines
 from pynomaly_ops import settings as stack_settings
-from pynomaly_ops.offline import PLACEHOLDERS, OfflineError
 
 
 def _error(stack: str, overrides: dict | None = None, env: dict | None = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from infra_helpers import rendered
 from rich.console import Console
 
-from pynomaly_ops.plan import alarm_rows, print_plan, short_type
+from pynomaly_cli.plan import alarm_rows, print_plan, short_type
 
 
 def test_alarm_table_has_every_alarm_with_threshold_severity_and_source():

@@ -11,8 +11,8 @@ from test_infra_app_fleet import _user_data
 from test_infra_secrets_and_outputs import plain_strings, secret_values
 
 from infra import app_fleet
+from pynomaly_cli.offline import SECRET
 from pynomaly_ops import outputs as keys
-from pynomaly_ops.offline import SECRET
 
 
 def _secret_arn(r, stack) -> str:

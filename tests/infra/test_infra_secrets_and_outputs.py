@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pynomaly_cli.offline import ACCOUNT, SECRET
 from pynomaly_ops import outputs as keys
 from pynomaly_ops.baselines import load
-from pynomaly_ops.offline import ACCOUNT, SECRET
 
 TIER_COMPONENTS = {
     "pynomaly:keys:Keys",

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from pynomaly_ops.offline import PLACEHOLDERS, Rendering, render
-from pynomaly_ops.render_k8s import manifests
+from pynomaly_cli.offline import PLACEHOLDERS, Rendering, render
+from pynomaly_cli.render_k8s import manifests
 from pynomaly_ops.settings import STACKS_DIR, StackSettings, from_stack_file
 
 STACKS = sorted(p.stem.removeprefix("Pulumi.") for p in STACKS_DIR.glob("Pulumi.*.yaml"))

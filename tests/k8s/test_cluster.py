@@ -8,8 +8,8 @@ from datetime import date, timedelta
 import pytest
 
 from infra.cluster import ADDONS, kubeconfig
+from pynomaly_cli.render_k8s import HELM_RELEASE
 from pynomaly_ops import settings as stack_settings
-from pynomaly_ops.render_k8s import HELM_RELEASE
 
 EKS = "aws:eks/cluster:Cluster"
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pynomaly_ops import render_k8s as rk
-from pynomaly_ops.cli import app
+from pynomaly_cli import render_k8s as rk
+from pynomaly_cli.cli import app
 
 from .test_validators import needs_checkov
 
@@ -65,7 +65,7 @@ def test_a_stack_without_a_cluster_is_refused(stack_render):
 
 
 def test_a_resource_that_is_no_kubernetes_object_is_refused():
-    from pynomaly_ops.offline import Rendering, Resource
+    from pynomaly_cli.offline import Rendering, Resource
 
     # (Helm releases are not refused: render-k8s lists them in helm-releases.txt, see tests/infra/test_cluster_addons.)
     thing = Resource("urn:x", "kubernetes:example.com/v1:Thing", "thing", None, True, {"spec": {}}, {})

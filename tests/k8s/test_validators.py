@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pynomaly_ops import render_k8s as rk
+from pynomaly_cli import render_k8s as rk
 from pynomaly_ops import settings as stack_settings
 
 from .conftest import STACKS, VARIANT

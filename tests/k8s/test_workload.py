@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from infra.workload import COLORS, deployment_name, namespace_for
+from pynomaly_cli.offline import SECRET
+from pynomaly_cli.render_k8s import secret_paths
 from pynomaly_ops.baselines import load
-from pynomaly_ops.offline import SECRET
-from pynomaly_ops.render_k8s import secret_paths
 
 B = load()
 
@@ -318,7 +318,7 @@ def test_prometheus_rule_only_with_the_operator(prod, variant):
 
 
 def test_a_grace_period_shorter_than_a_message_is_refused_naming_the_keys():
-    from pynomaly_ops.offline import PLACEHOLDERS
+    from pynomaly_cli.offline import PLACEHOLDERS
     from pynomaly_ops.settings import SettingsError, from_stack_file
 
     bad = {**PLACEHOLDERS, "pynomaly:workload.worker_termination_grace_s": "120"}

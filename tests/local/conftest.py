@@ -39,7 +39,7 @@ class RunningStack:
 
 
 def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pynomaly_ops.cli", "local", *args]
+    cmd = [sys.executable, "-m", "pynomaly_cli.cli", "local", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, check=check, timeout=180)
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
+from pynomaly_cli.offline import SECRET, Rendering
 from pynomaly_ops import REPO_ROOT
-from pynomaly_ops.offline import SECRET, Rendering
 
 KUBERNETES_PREFIX = "kubernetes:"
 CHECKOV_SKIPS_FILE = REPO_ROOT / "policy" / "checkov-k8s-skips.yaml"
@@ -280,7 +280,7 @@ def cluster_version(rendering: Rendering) -> str:
 def render_stack(stack: str, out: Path, overrides: dict[str, Any] | None = None) -> tuple[list[Path], str]:
     """Run the program offline, refuse manifests holding a secret, write the YAML (and the Helm releases to
     RELEASES_FILE); returns the files and the cluster version."""
-    from pynomaly_ops.offline import render
+    from pynomaly_cli.offline import render
 
     rendering = render(stack, overrides)
     version = cluster_version(rendering)

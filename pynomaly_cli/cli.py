@@ -40,8 +40,8 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def plan(stack: StackOption, as_json: Annotated[bool, typer.Option("--json", help="Print the raw record.")] = False):
     """Render what a stack declares, offline under Pulumi's mocks (no CLI, no credentials)."""
-    from pynomaly_ops.offline import OfflineError, render
-    from pynomaly_ops.plan import print_plan
+    from pynomaly_cli.offline import OfflineError, render
+    from pynomaly_cli.plan import print_plan
 
     with console.status(f"Running the program for stack {stack} under mocks..."):
         try:
@@ -69,8 +69,8 @@ def render_k8s(
     ] = None,
 ):
     """Write every Kubernetes object the stack declares as YAML, offline under Pulumi's mocks."""
-    from pynomaly_ops import render_k8s as rk
-    from pynomaly_ops.offline import OfflineError
+    from pynomaly_cli import render_k8s as rk
+    from pynomaly_cli.offline import OfflineError
 
     overrides = {}
     for item in config or []:

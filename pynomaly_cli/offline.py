@@ -7,13 +7,14 @@ resource with its inputs. ``pynomaly-ops plan`` and ``render-k8s`` and the
 tests all read that record. It is a rendering of what the program declares,
 not a cloud preview: computed values (ids, ARNs, endpoints) are made up.
 
-The run happens in a child process (``python -m pynomaly_ops.offline``) so
+The run happens in a child process (``python -m pynomaly_cli.offline``) so
 each stack starts from a clean Pulumi runtime.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -108,7 +109,7 @@ def render(
     if importlib.util.find_spec("pulumi_aws") is None:  # an install for the service only (image, AMI)
         raise OfflineError("the Pulumi SDKs are not installed here: pip install -e '.[platform]'")
     proc = subprocess.run(
-        [sys.executable, "-m", "pynomaly_ops.offline", "--stack", stack],
+        [sys.executable, "-m", "pynomaly_cli.offline", "--stack", stack],
         input=json.dumps(overrides or {}),
         capture_output=True,
         text=True,
@@ -247,7 +248,7 @@ def _call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
     }
     if token not in results:
         raise NotImplementedError(
-            f"offline rendering has no mock for the call {token}; add it to pynomaly_ops/offline.py"
+            f"offline rendering has no mock for the call {token}; add it to pynomaly_cli/offline.py"
         )
     return results[token]()
 
@@ -257,7 +258,6 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     from pulumi.runtime import mocks, rpc
     from pulumi.runtime import settings as pulumi_settings
     from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
 
     from pynomaly_ops import settings as stack_settings
 
@@ -306,6 +306,8 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
                 )
             return response
 
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     recorder = Recorder()
     pulumi.runtime.set_all_config(flat, secret_keys)
     mocks.set_mocks(recorder, project="pynomaly", stack=stack, preview=False, monitor=Monitor(recorder))
@@ -313,7 +315,9 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     def program():
         runpy.run_path(str(Path.cwd()), run_name="__main__")
 
-    _sync_await(run_pulumi_func(program))
+    # Our own event loop, set before anything of Pulumi's asks for one: the same loop then runs the
+    # program and resolves its outputs (Pulumi's private _sync_await does no more than this).
+    loop.run_until_complete(run_pulumi_func(program))
     root = pulumi_settings.get_root_resource()
 
     async def resolve_outputs():
@@ -325,7 +329,8 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
                 resolved[key] = {SECRET: resolved[key]}
         return resolved
 
-    outputs = _sync_await(resolve_outputs())
+    outputs = loop.run_until_complete(resolve_outputs())
+    loop.close()
     return {"resources": records, "outputs": _jsonable(outputs), "placeholders": placeholders, "calls": calls}
 
 

@@ -16,7 +16,7 @@ def main() -> None:
     from pynomaly_ops.settings import SettingsError
 
     try:
-        from pynomaly_ops.cli import app
+        from pynomaly_cli.cli import app
 
         app()
     except (BaselinesError, SettingsError) as exc:
