@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from servers import MotoServer, PostgresServer, RedisServer, ServiceProcess, free_port, wait_until
 
 from pynomaly_ops.baselines import load
+from pynomaly_ops.environment import environment
 
 
 @dataclass
@@ -290,10 +291,11 @@ def local_service(extra_env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
     try:
         aws = moto.provision("bench", visibility_timeout_s=30, max_receive_count=1)
         env = {
-            "PYNOMALY_HOST": "127.0.0.1", "PYNOMALY_PORT": str(free_port()), "PYNOMALY_INSTANCE_ID": "bench",
-            "PYNOMALY_DB_DSN": postgres.dsn(), "PYNOMALY_REDIS_URL": redis_server.url,
-            "PYNOMALY_AWS_ENDPOINT_URL": aws.endpoint_url, "PYNOMALY_QUEUE_URL": aws.queue_url,
-            "PYNOMALY_ARTIFACTS_BUCKET": aws.bucket, "PYNOMALY_BOOTSTRAP_API_KEY": api_key,
+            **environment(
+                host="127.0.0.1", port=free_port(), instance_id="bench", db_dsn=postgres.dsn(),
+                redis_url=redis_server.url, aws_endpoint_url=aws.endpoint_url, queue_url=aws.queue_url,
+                artifacts_bucket=aws.bucket, bootstrap_api_key=api_key,
+            ),
             **moto.aws_env(), **extra_env,
         }  # fmt: skip
         api = ServiceProcess("service.api", env, Path(tempfile.mkdtemp(prefix="pynomaly-bench-", dir="/tmp"))).start()

@@ -25,12 +25,13 @@ import pulumi_aws as aws
 
 from infra import pod_specs
 from infra.queues import QUEUE_CLIENT_ACTIONS
-from infra.service_env import WORKER_METRICS_PORT, Coordinates
+from infra.service_env import Coordinates
 from infra.tier import Tier, assume_role_policy, policy_document
+from pynomaly_ops import metrics as metric_names
+from pynomaly_ops import ports
 from pynomaly_ops.baselines import Scaling
+from pynomaly_ops.environment import ENV_NAMES
 from pynomaly_ops.settings import Fleet as FleetSettings
-from service import metrics as metric_names
-from service.config import ENV_NAMES
 
 AGENT_NAMESPACE = "CWAgent"
 APP_NAMESPACE = "Pynomaly/App"
@@ -39,11 +40,11 @@ AGENT_DIR = "/opt/aws/amazon-cloudwatch-agent/etc"
 # The service's Prometheus series the agent forwards; their names are
 # defined once in service/metrics.py (the service contract). The alarm on
 # mean inference time reads a histogram's _sum and _count series.
-INFERENCE_SUM = f"{metric_names.INFERENCE_DURATION_NAME}_sum"
-INFERENCE_COUNT = f"{metric_names.INFERENCE_DURATION_NAME}_count"
-PROCESSING_LAG = metric_names.JOB_PROCESSING_LAG_NAME
-AUTH_FAILURES = metric_names.AUTH_FAILURES_NAME
-AUTH_REQUESTS = metric_names.AUTH_REQUESTS_NAME
+INFERENCE_SUM = f"{metric_names.INFERENCE_DURATION}_sum"
+INFERENCE_COUNT = f"{metric_names.INFERENCE_DURATION}_count"
+PROCESSING_LAG = metric_names.JOB_PROCESSING_LAG
+AUTH_FAILURES = metric_names.AUTH_FAILURES
+AUTH_REQUESTS = metric_names.AUTH_REQUESTS
 APP_METRICS = (INFERENCE_SUM, INFERENCE_COUNT, PROCESSING_LAG, AUTH_FAILURES, AUTH_REQUESTS)
 
 # The CloudWatch agent forwards counters, gauges and summaries but drops
@@ -203,7 +204,7 @@ def prometheus_config(stack: str) -> dict:
                     {"targets": [f"127.0.0.1:{METRICS_PROXY_PORT}"], "labels": {APP_DIMENSION: stack}},
                     # The worker's own /metrics: the job processing lag is measured there (its histograms, which
                     # the agent drops, are not needed: the API's, through the proxy, carry inference time).
-                    {"targets": [f"127.0.0.1:{WORKER_METRICS_PORT}"], "labels": {APP_DIMENSION: stack}},
+                    {"targets": [f"127.0.0.1:{ports.WORKER_METRICS}"], "labels": {APP_DIMENSION: stack}},
                 ],
             }
         ],

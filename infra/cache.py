@@ -18,9 +18,10 @@ import pulumi_random as random
 
 from infra.network import Network
 from infra.tier import Tier
+from pynomaly_ops import ports
 from pynomaly_ops.settings import Cache as CacheSettings
 
-PORT = 6379
+PORT = ports.REDIS
 # ElastiCache AUTH tokens allow printable ASCII except space, '"', '/' and '@'.
 TOKEN_SPECIALS = "!&#$^<>-"
 TOKEN_LENGTH = 64

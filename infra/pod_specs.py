@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 from pynomaly_ops.baselines import PodResources
+from pynomaly_ops.environment import ENV_NAMES, PG_SERVICE
 
 UID = 10001  # an unprivileged user; the images need no particular one
 SCRIPTS_DIR = "/opt/pynomaly/scripts"
 DB_DIR = "/run/pynomaly-db"
-PG_SERVICE = "pynomaly"  # the section of the libpq service file the DSN names
 PG_SERVICE_FILE = f"{DB_DIR}/pg_service.conf"
 REDIS_PASSWORD_FILE = f"{DB_DIR}/redis-password"  # same memory volume, same writer
 SECRET_REFRESH_S = 300  # how often the sidecar re-reads the (rotating) DB secret
@@ -95,7 +95,7 @@ def pg_env(secret_arn: str | None = None) -> list[dict[str, str]]:
 
 def redis_password_env() -> list[dict[str, str]]:
     """Where the service reads the Redis AUTH token (on each new connection, so a refresh is picked up)."""
-    return [{"name": "PYNOMALY_REDIS_PASSWORD_FILE", "value": REDIS_PASSWORD_FILE}]
+    return [{"name": ENV_NAMES["redis_password_file"], "value": REDIS_PASSWORD_FILE}]
 
 
 def container(name: str, image: str, command: list[str], **extra: Any) -> dict[str, Any]:

@@ -33,15 +33,14 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import alert_rules, pod_specs
-from infra.cache import PORT as REDIS_PORT
-from infra.database import PORT as POSTGRES_PORT
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
 from infra.queues import QUEUE_CLIENT_ACTIONS
-from infra.service_env import WORKER_METRICS_PORT, Coordinates
+from infra.service_env import Coordinates
 from infra.tier import Tier, policy_document
+from pynomaly_ops import ports
 from pynomaly_ops.baselines import Baselines, load
+from pynomaly_ops.environment import ENV_NAMES
 from pynomaly_ops.settings import Workload as WorkloadSettings
-from service.config import ENV_NAMES
 
 APP = "pynomaly"
 COLORS = ("blue", "green")
@@ -246,7 +245,7 @@ class Workload(Tier):
     def _main_container(self, name: str, image: str, command: list[str], **extra: Any) -> dict[str, Any]:
         env = [
             # Reported in /health and as a metric label.
-            {"name": "PYNOMALY_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": ENV_NAMES["instance_id"], "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *pod_specs.pg_env(),
             *pod_specs.redis_password_env(),
         ]
@@ -333,7 +332,7 @@ class Workload(Tier):
             "worker",
             image,
             ["pynomaly-worker"],
-            ports=[{"name": pod_specs.METRICS_PORT_NAME, "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
+            ports=[{"name": pod_specs.METRICS_PORT_NAME, "containerPort": ports.WORKER_METRICS, "protocol": "TCP"}],
             resources=pod_specs.resources(worker_resources, worker_resources),
             **pod_specs.http_probes("/metrics", "/metrics", pod_specs.METRICS_PORT_NAME),
         )
@@ -468,14 +467,14 @@ class Workload(Tier):
             "allow-worker-metrics": {
                 "podSelector": {"matchLabels": {"app": APP, "component": "worker"}},
                 "policyTypes": ["Ingress"],
-                "ingress": [{"from": [vpc], "ports": [port(WORKER_METRICS_PORT)]}],
+                "ingress": [{"from": [vpc], "ports": [port(ports.WORKER_METRICS)]}],
             },
             "allow-egress": {
                 "podSelector": {},
                 "policyTypes": ["Egress"],
                 "egress": [
                     {"to": [dns], "ports": [port(53, "UDP"), port(53)]},
-                    {"to": [vpc], "ports": [port(POSTGRES_PORT), port(REDIS_PORT)]},
+                    {"to": [vpc], "ports": [port(ports.POSTGRES), port(ports.REDIS)]},
                     {
                         "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
                         "ports": [port(443)],
@@ -508,7 +507,7 @@ class Workload(Tier):
             "pg-dump",
             f"public.ecr.aws/docker/library/postgres:{a.postgres_version}-alpine",
             # The DSN (from the ConfigMap) names the service file section holding the user and password.
-            ["pg_dump", "--format=custom", "--no-owner", f"--file={BACKUP_FILE}", "--dbname=$(PYNOMALY_DB_DSN)"],
+            ["pg_dump", "--format=custom", "--no-owner", f"--file={BACKUP_FILE}", f"--dbname=$({ENV_NAMES['db_dsn']})"],
             env=pod_specs.pg_env(),
             envFrom=[{"configMapRef": {"name": self.env_name}}],
             volumeMounts=dump_mounts,

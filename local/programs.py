@@ -15,6 +15,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from local.layout import REGIONAL, ZONES, Layout
+from pynomaly_ops.environment import environment
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PATRONI_MEMBERS = {"pg-a": "a", "pg-b": "b"}
@@ -317,15 +318,15 @@ def api_program(layout: Layout, index: int, service_env: dict[str, str]) -> Prog
     zone = zone_of(index)
     name = f"api-{index}"
     port = layout.ports["api"] + index
-    env = service_env | {
-        "PYNOMALY_HOST": ZONES[zone],
-        "PYNOMALY_PORT": str(port),
-        "PYNOMALY_INSTANCE_ID": name,
+    env = service_env | environment(
+        host=ZONES[zone],
+        port=port,
+        instance_id=name,
         # Detection inline (no process pool): in production each instance has its
         # own cores; here every instance shares two, and a pool per instance
         # (spawned, re-importing scikit-learn) triples the start-up time.
-        "PYNOMALY_DETECTOR_PROCESSES": "0",
-    }
+        detector_processes=0,
+    )
     return Program(
         name=name,
         command=[sys.executable, "-m", "service.api"],
@@ -345,11 +346,7 @@ def api_program(layout: Layout, index: int, service_env: dict[str, str]) -> Prog
 def worker_program(layout: Layout, index: int, service_env: dict[str, str]) -> Program:
     zone = zone_of(index)
     port = layout.ports["worker_metrics"] + index
-    env = service_env | {
-        "PYNOMALY_HOST": ZONES[zone],
-        "PYNOMALY_WORKER_METRICS_PORT": str(port),
-        "PYNOMALY_INSTANCE_ID": f"worker-{index}",
-    }
+    env = service_env | environment(host=ZONES[zone], worker_metrics_port=port, instance_id=f"worker-{index}")
     return Program(
         name=f"worker-{index}",
         command=[sys.executable, "-m", "service.worker"],

@@ -20,6 +20,7 @@ import redis
 from redis.credentials import CredentialProvider
 from redis.sentinel import Sentinel
 
+from pynomaly_ops.environment import ENV_NAMES
 from service import metrics
 from service.config import Settings, read_password_file
 
@@ -38,7 +39,7 @@ class PasswordFile(CredentialProvider):
             return (read_password_file(self.path),)
         except (OSError, ValueError) as exc:
             # A RedisError: the connection is dropped and the cache treats it as Redis unavailable.
-            raise redis.ConnectionError(f"PYNOMALY_REDIS_PASSWORD_FILE={self.path!r}: {exc}") from exc
+            raise redis.ConnectionError(f"{ENV_NAMES['redis_password_file']}={self.path!r}: {exc}") from exc
 
 
 def _auth(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pynomaly_ops.environment import ENV_NAMES
 from service import metrics
 
 UNMATCHED = "unmatched"  # one label for every unknown path, so scanners cannot explode the label set
@@ -65,7 +66,7 @@ async def _reject(send: Send, size: int, limit: int) -> None:
         "error": {
             "code": "too_large",
             "field": "body",
-            "message": f"request body is {size} bytes; the limit is {limit} (PYNOMALY_MAX_BODY_BYTES)",
+            "message": f"request body is {size} bytes; the limit is {limit} ({ENV_NAMES['max_body_bytes']})",
         }
     }
     payload = json.dumps(body).encode()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pynomaly_ops.environment import ENV_NAMES
 from service import aws, metrics
 from service.config import Settings
 from service.errors import DependencyUnavailable
@@ -39,7 +40,7 @@ class JobQueue:
 
     def _require_url(self) -> str:
         if not self.url:
-            raise DependencyUnavailable("queue", "PYNOMALY_QUEUE_URL is not set")
+            raise DependencyUnavailable("queue", f"{ENV_NAMES['queue_url']} is not set")
         return self.url
 
     def send(self, job_id: str, submitted_at: float) -> None:

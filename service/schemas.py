@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pynomaly_ops.environment import ENV_NAMES
 from service.errors import ApiError
 
 MAX_FEATURES = 100
@@ -72,7 +73,7 @@ class DetectRequest(BaseModel):
             raise ApiError(
                 413,
                 "too_large",
-                f"{self.field} has {n} points; the limit is {max_length} (PYNOMALY_MAX_SERIES_LENGTH): split it",
+                f"{self.field} has {n} points; the limit is {max_length} ({ENV_NAMES['max_series_length']}): split it",
                 field=self.field,
             )
 

@@ -57,8 +57,8 @@ def parse(message: Message) -> tuple[uuid.UUID, float]:
 
 class Worker:
     def __init__(self, settings: Settings) -> None:
-        require(settings.queue_url, "PYNOMALY_QUEUE_URL")
-        require(settings.artifacts_bucket, "PYNOMALY_ARTIFACTS_BUCKET")
+        require(settings, "queue_url")
+        require(settings, "artifacts_bucket")
         self.settings = settings
         self.name = f"{settings.instance_id}-{os.getpid()}"
         self.stop = threading.Event()

@@ -13,8 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_infra_app_fleet import _heredoc, _user_data
-from test_infra_secrets_and_outputs import secret_values
+from infra_helpers import heredoc, secret_values, user_data
 
 from infra import app_fleet, pod_specs
 from pynomaly_ops import outputs as keys
@@ -36,7 +35,7 @@ def env_file(script: str) -> str:
     """The environment file the user data leaves behind, with the instance id IMDS would give."""
     appended = re.search(r'echo "(\w+)=\$instance_id" >> ', script)
     assert appended, "the user data must append the instance id"
-    return _heredoc(script, "ENV") + f"\n{appended.group(1)}={INSTANCE_ID}\n"
+    return heredoc(script, "ENV") + f"\n{appended.group(1)}={INSTANCE_ID}\n"
 
 
 def parse_env(text: str, tmp_path: Path) -> dict[str, str]:
@@ -93,7 +92,7 @@ def seconds(value: str) -> float:
 
 @pytest.fixture
 def instance_env(r, stack, tmp_path) -> dict[str, str]:
-    return parse_env(env_file(_user_data(r, stack)), tmp_path)
+    return parse_env(env_file(user_data(r, stack)), tmp_path)
 
 
 def test_env_file_points_the_service_at_this_stacks_tiers(r, instance_env, cfg):
@@ -115,7 +114,7 @@ def test_env_file_points_the_service_at_this_stacks_tiers(r, instance_env, cfg):
 
 
 def test_the_cloudwatch_agent_scrapes_the_worker_for_the_processing_lag(r, stack, instance_env):
-    scrape = json.loads(_heredoc(_user_data(r, stack), "PROMETHEUS"))["scrape_configs"][0]
+    scrape = json.loads(heredoc(user_data(r, stack), "PROMETHEUS"))["scrape_configs"][0]
     targets = [t for config in scrape["static_configs"] for t in config["targets"]]
     assert f"127.0.0.1:{instance_env[ENV_NAMES['worker_metrics_port']]}" in targets
     assert len(targets) == 2  # the API (through the proxy) and the worker
@@ -131,23 +130,23 @@ def test_the_service_loader_accepts_the_env_file_as_the_units_run_it(instance_en
     assert settings.redis_password_file == str(token) and settings.redis_password is None
     assert settings.aws_endpoint_url is None  # the real AWS endpoints
     for field in ("queue_url", "artifacts_bucket"):  # the worker's and the jobs API's required settings
-        assert require(getattr(settings, field), ENV_NAMES[field])
+        assert require(settings, field)
     unknown = {k for k in instance_env if k.startswith("PYNOMALY_")} - set(ENV_NAMES.values())
     assert not unknown, f"variables the service does not read: {unknown}"
 
 
-def test_no_secret_value_reaches_the_user_data(r, stack):
-    script = _user_data(r, stack)
+def test_no_secret_value_reaches_theuser_data(r, stack):
+    script = user_data(r, stack)
     secrets = set().union(*(secret_values(x.inputs) | secret_values(x.state) for x in r.resources))
     token = r.named(f"{stack}-cache-auth-token").state["result"]
     assert token in secrets
     assert not [s for s in secrets if len(s) >= 8 and s in script]
-    names = [line.split("=", 1)[0] for line in _heredoc(script, "ENV").splitlines()]
+    names = [line.split("=", 1)[0] for line in heredoc(script, "ENV").splitlines()]
     assert not [n for n in names if re.search("PASSWORD|TOKEN|SECRET(?!_ARN)", n)], names
 
 
 def test_units_start_only_after_the_env_file_and_the_db_credentials(r, stack):
-    script = _user_data(r, stack)
+    script = user_data(r, stack)
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
     assert script.startswith("#!/bin/bash\nset -euo pipefail\n")  # any failed step stops the boot script
     written = script.index(f"mv -f {app_fleet.ENV_FILE}.new {app_fleet.ENV_FILE}\n")

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port, wait_until
 
-from service import metrics as names
+from pynomaly_ops import metrics as names
 
 pytestmark = pytest.mark.integration
 DEADLINE_S = 15
@@ -38,10 +38,10 @@ def _proxy_script(tmp_path) -> tuple[str, int]:
 
 def _app_metrics() -> bytes:
     registry = CollectorRegistry()
-    inference = Histogram(names.INFERENCE_DURATION_NAME, "inference", registry=registry)
+    inference = Histogram(names.INFERENCE_DURATION, "inference", registry=registry)
     for seconds in (0.2, 0.4, 1.5):
         inference.observe(seconds)
-    Counter(names.AUTH_FAILURES_NAME.removesuffix("_total"), "failures", registry=registry).inc(3)
+    Counter(names.AUTH_FAILURES.removesuffix("_total"), "failures", registry=registry).inc(3)
     return generate_latest(registry)
 
 
@@ -78,13 +78,13 @@ def test_proxy_serves_histograms_as_summaries_and_503_when_the_app_is_down(tmp_p
         status, text = wait_until(lambda: _get(f"http://127.0.0.1:{port}/metrics"), DEADLINE_S, "the metrics proxy")
         assert status == 200
         families = {f.name: f for f in text_string_to_metric_families(text)}
-        inference = families[names.INFERENCE_DURATION_NAME]
+        inference = families[names.INFERENCE_DURATION]
         assert inference.type == "summary"
         samples = {s.name: s.value for s in inference.samples}
-        assert samples == {f"{names.INFERENCE_DURATION_NAME}_sum": pytest.approx(2.1),
-                           f"{names.INFERENCE_DURATION_NAME}_count": 3}  # fmt: skip
+        assert samples == {f"{names.INFERENCE_DURATION}_sum": pytest.approx(2.1),
+                           f"{names.INFERENCE_DURATION}_count": 3}  # fmt: skip
         assert "_bucket" not in text
-        assert families[names.AUTH_FAILURES_NAME.removesuffix("_total")].type == "counter"
+        assert families[names.AUTH_FAILURES.removesuffix("_total")].type == "counter"
         app.shutdown()
         app.server_close()
         status, text = _get(f"http://127.0.0.1:{port}/metrics")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from service_testkit import count_rows, metric_value, wait_until
 
-from service import auth, metrics
+from pynomaly_ops import metrics
+from service import auth
 
 pytestmark = pytest.mark.integration
 
@@ -84,19 +85,19 @@ def test_metrics_expose_every_contract_name(client):
     client.post("/api/v1/detect", json={"series": spiky_series(seed=4)})
     text = client.get("/metrics").text
     for name in (
-        metrics.HTTP_REQUESTS_NAME,
-        metrics.INFERENCE_DURATION_NAME + "_count",
-        metrics.HTTP_DURATION_NAME + "_count",
-        metrics.AUTH_REQUESTS_NAME,
-        metrics.CACHE_REQUESTS_NAME,
-        metrics.DETECTIONS_FLAGGED_NAME,
+        metrics.HTTP_REQUESTS,
+        metrics.INFERENCE_DURATION + "_count",
+        metrics.HTTP_DURATION + "_count",
+        metrics.AUTH_REQUESTS,
+        metrics.CACHE_REQUESTS,
+        metrics.DETECTIONS_FLAGGED,
     ):
         assert metric_value(text, name) > 0, name
-    for name in (metrics.JOB_PROCESSING_LAG_NAME, metrics.AUTH_FAILURES_NAME, metrics.QUEUE_SENT_NAME):
+    for name in (metrics.JOB_PROCESSING_LAG, metrics.AUTH_FAILURES, metrics.QUEUE_SENT):
         assert f"\n{name} " in text, name
-    assert metric_value(text, metrics.HTTP_REQUESTS_NAME, route="/api/v1/detect", method="POST", status="200") > 0
-    assert metric_value(text, metrics.DB_POOL_NAME, state="idle") >= 0
-    assert f'{metrics.DB_POOL_NAME}{{state="in_use"}}' in text
+    assert metric_value(text, metrics.HTTP_REQUESTS, route="/api/v1/detect", method="POST", status="200") > 0
+    assert metric_value(text, metrics.DB_POOL, state="idle") >= 0
+    assert f'{metrics.DB_POOL}{{state="in_use"}}' in text
 
 
 @pytest.mark.parametrize(
@@ -106,14 +107,14 @@ def test_metrics_expose_every_contract_name(client):
 )
 def test_requests_without_a_valid_key_are_refused_and_counted(api, client, header, db):
     before_rows = count_rows(db, "detections")
-    before = metric_value(client.get("/metrics").text, metrics.AUTH_FAILURES_NAME)
+    before = metric_value(client.get("/metrics").text, metrics.AUTH_FAILURES)
     headers = {} if header is None else {"Authorization": header}
     with httpx.Client(base_url=api.base_url, headers=headers) as anonymous:
         reply = anonymous.post("/api/v1/detect", json={"series": [1, 2, 3]})
     assert reply.status_code == 401
     assert reply.json()["error"]["field"] == "Authorization"
     assert reply.headers["www-authenticate"] == "Bearer"
-    assert metric_value(client.get("/metrics").text, metrics.AUTH_FAILURES_NAME) == before + 1
+    assert metric_value(client.get("/metrics").text, metrics.AUTH_FAILURES) == before + 1
     assert count_rows(db, "detections") == before_rows
 
 

@@ -12,7 +12,7 @@ import pytest
 from servers import wait_until
 from service_testkit import MAX_RECEIVE_COUNT, metric_value, new_aws, queue_depth, start_worker, worker_metrics_url
 
-from service import metrics
+from pynomaly_ops import metrics
 from service.storage import result_key
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def job_status(db, job_id) -> tuple[str, int] | None:
 
 
 def worker_jobs(worker, status: str) -> float:
-    return metric_value(httpx.get(worker_metrics_url(worker)).text, metrics.JOBS_NAME, status=status)
+    return metric_value(httpx.get(worker_metrics_url(worker)).text, metrics.JOBS, status=status)
 
 
 def series(n: int, seed: int = 0) -> list[float]:
@@ -58,7 +58,7 @@ def test_a_job_runs_end_to_end(client, aws, moto, db, worker_factory):
     assert len(body["result"]["scores"]) == 2000 and body["result"]["flags"][2000 // 3] is True
     assert body["job"]["n_flagged"] == sum(body["result"]["flags"])
     assert worker_jobs(worker, "completed") == 1
-    assert 0 <= metric_value(httpx.get(worker_metrics_url(worker)).text, metrics.JOB_PROCESSING_LAG_NAME) < 60
+    assert 0 <= metric_value(httpx.get(worker_metrics_url(worker)).text, metrics.JOB_PROCESSING_LAG) < 60
 
 
 def test_resubmitting_a_job_id_returns_the_same_job(client, db):

@@ -17,7 +17,7 @@ import redis
 from servers import LOOPBACK, PortServer, RedisServer, ServiceProcess, wait_until
 from service_testkit import metric_value, own_redis, service_env
 
-from service import metrics
+from pynomaly_ops import metrics
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def detect(client: httpx.Client, seed: int) -> httpx.Response:
 
 
 def cache_count(client: httpx.Client, result: str) -> float:
-    return metric_value(client.get("/metrics").text, metrics.CACHE_REQUESTS_NAME, result=result)
+    return metric_value(client.get("/metrics").text, metrics.CACHE_REQUESTS, result=result)
 
 
 def api_client(api: ServiceProcess, api_key: str) -> httpx.Client:

@@ -12,7 +12,7 @@ import pytest
 from servers import ServiceProcess, wait_until
 from service_testkit import metric_value, own_redis, service_env
 
-from service import metrics
+from pynomaly_ops import metrics
 
 pytestmark = pytest.mark.integration
 
@@ -80,14 +80,14 @@ def test_keeps_answering_with_redis_stopped(api, client, redis_server):
     assert detect(client, 5).status_code == 200
     redis_server.stop()
     try:
-        errors_before = metric_value(client.get("/metrics").text, metrics.CACHE_REQUESTS_NAME, result="error")
+        errors_before = metric_value(client.get("/metrics").text, metrics.CACHE_REQUESTS, result="error")
         for seed in (5, 6, 7):  # 5 would have been a cache hit
             reply = detect(client, seed)
             assert reply.status_code == 200 and reply.json()["cached"] is False, reply.text
         ready = client.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["status"] == "degraded" and ready.json()["checks"]["cache"].startswith("degraded")
-        errors = metric_value(client.get("/metrics").text, metrics.CACHE_REQUESTS_NAME, result="error")
+        errors = metric_value(client.get("/metrics").text, metrics.CACHE_REQUESTS, result="error")
         assert errors > errors_before
     finally:
         redis_server.start()
@@ -102,7 +102,7 @@ def test_health_stays_fast_while_detection_is_busy(api, client):
     for t in threads:
         t.start()
     try:
-        in_flight = lambda: metric_value(client.get("/metrics").text, metrics.HTTP_IN_FLIGHT_NAME, method="POST") >= 1  # noqa: E731
+        in_flight = lambda: metric_value(client.get("/metrics").text, metrics.HTTP_IN_FLIGHT, method="POST") >= 1  # noqa: E731
         wait_until(in_flight, 10, "a detection in flight", interval_s=0.01)
         with httpx.Client(base_url=api.base_url, timeout=0.5) as probe:
             assert probe.get("/health").status_code == 200
@@ -119,7 +119,7 @@ def test_sigterm_finishes_in_flight_requests(postgres, redis_server, moto, aws, 
     with httpx.Client(base_url=proc.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=60) as c:
         sender = threading.Thread(target=lambda: replies.append(c.post("/api/v1/detect", json=heavy)))
         sender.start()
-        in_flight = lambda: metric_value(c.get("/metrics").text, metrics.HTTP_IN_FLIGHT_NAME, method="POST") >= 1  # noqa: E731
+        in_flight = lambda: metric_value(c.get("/metrics").text, metrics.HTTP_IN_FLIGHT, method="POST") >= 1  # noqa: E731
         wait_until(in_flight, 10, "the request in flight", interval_s=0.01)
         proc.signal(signal.SIGTERM)
         sender.join(60)
