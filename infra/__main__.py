@@ -12,11 +12,13 @@ from infra.database import Database, DatabaseArgs
 from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.network import Network, NetworkArgs
-from infra.queues import QueueTier, QueueTierArgs, queue_names
+from infra.queues import QueueTier, QueueTierArgs
 from infra.service_env import Coordinates
 from infra.storage import Storage, StorageArgs
 from pynomaly_ops import baselines as numbers
 from pynomaly_ops import outputs as keys
+from pynomaly_ops.alarms import Target
+from pynomaly_ops.naming import queue_names
 
 settings = stack_config.from_pulumi()
 baselines = numbers.load()
@@ -163,6 +165,10 @@ alarms = Alarms(
             dead_letter_queue_name=dead_letter_queue,
         ),
         kms_key_arn=kms.arn("alarms"),
+        # The workload's PrometheusRule, where the cluster runs the Prometheus operator.
+        other_targets=frozenset({Target.KUBERNETES})
+        if settings.cluster.enabled and settings.workload.prometheus_operator
+        else frozenset(),
     ),
 )
 Dashboard(stack, tags, DashboardArgs(region=region, specs=alarms.specs))
@@ -216,4 +222,4 @@ pulumi.export(keys.ARTIFACTS_BUCKET, storage.artifacts_bucket)
 pulumi.export(keys.BACKUPS_BUCKET, storage.backups_bucket)
 pulumi.export(keys.ASG_NAME, fleet.asg_name)
 pulumi.export(keys.ALARM_TOPIC_ARNS, alarms.topic_arns)
-pulumi.export(keys.ALARM_NAMES, alarms.alarm_names)
+pulumi.export(keys.ALARMS, alarms.alarms)

@@ -1,19 +1,17 @@
-"""Alarms tier: CloudWatch alarms generated from the numbers file.
+"""Alarms tier: the CloudWatch side of the alarm catalogue (pynomaly_ops/alarms.py).
 
-Every warning/critical pair in ``baselines.yaml`` becomes two alarms on the
-metric it governs, with exactly the file's value (converted only where the
-metric's unit differs: ms to s, percent of a capacity to a count or bytes).
-Single-level checks (unhealthy hosts, DLQ not empty, evictions, the 003
-application alarms) are warnings, as the runbooks rank them. Each alarm
-notifies the SNS topic of its severity; a composite "service down" alarm
-pages as P0 when no target is healthy or the error rate is critical.
+Every catalogue entry for CloudWatch becomes one alarm on the metric :func:`watches` gives its signal,
+with exactly the numbers file's value (converted only where the metric's unit differs: ms to s, percent
+of a capacity to a count or bytes), named ``<stack>-alarms-<signal>-<severity>``. Each alarm notifies
+the SNS topic of its severity; a composite "service down" alarm pages as P0 when any of the catalogue's
+SERVICE_DOWN entries fires. An entry with no CloudWatch metric here is an error.
 
 :func:`alarm_specs` is plain data; the dashboard draws the same specs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -30,12 +28,21 @@ from infra.app_fleet import (
     PROCESSING_LAG,
 )
 from infra.tier import Tier
-from pynomaly_ops.baselines import SEVERITIES, Baselines, Level, Severity
+from pynomaly_ops.alarms import (
+    SERVICE_DOWN,
+    SERVICE_DOWN_KEY,
+    Alarm,
+    CatalogueError,
+    Target,
+    catalogue,
+    for_target,
+    names_by_key,
+)
+from pynomaly_ops.baselines import SEVERITIES, Baselines, Severity
 from pynomaly_ops.settings import Alarms as AlarmSettings
 
 GIB = 1024**3
-ABOVE = "GreaterThanThreshold"
-BELOW = "LessThanThreshold"
+OPERATORS = {">": "GreaterThanThreshold", "<": "LessThanThreshold"}
 PERIOD_S = 60
 
 
@@ -47,23 +54,65 @@ class Metric:
     stat: str  # Average, Maximum, Minimum, Sum or a percentile such as p95
 
 
+def _same(value: float) -> float:
+    return value
+
+
 @dataclass(frozen=True)
-class AlarmSpec:
-    key: str  # what is watched, e.g. "cpu"; the alarm is named <stack>-alarms-<key>-<severity>
-    severity: Severity
-    baseline: str  # the numbers-file key the threshold comes from
+class Watch:
+    """How CloudWatch watches one signal of the catalogue."""
+
     description: str
-    threshold: float
-    comparison: str
     metrics: Mapping[str, Metric]  # by query id; one entry unless an expression combines them
     expression: str | None = None
+    scale: Callable[[float], float] = _same  # the file's unit to the metric's
+    inverse: bool = False  # the metric falls as the watched figure rises (free bytes vs. used share)
     treat_missing_data: str = "missing"
     evaluation_periods: int = 5
     datapoints_to_alarm: int = 3
 
+
+@dataclass(frozen=True)
+class AlarmSpec:
+    alarm: Alarm  # the catalogue entry
+    watch: Watch
+
+    @property
+    def key(self) -> str:  # what is watched, e.g. "cpu"; the alarm is named <stack>-alarms-<key>-<severity>
+        return self.alarm.signal.name.replace("_", "-")
+
     @property
     def role(self) -> str:
-        return f"{self.key}-{self.severity}"
+        return self.alarm.role
+
+    @property
+    def severity(self) -> Severity:
+        return self.alarm.severity
+
+    @property
+    def baseline(self) -> str:  # the numbers-file key the threshold comes from
+        return self.alarm.baseline
+
+    @property
+    def description(self) -> str:
+        return self.watch.description
+
+    @property
+    def threshold(self) -> float:
+        return self.watch.scale(self.alarm.threshold)
+
+    @property
+    def comparison(self) -> str:
+        flipped = {">": "<", "<": ">"}[self.alarm.comparison] if self.watch.inverse else self.alarm.comparison
+        return OPERATORS[flipped]
+
+    @property
+    def metrics(self) -> Mapping[str, Metric]:
+        return self.watch.metrics
+
+    @property
+    def expression(self) -> str | None:
+        return self.watch.expression
 
 
 @dataclass(frozen=True)
@@ -71,7 +120,7 @@ class Watched:
     """The stack's resources the alarms watch, by their CloudWatch dimensions."""
 
     stack: str
-    asg_name: str
+    asg_name: pulumi.Input[str]
     alb_arn_suffix: pulumi.Input[str]
     target_group_arn_suffix: pulumi.Input[str]
     db_primary_id: str
@@ -82,72 +131,27 @@ class Watched:
     dead_letter_queue_name: str
 
 
-def pair(
-    key: str,
-    baseline: str,
-    level: Level,
-    description: str,
-    metrics: Mapping[str, Metric],
-    *,
-    comparison: str = ABOVE,
-    scale=lambda v: v,
-    **kw,
-) -> list[AlarmSpec]:
-    """A warning and a critical alarm for the numbers-file pair ``baseline``."""
-    return [
-        AlarmSpec(
-            key=key,
-            severity=sev,
-            baseline=f"{baseline}.{sev}",
-            description=description,
-            threshold=scale(level.at(sev)),
-            comparison=comparison,
-            metrics=metrics,
-            **kw,
-        )
-        for sev in SEVERITIES
-    ]
-
-
-def fleet_specs(b: Baselines, w: Watched) -> list[AlarmSpec]:
-    t = b.thresholds
+def _fleet(w: Watched) -> dict[str, Watch]:
     asg = {"AutoScalingGroupName": w.asg_name}
     alb = {"LoadBalancer": w.alb_arn_suffix}
     targets = {"TargetGroup": w.target_group_arn_suffix, "LoadBalancer": w.alb_arn_suffix}
-    return [
-        *pair(
-            "cpu",
-            "thresholds.cpu_percent",
-            t.cpu_percent,
-            "Fleet CPU (000 Critical Thresholds)",
-            {"m1": Metric("AWS/EC2", "CPUUtilization", asg, "Average")},
+    healthy = {"m1": Metric("AWS/ApplicationELB", "HealthyHostCount", targets, "Minimum")}
+    return {
+        "cpu": Watch(
+            "Fleet CPU (000 Critical Thresholds)", {"m1": Metric("AWS/EC2", "CPUUtilization", asg, "Average")}
         ),
-        *pair(
-            "memory",
-            "thresholds.memory_percent",
-            t.memory_percent,
-            "Fleet memory, busiest instance",
-            {"m1": Metric(AGENT_NAMESPACE, "mem_used_percent", asg, "Maximum")},
+        "memory": Watch(
+            "Fleet memory, busiest instance", {"m1": Metric(AGENT_NAMESPACE, "mem_used_percent", asg, "Maximum")}
         ),
-        *pair(
-            "disk",
-            "thresholds.disk_percent",
-            t.disk_percent,
-            "Root disk, fullest instance",
-            {"m1": Metric(AGENT_NAMESPACE, "disk_used_percent", asg, "Maximum")},
+        "disk": Watch(
+            "Root disk, fullest instance", {"m1": Metric(AGENT_NAMESPACE, "disk_used_percent", asg, "Maximum")}
         ),
-        *pair(
-            "response-time-p95",
-            "thresholds.response_time_p95_ms",
-            t.response_time_p95_ms,
+        "response_time_p95": Watch(
             "p95 target response time in seconds (the file says ms)",
             {"m1": Metric("AWS/ApplicationELB", "TargetResponseTime", alb, "p95")},
             scale=lambda ms: ms / 1000,
         ),
-        *pair(
-            "error-rate",
-            "thresholds.error_rate_percent",
-            t.error_rate_percent,
+        "error_rate": Watch(
             "Share of requests answered 5XX by the targets, percent",
             {
                 "errors": Metric("AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", alb, "Sum"),
@@ -156,205 +160,139 @@ def fleet_specs(b: Baselines, w: Watched) -> list[AlarmSpec]:
             expression="IF(requests > 0, 100 * FILL(errors, 0) / requests, 0)",
             treat_missing_data="notBreaching",
         ),
-        AlarmSpec(
-            "unhealthy-hosts",
-            "warning",
-            "structural: any unhealthy target",
-            "A target fails /health",
-            0,
-            ABOVE,
-            {"m1": Metric("AWS/ApplicationELB", "UnHealthyHostCount", targets, "Maximum")},
+        "unhealthy_hosts": Watch(
+            "A target fails /health", {"m1": Metric("AWS/ApplicationELB", "UnHealthyHostCount", targets, "Maximum")}
         ),
-        AlarmSpec(
-            "healthy-hosts-below-normal",
-            "warning",
-            "scaling.instances_normal",
-            "Fewer healthy targets than the normal fleet size",
-            b.scaling.instances_normal,
-            BELOW,
-            {"m1": Metric("AWS/ApplicationELB", "HealthyHostCount", targets, "Minimum")},
+        "healthy_hosts_below_normal": Watch("Fewer healthy targets than the normal fleet size", healthy),
+        "no_healthy_hosts": Watch(
+            "No target can serve", healthy, treat_missing_data="breaching", evaluation_periods=2, datapoints_to_alarm=2
         ),
-        AlarmSpec(
-            "no-healthy-hosts",
-            "critical",
-            "structural: no healthy target",
-            "No target can serve",
-            1,
-            BELOW,
-            {"m1": Metric("AWS/ApplicationELB", "HealthyHostCount", targets, "Minimum")},
-            treat_missing_data="breaching",
-            evaluation_periods=2,
-            datapoints_to_alarm=2,
-        ),
-    ]
+    }
 
 
-def database_specs(b: Baselines, w: Watched) -> list[AlarmSpec]:
-    t, db = b.thresholds, b.database
-    specs = []
-    for role, ident in (("db", w.db_primary_id), ("db-replica", w.db_replica_id)):
+def _database(b: Baselines, w: Watched) -> dict[str, Watch]:
+    watches: dict[str, Watch] = {}
+    for role, ident in (("db", w.db_primary_id), ("db_replica", w.db_replica_id)):
         if ident is None:
             continue
         dims = {"DBInstanceIdentifier": ident}
-        specs += [
-            *pair(
-                f"{role}-cpu",
-                "thresholds.cpu_percent",
-                t.cpu_percent,
-                f"RDS {ident} CPU",
-                {"m1": Metric("AWS/RDS", "CPUUtilization", dims, "Average")},
-            ),
+        watches |= {
+            f"{role}_cpu": Watch(f"RDS {ident} CPU", {"m1": Metric("AWS/RDS", "CPUUtilization", dims, "Average")}),
             # Free bytes below the allocated size times (100 - disk level) %.
-            *pair(
-                f"{role}-free-storage",
-                "thresholds.disk_percent",
-                t.disk_percent,
+            f"{role}_free_storage": Watch(
                 f"RDS {ident} free storage, bytes (used share of the allocated storage)",
                 {"m1": Metric("AWS/RDS", "FreeStorageSpace", dims, "Minimum")},
-                comparison=BELOW,
                 scale=lambda pct: w.db_allocated_storage_gb * GIB * (100 - pct) / 100,
+                inverse=True,
             ),
-            # Each connection is a backend process with its own memory: the
-            # memory levels, as a share of database.max_connections.
-            *pair(
-                f"{role}-connections",
-                "thresholds.memory_percent",
-                t.memory_percent,
+            # Each connection is a backend process with its own memory: the memory levels, as a share of
+            # database.max_connections.
+            f"{role}_connections": Watch(
                 f"RDS {ident} connections (share of database.max_connections)",
                 {"m1": Metric("AWS/RDS", "DatabaseConnections", dims, "Maximum")},
-                scale=lambda pct: db.max_connections * pct / 100,
+                scale=lambda pct: b.database.max_connections * pct / 100,
             ),
-        ]
+        }
     if w.db_replica_id:
-        specs += pair(
-            "db-replica-lag",
-            "database.replica_lag_s",
-            db.replica_lag_s,
+        watches["db_replica_lag"] = Watch(
             "Read replica lag, seconds",
             {"m1": Metric("AWS/RDS", "ReplicaLag", {"DBInstanceIdentifier": w.db_replica_id}, "Maximum")},
         )
-    return specs
+    return watches
 
 
 def _per_node(metric: str, members: list[str], stat: str) -> dict[str, Metric]:
     return {f"n{i}": Metric("AWS/ElastiCache", metric, {"CacheClusterId": m}, stat) for i, m in enumerate(members)}
 
 
-def cache_specs(b: Baselines, w: Watched) -> list[AlarmSpec]:
-    t, members = b.thresholds, w.redis_member_ids
+def _cache(w: Watched) -> dict[str, Watch]:
+    members = w.redis_member_ids
     nodes = ", ".join(f"n{i}" for i in range(len(members)))
-    return [
-        *pair(
-            "redis-cpu",
-            "thresholds.cpu_percent",
-            t.cpu_percent,
+    return {
+        "redis_cpu": Watch(
             "Redis engine CPU, busiest node",
             _per_node("EngineCPUUtilization", members, "Average"),
             expression=f"MAX([{nodes}])",
         ),
-        *pair(
-            "redis-memory",
-            "thresholds.memory_percent",
-            t.memory_percent,
+        "redis_memory": Watch(
             "Redis memory used, fullest node",
             _per_node("DatabaseMemoryUsagePercentage", members, "Maximum"),
             expression=f"MAX([{nodes}])",
         ),
-        AlarmSpec(
-            "redis-evictions",
-            "warning",
-            "structural: any eviction",
+        "redis_evictions": Watch(
             "Redis evicts keys (memory full)",
-            0,
-            ABOVE,
             _per_node("Evictions", members, "Sum"),
             expression=f"SUM([{nodes}])",
             treat_missing_data="notBreaching",
         ),
-    ]
+    }
 
 
-def queue_specs(b: Baselines, w: Watched) -> list[AlarmSpec]:
-    return [
-        AlarmSpec(
-            "queue-age",
-            "warning",
-            "app_alarms.processing_lag_s",
+def _queue(w: Watched) -> dict[str, Watch]:
+    dlq = {"QueueName": w.dead_letter_queue_name}
+    return {
+        "queue_age": Watch(
             "Oldest job waits longer than the lag limit",
-            b.app_alarms.processing_lag_s,
-            ABOVE,
             {"m1": Metric("AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": w.queue_name}, "Maximum")},
         ),
-        AlarmSpec(
-            "dlq-not-empty",
-            "warning",
-            "structural: any dead letter",
+        "dlq_not_empty": Watch(
             "Jobs failed max_receive_count times",
-            0,
-            ABOVE,
-            {
-                "m1": Metric(
-                    "AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": w.dead_letter_queue_name}, "Maximum"
-                )
-            },
+            {"m1": Metric("AWS/SQS", "ApproximateNumberOfMessagesVisible", dlq, "Maximum")},
             evaluation_periods=1,
             datapoints_to_alarm=1,
         ),
-    ]
+    }
 
 
-def app_specs(b: Baselines, w: Watched) -> list[AlarmSpec]:
+def _app(w: Watched) -> dict[str, Watch]:
     """003 application alarms, on what the agent scrapes from /metrics."""
-    a, dims = b.app_alarms, {APP_DIMENSION: w.stack}
-    quiet = {"treat_missing_data": "notBreaching"}  # no traffic, no data: not an incident
-    return [
-        AlarmSpec(
-            "inference-time",
-            "warning",
-            "app_alarms.inference_time_s",
+    dims = {APP_DIMENSION: w.stack}
+    quiet = "notBreaching"  # no traffic, no data: not an incident
+    return {
+        "inference_time": Watch(
             "Mean model inference time, seconds",
-            a.inference_time_s,
-            ABOVE,
             {
                 "total": Metric(APP_NAMESPACE, INFERENCE_SUM, dims, "Sum"),
                 "count": Metric(APP_NAMESPACE, INFERENCE_COUNT, dims, "Sum"),
             },
             expression="IF(count > 0, total / count, 0)",
-            **quiet,
+            treat_missing_data=quiet,
         ),
-        AlarmSpec(
-            "processing-lag",
-            "warning",
-            "app_alarms.processing_lag_s",
+        "processing_lag": Watch(
             "Job processing lag, seconds",
-            a.processing_lag_s,
-            ABOVE,
             {"m1": Metric(APP_NAMESPACE, PROCESSING_LAG, dims, "Maximum")},
-            **quiet,
+            treat_missing_data=quiet,
         ),
-        AlarmSpec(
-            "auth-failure-rate",
-            "warning",
-            "app_alarms.auth_failure_rate_percent",
+        "auth_failure_rate": Watch(
             "Share of authentication attempts that fail, percent",
-            a.auth_failure_rate_percent,
-            ABOVE,
             {
                 "failures": Metric(APP_NAMESPACE, AUTH_FAILURES, dims, "Sum"),
                 "attempts": Metric(APP_NAMESPACE, AUTH_REQUESTS, dims, "Sum"),
             },
             expression="IF(attempts > 0, 100 * FILL(failures, 0) / attempts, 0)",
-            **quiet,
+            treat_missing_data=quiet,
         ),
-    ]
+    }
+
+
+def watches(b: Baselines, w: Watched) -> dict[str, Watch]:
+    """How CloudWatch watches each signal of the catalogue, by signal name."""
+    return _fleet(w) | _database(b, w) | _cache(w) | _queue(w) | _app(w)
+
+
+def cloudwatch_alarms(b: Baselines, w: Watched) -> list[Alarm]:
+    return for_target(catalogue(b, db_replica=w.db_replica_id is not None), Target.CLOUDWATCH)
 
 
 def alarm_specs(b: Baselines, w: Watched) -> list[AlarmSpec]:
-    return [*fleet_specs(b, w), *database_specs(b, w), *cache_specs(b, w), *queue_specs(b, w), *app_specs(b, w)]
-
-
-# The P0 composite: either condition means users get no service.
-SERVICE_DOWN = ("no-healthy-hosts-critical", "error-rate-critical")
+    table = watches(b, w)
+    entries = cloudwatch_alarms(b, w)
+    missing = sorted({a.signal.name for a in entries} - set(table))
+    if missing:
+        raise CatalogueError(
+            f"catalogue entries with no CloudWatch metric: {', '.join(missing)}; add them to {__name__}"
+        )
+    return [AlarmSpec(a, table[a.signal.name]) for a in entries]
 
 
 @dataclass(frozen=True)
@@ -363,6 +301,8 @@ class AlarmsArgs:
     baselines: Baselines
     watched: Watched
     kms_key_arn: pulumi.Input[str]
+    # Where the stack's alarms live besides CloudWatch (the workload's PrometheusRule): named in the outputs.
+    other_targets: frozenset[Target] = frozenset()
 
 
 def _query(qid: str, m: Metric) -> dict:
@@ -403,11 +343,16 @@ def _metric_inputs(spec: AlarmSpec) -> dict:
 class Alarms(Tier):
     TIER = "alarms"
 
+    specs: list[AlarmSpec]
+    topic_arns: dict[Severity, pulumi.Output[str]]
+    alarms: dict[str, dict[str, str]]  # catalogue key -> {target: alarm name}, the `alarms` stack output
+
     def __init__(self, stack: str, tags: dict[str, str], args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
         topics = {sev: self._topic(sev, args) for sev in SEVERITIES}
         self.specs = alarm_specs(args.baselines, args.watched)
         alarms = {}
+        roles = {spec.alarm.key: spec.role for spec in self.specs}
         for spec in self.specs:
             name = self.name_of(spec.role)
             alarms[spec.role] = aws.cloudwatch.MetricAlarm(
@@ -416,9 +361,9 @@ class Alarms(Tier):
                 alarm_description=f"{spec.description}. Threshold from baselines.yaml {spec.baseline}.",
                 comparison_operator=spec.comparison,
                 threshold=spec.threshold,
-                evaluation_periods=spec.evaluation_periods,
-                datapoints_to_alarm=spec.datapoints_to_alarm,
-                treat_missing_data=spec.treat_missing_data,
+                evaluation_periods=spec.watch.evaluation_periods,
+                datapoints_to_alarm=spec.watch.datapoints_to_alarm,
+                treat_missing_data=spec.watch.treat_missing_data,
                 alarm_actions=[topics[spec.severity].arn],
                 ok_actions=[topics[spec.severity].arn],
                 tags=self.tagged(spec.role, Severity=spec.severity, Baseline=spec.baseline),
@@ -426,7 +371,8 @@ class Alarms(Tier):
                 **_metric_inputs(spec),
             )
         down_name = self.name_of("service-down")
-        rule = " OR ".join(f'ALARM("{self.name_of(role)}")' for role in SERVICE_DOWN)
+        down = [roles[key] for key in SERVICE_DOWN]
+        rule = " OR ".join(f'ALARM("{self.name_of(role)}")' for role in down)
         aws.cloudwatch.CompositeAlarm(
             down_name,
             alarm_name=down_name,
@@ -435,14 +381,13 @@ class Alarms(Tier):
             alarm_actions=[topics["critical"].arn],
             ok_actions=[topics["critical"].arn],
             tags=self.tagged("service-down", Severity="critical", Priority="P0"),
-            opts=pulumi.ResourceOptions.merge(
-                self.child, pulumi.ResourceOptions(depends_on=[alarms[r] for r in SERVICE_DOWN])
-            ),
+            opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=[alarms[r] for r in down])),
         )
-        self.finish(
-            topic_arns={sev: t.arn for sev, t in topics.items()},
-            alarm_names=[self.name_of(s.role) for s in self.specs] + [down_name],
-        )
+        self.topic_arns = {sev: t.arn for sev, t in topics.items()}
+        entries = [spec.alarm for spec in self.specs]
+        self.alarms = names_by_key(entries, stack, frozenset({Target.CLOUDWATCH}) | args.other_targets)
+        self.alarms[SERVICE_DOWN_KEY] = {Target.CLOUDWATCH.value: down_name}
+        self.register_outputs({"topic_arns": self.topic_arns, "alarms": self.alarms})
 
     def _topic(self, severity: Severity, args: AlarmsArgs) -> aws.sns.Topic:
         topic = aws.sns.Topic(

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.tier import Tier
+from pynomaly_ops.naming import queue_names
 from pynomaly_ops.settings import Queue as QueueSettings
 
 # What a job producer/consumer needs on the job queue, and nothing more
@@ -32,13 +33,6 @@ QUEUE_CLIENT_ACTIONS = [
 class QueueTierArgs:
     settings: QueueSettings
     kms_key_arn: pulumi.Input[str]
-
-
-def queue_names(stack: str) -> tuple[str, str]:
-    """Physical names of the job queue and its DLQ; the local stack uses them too."""
-    from pynomaly_ops.naming import resource_name
-
-    return resource_name(stack, "queue", "jobs"), resource_name(stack, "queue", "jobs-dlq")
 
 
 class QueueTier(Tier):

@@ -3,14 +3,14 @@ the stack outputs (the same keys as ``pulumi stack output --json``)."""
 
 from __future__ import annotations
 
-from functools import cached_property
-
-from infra.queues import queue_names
 from local.layout import REGIONAL, STACK, ZONES, Layout
 from local.programs import FLEET_GROUP, PATRONI_MEMBERS, SENTINEL_MASTER, SENTINELS
+from local.rules import local_alarms
 from pynomaly_ops import outputs as keys
+from pynomaly_ops.alarms import Target, names_by_key
 from pynomaly_ops.baselines import load
-from pynomaly_ops.naming import resource_name
+from pynomaly_ops.environment import environment
+from pynomaly_ops.naming import queue_names, resource_name
 from pynomaly_ops.settings import Queue as QueueSettings
 from pynomaly_ops.settings import Storage as StorageSettings
 from pynomaly_ops.settings import schema
@@ -28,11 +28,11 @@ def tier_defaults(tier: str) -> dict[str, object]:
 
 
 def queue_settings() -> QueueSettings:
-    return QueueSettings(**tier_defaults("queue"))
+    return QueueSettings.model_validate(tier_defaults("queue"))
 
 
 def storage_settings() -> StorageSettings:
-    return StorageSettings(**tier_defaults("storage"))
+    return StorageSettings.model_validate(tier_defaults("storage"))
 
 
 class Wiring:
@@ -45,7 +45,7 @@ class Wiring:
     def aws_endpoint_url(self) -> str:
         return f"http://{REGIONAL}:{self.ports['moto']}"
 
-    @cached_property
+    @property
     def queue_names(self) -> tuple[str, str]:
         return queue_names(STACK)
 
@@ -75,35 +75,27 @@ class Wiring:
             "target_session_attrs=read-write connect_timeout=3"
         )
 
-    def superuser_dsn(self, host: str, dbname: str = "postgres") -> str:
-        return (
-            f"host={host} port={self.ports['postgres']} dbname={dbname} user=postgres "
-            f"password={self.layout.secrets['postgres_password']} connect_timeout=3"
-        )
-
     @property
-    def sentinels(self) -> str:
-        return ",".join(f"{ZONES[zone]}:{self.ports['sentinel']}" for zone in SENTINELS.values())
+    def sentinels(self) -> list[tuple[str, int]]:
+        return [(ZONES[zone], self.ports["sentinel"]) for zone in SENTINELS.values()]
 
     def regional(self, port_name: str) -> str:
         return f"{REGIONAL}:{self.ports[port_name]}"
 
     # --- the service -------------------------------------------------------
     def service_env(self) -> dict[str, str]:
-        return AWS_ENV | {
-            "PYNOMALY_DB_DSN": self.db_dsn(),
-            "PYNOMALY_REDIS_SENTINELS": self.sentinels,
-            "PYNOMALY_REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
-            "PYNOMALY_AWS_ENDPOINT_URL": self.aws_endpoint_url,
-            "PYNOMALY_QUEUE_URL": self.queue_url(self.queue_names[0]),
-            "PYNOMALY_ARTIFACTS_BUCKET": self.artifacts_bucket,
-            "PYNOMALY_BOOTSTRAP_API_KEY": self.layout.secrets["api_key"],
-        }
+        return AWS_ENV | environment(
+            db_dsn=self.db_dsn(),
+            redis_sentinels=self.sentinels,
+            redis_sentinel_master=SENTINEL_MASTER,
+            aws_endpoint_url=self.aws_endpoint_url,
+            queue_url=self.queue_url(self.queue_names[0]),
+            artifacts_bucket=self.artifacts_bucket,
+            bootstrap_api_key=self.layout.secrets["api_key"],
+        )
 
     # --- outputs -----------------------------------------------------------
     def outputs(self) -> dict[str, object]:
-        from local.rules import alarm_names
-
         jobs, dlq = self.queue_names
         data = {
             keys.LOAD_BALANCER_URL: f"http://{self.regional('lb')}",
@@ -116,7 +108,7 @@ class Wiring:
             keys.ARTIFACTS_BUCKET: self.artifacts_bucket,
             keys.BACKUPS_BUCKET: self.backups_bucket,
             keys.ASG_NAME: resource_name(STACK, "app", FLEET_GROUP),
-            keys.ALARM_NAMES: alarm_names(load()),
+            keys.ALARMS: names_by_key(local_alarms(load()), STACK, frozenset({Target.PROMETHEUS})),
             keys.DB_WRITER_DSN: self.db_dsn(),
             keys.API_KEY: self.layout.secrets["api_key"],
             keys.AWS_ENDPOINT_URL: self.aws_endpoint_url,

@@ -1,4 +1,4 @@
-"""Resource naming shared by the Pulumi program and the local stack."""
+"""Resource naming shared by the Pulumi program and the local stack: `<stack>-<tier>-<role>`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ from __future__ import annotations
 def resource_name(stack: str, tier: str, role: str) -> str:
     """``<stack>-<tier>-<role>``: the name of every resource the project makes."""
     return f"{stack}-{tier}-{role}"
+
+
+def queue_names(stack: str) -> tuple[str, str]:
+    """Physical names of the job queue and its dead-letter queue, in AWS and on the local stack."""
+    return resource_name(stack, "queue", "jobs"), resource_name(stack, "queue", "jobs-dlq")
 
 
 def component_type(tier: str, name: str) -> str:

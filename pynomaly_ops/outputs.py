@@ -27,7 +27,7 @@ ARTIFACTS_BUCKET = "artifacts_bucket"
 BACKUPS_BUCKET = "backups_bucket"
 ASG_NAME = "asg_name"
 ALARM_TOPIC_ARNS = "alarm_topic_arns"  # {"warning": arn, "critical": arn}
-ALARM_NAMES = "alarm_names"
+ALARMS = "alarms"  # {catalogue key: {target: alarm name}}, pynomaly_ops/alarms.py
 
 # Keys only some targets have.
 CLUSTER_NAME = "cluster_name"  # EKS, when the stack declares it
@@ -56,13 +56,21 @@ class StackOutputs(BaseModel):
     redis_auth_secret_arn: str | None = None
     asg_name: str | None = None
     alarm_topic_arns: dict[str, str] = {}
-    alarm_names: list[str] = []
+    alarms: dict[str, dict[str, str]] = {}
     cluster_name: str | None = None
     workload_namespace: str | None = None
     db_writer_dsn: str | None = None
     api_key: str | None = None
     aws_endpoint_url: str | None = None
     prometheus_url: str | None = None
+
+    def alarm_name(self, key: str) -> str:
+        """This target's name of the catalogue alarm ``key`` (e.g. ``error_rate.critical``)."""
+        try:
+            names = self.alarms[key]
+        except KeyError:
+            raise KeyError(f"this target has no alarm {key!r}; it has: {', '.join(sorted(self.alarms))}") from None
+        return next(iter(names.values()))
 
     @classmethod
     def from_json_file(cls, path: Path | str) -> StackOutputs:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pynomaly_cli.offline import Rendering, Resource, render
+from pynomaly_cli.offline import SECRET, Rendering, Resource, render
 from pynomaly_ops import baselines
 from pynomaly_ops import settings as stack_settings
 
@@ -111,3 +113,34 @@ def write_baselines(tmp_path: Path, change) -> Path:
     path = tmp_path / "baselines.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+# --- what the fleet's instances and the secrets tests read ---------------------------------------
+def user_data(r, stack) -> str:
+    return base64.b64decode(inputs(r, f"{stack}-fleet-lt")["userData"]).decode()
+
+
+def heredoc(script: str, marker: str) -> str:
+    return re.search(rf"<<'{marker}'\n(.*?)\n{marker}\n", script, re.S).group(1)
+
+
+def secret_values(value: Any, inside: bool = False) -> set[str]:
+    """Every string found under a secret marker."""
+    if isinstance(value, dict):
+        if set(value) == {SECRET}:
+            return secret_values(value[SECRET], True)
+        return set().union(*(secret_values(v, inside) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(secret_values(v, inside) for v in value)) if value else set()
+    return {value} if inside and isinstance(value, str) else set()
+
+
+def plain_strings(value: Any) -> list[str]:
+    """Every string outside secret markers."""
+    if isinstance(value, dict):
+        if set(value) == {SECRET}:
+            return []
+        return [s for v in value.values() for s in plain_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in plain_strings(v)]
+    return [value] if isinstance(value, str) else []

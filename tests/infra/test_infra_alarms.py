@@ -143,19 +143,19 @@ def test_data_tier_alarms_watch_the_right_metrics(r, cfg):
 
 
 def test_app_alarms_read_the_service_metrics_in_the_custom_namespace(r):
-    from service import metrics as names
+    from pynomaly_ops import metrics as names
 
     alarms = alarms_of(r)
-    assert _metric(alarms["processing-lag-warning"])[:2] == ("Pynomaly/App", names.JOB_PROCESSING_LAG_NAME)
+    assert _metric(alarms["processing-lag-warning"])[:2] == ("Pynomaly/App", names.JOB_PROCESSING_LAG)
     _, metrics = _queries(alarms["auth-failure-rate-warning"])
     assert set(metrics.values()) == {
-        ("Pynomaly/App", names.AUTH_FAILURES_NAME),
-        ("Pynomaly/App", names.AUTH_REQUESTS_NAME),
+        ("Pynomaly/App", names.AUTH_FAILURES),
+        ("Pynomaly/App", names.AUTH_REQUESTS),
     }
     _, metrics = _queries(alarms["inference-time-warning"])
     assert {m for _, m in metrics.values()} == {
-        f"{names.INFERENCE_DURATION_NAME}_sum",
-        f"{names.INFERENCE_DURATION_NAME}_count",
+        f"{names.INFERENCE_DURATION}_sum",
+        f"{names.INFERENCE_DURATION}_count",
     }
 
 
@@ -173,7 +173,15 @@ def test_service_down_composite_pages_critical(r):
 def test_outputs_list_every_alarm_and_both_topics(r):
     alarm_names = {a.plain_inputs["name"] for a in r.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     alarm_names.add(r.of_type("aws:cloudwatch/compositeAlarm:CompositeAlarm")[0].plain_inputs["alarmName"])
-    assert set(r.outputs["alarm_names"]) == alarm_names
+    outputs = {names["cloudwatch"] for names in r.outputs["alarms"].values() if "cloudwatch" in names}
+    assert outputs == alarm_names  # the CloudWatch alarms and the composite, by catalogue key
+    rule_groups = [
+        g
+        for rule in r.of_type("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+        for g in rule.plain_inputs["spec"]["groups"]
+    ]
+    k8s = {names["kubernetes"] for names in r.outputs["alarms"].values() if "kubernetes" in names}
+    assert k8s == {rule["alert"] for group in rule_groups for rule in group["rules"]}  # empty without the operator
     assert r.outputs["alarm_topic_arns"] == {sev: r.named(f"{r.stack}-alarms-{sev}").state["arn"] for sev in SEVERITIES}
 
 

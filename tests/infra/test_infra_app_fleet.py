@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 
-from infra_helpers import as_list, inputs, policy, rid, statements
+from infra_helpers import as_list, heredoc, inputs, policy, rid, statements, user_data
 
 from pynomaly_cli.offline import ACCOUNT
-
-
-def _user_data(r, stack) -> str:
-    return base64.b64decode(inputs(r, f"{stack}-fleet-lt")["userData"]).decode()
-
-
-def _heredoc(script: str, marker: str) -> str:
-    return re.search(rf"<<'{marker}'\n(.*?)\n{marker}\n", script, re.S).group(1)
 
 
 def test_launch_template_requires_imdsv2_with_hop_limit_one(r, stack, cfg):
@@ -43,10 +34,10 @@ def test_launch_template_uses_the_instance_profile_and_app_group(r, stack):
 
 
 def test_user_data_installs_the_cloudwatch_agent_for_memory_disk_and_app_metrics(r, stack, cfg):
-    script = _user_data(r, stack)
+    script = user_data(r, stack)
     assert "dnf install -y amazon-cloudwatch-agent" in script
     assert "amazon-cloudwatch-agent-ctl -a fetch-config" in script
-    agent = json.loads(_heredoc(script, "AGENT"))
+    agent = json.loads(heredoc(script, "AGENT"))
     collected = agent["metrics"]["metrics_collected"]
     assert collected["mem"]["measurement"] == ["mem_used_percent"]
     assert collected["disk"]["measurement"] == ["used_percent"]
@@ -54,7 +45,7 @@ def test_user_data_installs_the_cloudwatch_agent_for_memory_disk_and_app_metrics
     prom = agent["logs"]["metrics_collected"]["prometheus"]
     assert prom["emf_processor"]["metric_namespace"] == "Pynomaly/App"
     # The agent scrapes the local proxy, which reads the app's /metrics on the app port.
-    scrape = json.loads(_heredoc(script, "PROMETHEUS"))["scrape_configs"][0]
+    scrape = json.loads(heredoc(script, "PROMETHEUS"))["scrape_configs"][0]
     assert scrape["metrics_path"] == "/metrics"
     (target,) = scrape["static_configs"][0]["targets"]
     proxy = re.search(r"ExecStart=/usr/bin/python3 (\S+) (\S+) (\d+)", script)

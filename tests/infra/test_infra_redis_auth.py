@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from infra_helpers import as_list, inputs, policy, rid, statements
-from test_infra_app_fleet import _user_data
-from test_infra_secrets_and_outputs import plain_strings, secret_values
+from infra_helpers import as_list, inputs, plain_strings, policy, rid, secret_values, statements, user_data
 
 from infra import app_fleet
 from pynomaly_cli.offline import SECRET
@@ -58,7 +56,7 @@ def test_fleet_role_reads_exactly_that_secret_and_its_key(r, stack):
 
 
 def test_user_data_fetches_the_token_into_a_root_only_file_for_the_units(r, stack, cfg):
-    script = _user_data(r, stack)
+    script = user_data(r, stack)
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # the boot script parses
     path = app_fleet.REDIS_PASSWORD_PATH
     fetch = re.search(r"\(umask 077 && .*?aws secretsmanager get-secret-value(.*?)\)\n", script, re.S)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from infra_helpers import plain_strings, secret_values
 
-from pynomaly_cli.offline import ACCOUNT, SECRET
+from pynomaly_cli.offline import ACCOUNT
 from pynomaly_ops import outputs as keys
 from pynomaly_ops.baselines import load
 
@@ -23,30 +23,8 @@ TIER_COMPONENTS = {
 PLATFORM_OUTPUTS = [
     keys.LOAD_BALANCER_URL, keys.DB_WRITER_ENDPOINT, keys.DB_READER_ENDPOINT, keys.DB_SECRET_ARN,
     keys.REDIS_PRIMARY_ENDPOINT, keys.REDIS_READER_ENDPOINT, keys.QUEUE_URL, keys.DEAD_LETTER_QUEUE_URL,
-    keys.ARTIFACTS_BUCKET, keys.BACKUPS_BUCKET, keys.ASG_NAME, keys.ALARM_TOPIC_ARNS, keys.ALARM_NAMES,
+    keys.ARTIFACTS_BUCKET, keys.BACKUPS_BUCKET, keys.ASG_NAME, keys.ALARM_TOPIC_ARNS, keys.ALARMS,
 ]  # fmt: skip
-
-
-def secret_values(value: Any, inside: bool = False) -> set[str]:
-    """Every string found under a secret marker."""
-    if isinstance(value, dict):
-        if set(value) == {SECRET}:
-            return secret_values(value[SECRET], True)
-        return set().union(*(secret_values(v, inside) for v in value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*(secret_values(v, inside) for v in value)) if value else set()
-    return {value} if inside and isinstance(value, str) else set()
-
-
-def plain_strings(value: Any) -> list[str]:
-    """Every string outside secret markers."""
-    if isinstance(value, dict):
-        if set(value) == {SECRET}:
-            return []
-        return [s for v in value.values() for s in plain_strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in plain_strings(v)]
-    return [value] if isinstance(value, str) else []
 
 
 def test_no_secret_appears_in_plain_text_in_any_input_or_output(r):

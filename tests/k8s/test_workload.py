@@ -11,6 +11,7 @@ import yaml
 from infra.workload import COLORS, deployment_name, namespace_for
 from pynomaly_cli.offline import SECRET
 from pynomaly_cli.render_k8s import secret_paths
+from pynomaly_ops.alarms import Target, catalogue, for_target
 from pynomaly_ops.baselines import load
 
 B = load()
@@ -302,19 +303,24 @@ def test_prometheus_rule_only_with_the_operator(prod, variant):
     (rule,) = variant.all("PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     rules = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
-    assert rules["PynomalyPodsBelowMinimum"]["expr"].endswith(f"< {B.scaling.pods_min}")
-    assert 'deployment="pynomaly-green"' in rules["PynomalyPodsBelowMinimum"]["expr"]  # follows the active colour
-    assert "PynomalyPodRestarts" in rules
+    assert rules["PynomalyPodsBelowMinimumCritical"]["expr"].endswith(f"< {B.scaling.pods_min}")
+    assert (
+        'deployment="pynomaly-green"' in rules["PynomalyPodsBelowMinimumCritical"]["expr"]
+    )  # follows the active colour
+    assert rules["PynomalyPodRestartsWarning"]["for"] == "0m"
     for name, level in (
-        ("PynomalyPodCpu", B.thresholds.cpu_percent),
-        ("PynomalyPodMemory", B.thresholds.memory_percent),
-        ("PynomalyLatencyP95", B.thresholds.response_time_p95_ms),
+        ("PynomalyCpu", B.thresholds.cpu_percent),
+        ("PynomalyMemory", B.thresholds.memory_percent),
+        ("PynomalyResponseTimeP95", B.thresholds.response_time_p95_ms),
         ("PynomalyErrorRate", B.thresholds.error_rate_percent),
     ):
         assert rules[f"{name}Warning"]["expr"].endswith(f"> {level.warning:g}")
         assert rules[f"{name}Critical"]["expr"].endswith(f"> {level.critical:g}")
         assert rules[f"{name}Critical"]["labels"]["severity"] == "critical"
-    assert rules["PynomalyProcessingLag"]["expr"].endswith(f"> {B.app_alarms.processing_lag_s:g}")
+    assert rules["PynomalyProcessingLagWarning"]["expr"].endswith(f"> {B.app_alarms.processing_lag_s:g}")
+    # exactly the catalogue's entries for Kubernetes, under the catalogue's names and keys
+    expected = {a.name(Target.KUBERNETES, "prod"): a.key for a in for_target(catalogue(B), Target.KUBERNETES)}
+    assert {name: r["labels"]["alarm_key"] for name, r in rules.items()} == expected
 
 
 def test_a_grace_period_shorter_than_a_message_is_refused_naming_the_keys():
