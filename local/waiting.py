@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Timeout(RuntimeError):
     pass
 
 
-def wait_for(what: str, ready: Callable[[], object], timeout_s: float, interval_s: float = 0.2) -> object:
-    """Poll ``ready`` until it returns something truthy or the deadline passes.
+def wait_for(what: str, ready: Callable[[], T], timeout_s: float, interval_s: float = 0.2) -> T:
+    """Poll ``ready`` until it returns something truthy or the deadline passes; returns that value.
 
-    Exceptions from ``ready`` count as "not yet"; the last one is reported.
+    Exceptions from ``ready`` count as "not yet" (a server still starting refuses connections) and the
+    last one is named in the timeout message, except ``AssertionError``: a failed check is a verdict,
+    not a state to wait out, so it propagates at once.
     """
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
@@ -22,9 +27,11 @@ def wait_for(what: str, ready: Callable[[], object], timeout_s: float, interval_
             result = ready()
             if result:
                 return result
-        except Exception as exc:  # a server still starting refuses connections
+        except AssertionError:
+            raise
+        except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
+            detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
             raise Timeout(f"{what} not ready after {timeout_s:g}s{detail}")
         time.sleep(interval_s)
