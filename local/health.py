@@ -9,7 +9,7 @@ import httpx
 import redis
 
 from local.layout import ZONES
-from local.programs import PATRONI_MEMBERS, SENTINEL_MASTER, Check, Program
+from local.programs import ETCD_MEMBERS, PATRONI_MEMBERS, SENTINEL_MASTER, Check, Program
 
 PROBE_TIMEOUT_S = 1.0
 
@@ -88,6 +88,31 @@ def patroni_roles(patroni_port: int) -> dict[str, str]:
     """member name -> role ("leader", "sync_standby", "replica"), running members only."""
     members = patroni_cluster(patroni_port).get("members", [])
     return {m["name"]: m["role"] for m in members if m.get("state") in ("running", "streaming")}
+
+
+def patroni_leader(patroni_port: int) -> str | None:
+    """The running member that holds the leader key, if any."""
+    return next((m for m, r in patroni_roles(patroni_port).items() if r == "leader"), None)
+
+
+def etcd_leader(etcd_port: int) -> str:
+    """The etcd member that leads the Raft group, as the members that answer see it.
+
+    Raises ConnectionError when none answers, when the leader itself does not (its id has no name
+    then) or when the answering members disagree (an election is under way).
+    """
+    names: dict[str, str] = {}
+    leaders: set[str] = set()
+    for name, zone in ETCD_MEMBERS.items():
+        try:
+            status = httpx.post(f"http://{ZONES[zone]}:{etcd_port}/v3/maintenance/status", json={}, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            continue  # a frozen or dead member: ask the others
+        names[status["header"]["member_id"]] = name
+        leaders.add(status["leader"])
+    if len(leaders) != 1 or (leader := leaders.pop()) not in names:
+        raise ConnectionError(f"no etcd leader agreed on by the members that answer ({sorted(names.values())})")
+    return names[leader]
 
 
 def database_ready(patroni_port: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -17,7 +18,7 @@ from local import health, render
 from local.aws import ensure_resources
 from local.database import ensure_app_database
 from local.haproxy import HAProxy
-from local.layout import REGIONAL, ZONES, Layout
+from local.layout import REGIONAL, ZONES, Layout, state_dir_from
 from local.procs import holder, kill_all, listeners, stack_pids
 from local.programs import (
     ETCD_MEMBERS,
@@ -372,3 +373,10 @@ def open_stack(state_dir: Path, say: Say = print, create: bool = False) -> Stack
         layout = Layout.create(state_dir, instances=load().scaling.instances_normal)
         layout.save()
     return Stack(layout, say)
+
+
+def running_stack(state_dir: str | Path | None = None, say: Say | None = None) -> Stack:
+    """The existing stack in ``state_dir`` (default: as the `local` commands resolve it), for code that observes
+    or breaks a running stack (local.probes, local.faults); its messages go to the ``local`` logger."""
+    directory = state_dir_from(None if state_dir is None else Path(state_dir))
+    return open_stack(directory, say or logging.getLogger("local").info)

@@ -1,0 +1,106 @@
+"""Break the local stack: kill, freeze and resume processes, lose the database primary, change the fleet's size.
+
+Plain typed functions with JSON-friendly arguments, called by the tests and by Chaos Toolkit experiments
+alike (``{"type": "python", "module": "local.faults", "func": "kill_database_primary"}``). Each takes
+``state_dir`` (default: as the `local` commands resolve it), raises when it cannot act, and returns a dict
+saying what it did, with the wall-clock ``time`` of the fault (pass it as ``since`` to the probes' waits).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from local import probes
+from local.programs import PATRONI_MEMBERS, patroni_program
+from local.stack import running_stack
+
+
+class FaultError(RuntimeError):
+    """The fault could not be injected (unknown program, nothing running under that name...)."""
+
+
+def parse_signal(sig: str | int) -> signal.Signals:
+    """``"SIGKILL"``, ``"KILL"``, ``"kill"`` or ``9``."""
+    try:
+        if isinstance(sig, int):
+            return signal.Signals(sig)
+        name = sig.strip().upper()
+        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except (KeyError, ValueError):
+        raise ValueError(f"unknown signal {sig!r}") from None
+
+
+def _running_pid(name: str, state_dir: str | None) -> int:
+    try:
+        pid = probes.process_pid(name, state_dir)
+    except probes.ProbeError as exc:
+        raise FaultError(str(exc)) from None
+    if pid is None:
+        raise FaultError(f"{name} is not running: nothing to signal")
+    return pid
+
+
+def _signal(name: str, pid: int, sig: signal.Signals) -> dict[str, Any]:
+    os.kill(pid, sig)
+    return {"name": name, "pid": pid, "signal": sig.name, "time": time.time()}
+
+
+def kill_process(name: str, sig: str | int = "SIGKILL", state_dir: str | None = None) -> dict[str, Any]:
+    """Send ``sig`` to supervisord program ``name`` (SIGKILL: a lost host; supervisord starts a new one)."""
+    return _signal(name, _running_pid(name, state_dir), parse_signal(sig))
+
+
+def freeze_process(name: str, state_dir: str | None = None) -> dict[str, Any]:
+    """SIGSTOP: the process holds its sockets and answers nothing, as a hung host; supervisord sees it running."""
+    return kill_process(name, signal.SIGSTOP, state_dir)
+
+
+def resume_process(name: str, state_dir: str | None = None) -> dict[str, Any]:
+    """SIGCONT a frozen process."""
+    return kill_process(name, signal.SIGCONT, state_dir)
+
+
+def kill_database_member(member: str, state_dir: str | None = None) -> dict[str, Any]:
+    """SIGKILL a Patroni member and its postmaster: a lost database host (PostgreSQL would outlive Patroni)."""
+    if member not in PATRONI_MEMBERS:
+        raise FaultError(f"{member!r} is not a database member; one of {sorted(PATRONI_MEMBERS)}")
+    program = patroni_program(member)
+    patroni_pid = _running_pid(program, state_dir)
+    postmaster = probes.postmaster_pid(member, state_dir)  # both read before either dies
+    done = _signal(program, patroni_pid, signal.SIGKILL)
+    if postmaster is not None:
+        try:
+            os.kill(postmaster, signal.SIGKILL)
+        except ProcessLookupError:
+            postmaster = None  # it had already gone
+    return done | {"member": member, "postmaster_pid": postmaster}
+
+
+def kill_database_primary(state_dir: str | None = None) -> dict[str, Any]:
+    """Lose the PostgreSQL primary's host; returns which member it was (``member``)."""
+    try:
+        leader = probes.patroni_leader(state_dir)
+    except (probes.ProbeError, ConnectionError) as exc:
+        raise FaultError(f"no primary to kill: {exc}") from None
+    return kill_database_member(leader, state_dir)
+
+
+def kill_supervisord(state_dir: str | None = None) -> dict[str, Any]:
+    """SIGKILL supervisord itself, as a crashed host: its programs live on as orphans, its socket and pid file
+    stay behind, and nothing restarts what dies next (the next `local up` clears it all)."""
+    pid = running_stack(state_dir).supervisor.pid()
+    if pid is None:
+        raise FaultError("supervisord is not running: nothing to kill")
+    return _signal("supervisord", pid, signal.SIGKILL)
+
+
+def scale_instances(count: int, state_dir: str | None = None) -> dict[str, Any]:
+    """Change the API instance count (started and checked before they take traffic, drained before removal)."""
+    stack = running_stack(state_dir)
+    before, started = stack.layout.instances, time.monotonic()
+    at = time.time()
+    stack.scale(count)
+    return {"name": "fleet", "from": before, "to": count, "seconds": time.monotonic() - started, "time": at}
