@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from pynomaly_ops import REPO_ROOT
@@ -113,7 +113,6 @@ class Layout:
     secrets: dict[str, str]
     instances: int
     workers: int = 2
-    extra: dict[str, str] = field(default_factory=dict)
 
     FILE = "stack.json"
 
@@ -157,7 +156,9 @@ class Layout:
         path = state_dir / cls.FILE
         if not path.exists():
             return None
-        data = json.loads(path.read_text())
+        # Keys an older version recorded and this one no longer has are dropped.
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in json.loads(path.read_text()).items() if k in known}
         for key in ("state_dir", "db_dir", "run_dir"):
             data[key] = Path(data[key])
         return cls(**data)

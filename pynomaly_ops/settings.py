@@ -303,8 +303,6 @@ class StackSettings(_Tier):
             ):
                 if not on:
                     raise _KeyError(key, f"must stay true in a stack named {self.stack}")
-        if self.workload.worker_termination_grace_s <= 0:
-            raise _KeyError("workload.worker_termination_grace_s", "must be positive")
         return self
 
     @model_validator(mode="after")
