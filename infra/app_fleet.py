@@ -319,12 +319,14 @@ AGENT
 class AppFleet(Tier):
     TIER = "fleet"
 
+    asg_name: pulumi.Output[str]
+    role_name: pulumi.Output[str | None]  # the instance role's
+
     def __init__(
         self, stack: str, tags: dict[str, str], args: AppFleetArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__(stack, tags, opts)
         s = args.settings
-        self.asg_name = self.name_of("asg")
         groups = {
             role: aws.cloudwatch.LogGroup(
                 self.name_of(f"{role}-logs"),
@@ -374,7 +376,7 @@ class AppFleet(Tier):
         )
         group = aws.autoscaling.Group(
             self.name_of("asg"),
-            name=self.asg_name,
+            name=self.name_of("asg"),
             min_size=args.scaling.instances_normal,
             desired_capacity=args.scaling.instances_normal,
             max_size=args.scaling.instances_high_load,
@@ -417,7 +419,9 @@ class AppFleet(Tier):
             },
             opts=self.child,
         )
-        self.finish(asg_name=group.name, role_name=profile.role)
+        self.asg_name = group.name
+        self.role_name = profile.role
+        self.register_outputs({"asg_name": self.asg_name, "role_name": self.role_name})
 
     @staticmethod
     def _platform(args: AppFleetArgs, app_port: int) -> pulumi.Output[Platform]:

@@ -46,6 +46,14 @@ def member_cluster_ids(replication_group_id: str, nodes: int) -> list[str]:
 class Cache(Tier):
     TIER = "cache"
 
+    primary_endpoint: pulumi.Output[str]
+    reader_endpoint: pulumi.Output[str]
+    auth_token: pulumi.Output[str]  # a secret Output
+    auth_secret_arn: pulumi.Output[str]  # where clients read the token
+    replication_group_id: str
+    member_cluster_ids: list[str]
+    security_group_id: pulumi.Output[str]
+
     def __init__(self, stack: str, tags: dict[str, str], args: CacheArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
         s = args.settings
@@ -111,14 +119,23 @@ class Cache(Tier):
             tags=self.tagged("redis"),
             opts=self.child,
         )
-        self.finish(
-            primary_endpoint=group.primary_endpoint_address,
-            reader_endpoint=group.reader_endpoint_address,
-            auth_token=token.result,
-            auth_secret_arn=auth_secret.arn,
-            replication_group_id=group_id,
-            member_cluster_ids=member_cluster_ids(group_id, nodes),
-            security_group_id=sg.id,
+        self.primary_endpoint = group.primary_endpoint_address
+        self.reader_endpoint = group.reader_endpoint_address
+        self.auth_token = token.result
+        self.auth_secret_arn = auth_secret.arn
+        self.replication_group_id = group_id
+        self.member_cluster_ids = member_cluster_ids(group_id, nodes)
+        self.security_group_id = sg.id
+        self.register_outputs(
+            {
+                "primary_endpoint": self.primary_endpoint,
+                "reader_endpoint": self.reader_endpoint,
+                "auth_token": self.auth_token,
+                "auth_secret_arn": self.auth_secret_arn,
+                "replication_group_id": self.replication_group_id,
+                "member_cluster_ids": self.member_cluster_ids,
+                "security_group_id": self.security_group_id,
+            }
         )
 
     def _auth_secret(self, token: random.RandomPassword, kms_key_arn: pulumi.Input[str]) -> aws.secretsmanager.Secret:

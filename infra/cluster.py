@@ -79,6 +79,15 @@ def kubeconfig(name: str, endpoint: str, ca_data: str, region: str) -> str:
 class Cluster(Tier):
     TIER = "cluster"
 
+    cluster: aws.eks.Cluster
+    name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    provider: k8s.Provider  # every Kubernetes resource of the stack goes through it
+    security_group_id: pulumi.Output[str]  # the nodes' (and so the pods') group
+    oidc_provider_arn: pulumi.Output[str]  # for IRSA roles
+    oidc_provider_url: pulumi.Output[str]
+
     def __init__(self, stack: str, tags: dict[str, str], args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
         s = args.settings
@@ -136,15 +145,25 @@ class Cluster(Tier):
             kubeconfig=config,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group]),
         )
-        self.finish(
-            name=cluster.name,
-            cluster=cluster,
-            endpoint=cluster.endpoint,
-            kubeconfig=config,
-            provider=provider,
-            security_group_id=nodes_sg.id,
-            oidc_provider_arn=oidc.arn,
-            oidc_provider_url=oidc.url,
+        self.cluster = cluster
+        self.name = cluster.name
+        self.endpoint = cluster.endpoint
+        self.kubeconfig = config
+        self.provider = provider
+        self.security_group_id = nodes_sg.id
+        self.oidc_provider_arn = oidc.arn
+        self.oidc_provider_url = oidc.url
+        self.register_outputs(
+            {
+                "cluster": self.cluster,
+                "name": self.name,
+                "endpoint": self.endpoint,
+                "kubeconfig": self.kubeconfig,
+                "provider": self.provider,
+                "security_group_id": self.security_group_id,
+                "oidc_provider_arn": self.oidc_provider_arn,
+                "oidc_provider_url": self.oidc_provider_url,
+            }
         )
 
     def _role(

@@ -95,17 +95,22 @@ def autoscaler_policy(cluster_name: pulumi.Input[str], region: str, account_id: 
 class ClusterAddons(Tier):
     TIER = "addons"
 
+    # What the workload's Ingress (and Services) must wait for; None when switched off.
+    load_balancer_controller: k8s.helm.v3.Release | None
+    node_autoscaler: k8s.helm.v3.Release | None
+    releases: list[pulumi.Output[str | None]]  # the installed releases' names
+
     def __init__(
         self, stack: str, tags: dict[str, str], args: ClusterAddonsArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__(stack, tags, opts)
         self.args = args
         s = args.settings
-        #: What the workload's Ingress (and Services) must wait for; None when switched off.
         self.load_balancer_controller = self._load_balancer_controller() if s.load_balancer_controller else None
         self.node_autoscaler = self._node_autoscaler() if s.node_autoscaler else None
-        releases = [r for r in (self.load_balancer_controller, self.node_autoscaler) if r is not None]
-        self.register_outputs({"releases": [r.name for r in releases]})
+        installed = [r for r in (self.load_balancer_controller, self.node_autoscaler) if r is not None]
+        self.releases = [r.name for r in installed]
+        self.register_outputs({"releases": self.releases})
 
     def _role(self, role: str, chart: HelmChart, policy: pulumi.Input[str]) -> pulumi.Output[str]:
         """The ARN of a role only ``kube-system/<chart name>`` can assume."""

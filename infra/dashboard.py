@@ -67,6 +67,8 @@ def body(specs: list[AlarmSpec], region: str) -> dict:
 class Dashboard(Tier):
     TIER = "dashboard"
 
+    dashboard_name: pulumi.Output[str]
+
     def __init__(
         self, stack: str, tags: dict[str, str], args: DashboardArgs, opts: pulumi.ResourceOptions | None = None
     ):
@@ -77,4 +79,5 @@ class Dashboard(Tier):
             dashboard_body=pulumi.Output.from_input(body(args.specs, args.region)).apply(json.dumps),
             opts=self.child,
         )
-        self.finish(dashboard_name=board.dashboard_name)
+        self.dashboard_name = board.dashboard_name
+        self.register_outputs({"dashboard_name": self.dashboard_name})

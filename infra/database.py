@@ -51,6 +51,17 @@ def parameters(tuning: DatabaseBaselines) -> list[dict]:
 class Database(Tier):
     TIER = "database"
 
+    writer_endpoint: pulumi.Output[str]
+    reader_endpoint: pulumi.Output[str]  # the replica's, or the primary's where the stack has no replica
+    secret_arn: pulumi.Output[str]  # the master password's, managed by RDS
+    primary_identifier: str
+    replica_identifier: str | None
+    primary_arn: pulumi.Output[str]
+    resource_id: pulumi.Output[str]
+    security_group_id: pulumi.Output[str]
+    username: str
+    db_name: str
+
     def __init__(
         self, stack: str, tags: dict[str, str], args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
     ):
@@ -105,7 +116,7 @@ class Database(Tier):
             "deletion_protection": s.deletion_protection,
         }
         child_after_role = pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=[attach]))
-        self.primary = aws.rds.Instance(
+        primary = aws.rds.Instance(
             self.name_of("primary"),
             identifier=self.name_of("primary"),
             engine="postgres",
@@ -133,28 +144,40 @@ class Database(Tier):
             **common,
             opts=child_after_role,
         )
-        self.replica = None
+        replica: aws.rds.Instance | None = None
         if s.read_replica:
-            self.replica = aws.rds.Instance(
+            replica = aws.rds.Instance(
                 self.name_of("replica"),
                 identifier=self.name_of("replica"),
-                replicate_source_db=self.primary.identifier,
+                replicate_source_db=primary.identifier,
                 # A replica takes no backups and cannot keep a final snapshot.
                 skip_final_snapshot=True,
                 tags=self.tagged("replica"),
                 **common,
                 opts=child_after_role,
             )
-        reader = self.replica or self.primary
-        self.finish(
-            writer_endpoint=self.primary.address,
-            reader_endpoint=reader.address,
-            secret_arn=self.primary.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn),
-            primary_identifier=self.name_of("primary"),
-            replica_identifier=self.name_of("replica") if self.replica else None,
-            primary_arn=self.primary.arn,
-            resource_id=self.primary.resource_id,
-            security_group_id=sg.id,
-            username=USERNAME,
-            db_name=DB_NAME,
+        reader = replica or primary
+        self.writer_endpoint = primary.address
+        self.reader_endpoint = reader.address
+        self.secret_arn = primary.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
+        self.primary_identifier = self.name_of("primary")
+        self.replica_identifier = self.name_of("replica") if replica else None
+        self.primary_arn = primary.arn
+        self.resource_id = primary.resource_id
+        self.security_group_id = sg.id
+        self.username = USERNAME
+        self.db_name = DB_NAME
+        self.register_outputs(
+            {
+                "writer_endpoint": self.writer_endpoint,
+                "reader_endpoint": self.reader_endpoint,
+                "secret_arn": self.secret_arn,
+                "primary_identifier": self.primary_identifier,
+                "replica_identifier": self.replica_identifier,
+                "primary_arn": self.primary_arn,
+                "resource_id": self.resource_id,
+                "security_group_id": self.security_group_id,
+                "username": self.username,
+                "db_name": self.db_name,
+            }
         )

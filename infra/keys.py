@@ -57,10 +57,13 @@ def _service_grants(purpose: str, account_id: pulumi.Input[str], region: str) ->
 class Keys(Tier):
     TIER = "keys"
 
+    keys: dict[str, aws.kms.Key]
+    arns: dict[str, pulumi.Output[str]]
+
     def __init__(self, stack: str, tags: dict[str, str], args: KeysArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
         root = pulumi.Output.concat("arn:aws:iam::", args.account_id, ":root")
-        keys: dict[str, aws.kms.Key] = {}
+        self.keys = {}
         for purpose in PURPOSES:
             admin = {
                 "Sid": "AccountAdministers",
@@ -85,11 +88,12 @@ class Keys(Tier):
                 target_key_id=key.key_id,
                 opts=self.child,
             )
-            keys[purpose] = key
-        self.finish(keys=keys, arns={p: k.arn for p, k in keys.items()})
+            self.keys[purpose] = key
+        self.arns = {p: k.arn for p, k in self.keys.items()}
+        self.register_outputs({"keys": self.keys, "arns": self.arns})
 
     def arn(self, purpose: str) -> pulumi.Output[str]:
-        return self.keys[purpose].arn
+        return self.arns[purpose]
 
 
 # AWS-managed policies AWS Backup needs to back up and restore RDS and S3.
@@ -112,6 +116,9 @@ class Backups(Tier):
     """AWS Backup: an encrypted vault and a daily plan over the database and buckets."""
 
     TIER = "backup"
+
+    vault_name: pulumi.Output[str]
+    plan_id: pulumi.Output[str]
 
     def __init__(self, stack: str, tags: dict[str, str], args: BackupsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
@@ -157,4 +164,6 @@ class Backups(Tier):
             resources=args.resource_arns,
             opts=self.child,
         )
-        self.finish(vault_name=vault.name, plan_id=plan.id)
+        self.vault_name = vault.name
+        self.plan_id = plan.id
+        self.register_outputs({"vault_name": self.vault_name, "plan_id": self.plan_id})

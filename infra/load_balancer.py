@@ -84,6 +84,13 @@ def waf_rules(rate_limit: int) -> list[dict]:
 class LoadBalancer(Tier):
     TIER = "lb"
 
+    url: pulumi.Output[str]
+    dns_name: pulumi.Output[str]
+    arn_suffix: pulumi.Output[str]
+    target_group_arn: pulumi.Output[str]
+    target_group_arn_suffix: pulumi.Output[str]
+    logs_bucket: pulumi.Output[str]
+
     def __init__(
         self, stack: str, tags: dict[str, str], args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None
     ):
@@ -160,13 +167,21 @@ class LoadBalancer(Tier):
         aws.wafv2.WebAclAssociation(
             self.name_of("waf-association"), resource_arn=alb.arn, web_acl_arn=acl.arn, opts=self.child
         )
-        self.finish(
-            url=pulumi.Output.concat("https://", alb.dns_name),
-            dns_name=alb.dns_name,
-            arn_suffix=alb.arn_suffix,
-            target_group_arn=target_group.arn,
-            target_group_arn_suffix=target_group.arn_suffix,
-            logs_bucket=logs_bucket.bucket,
+        self.url = pulumi.Output.concat("https://", alb.dns_name)
+        self.dns_name = alb.dns_name
+        self.arn_suffix = alb.arn_suffix
+        self.target_group_arn = target_group.arn
+        self.target_group_arn_suffix = target_group.arn_suffix
+        self.logs_bucket = logs_bucket.bucket
+        self.register_outputs(
+            {
+                "url": self.url,
+                "dns_name": self.dns_name,
+                "arn_suffix": self.arn_suffix,
+                "target_group_arn": self.target_group_arn,
+                "target_group_arn_suffix": self.target_group_arn_suffix,
+                "logs_bucket": self.logs_bucket,
+            }
         )
 
     @staticmethod

@@ -47,6 +47,15 @@ def subnet_cidrs(vpc_cidr: str) -> dict[str, list[str]]:
 class Network(Tier):
     TIER = "network"
 
+    vpc_id: pulumi.Output[str]
+    vpc_cidr: str
+    availability_zones: pulumi.Output[list[str]]
+    public_subnet_ids: list[pulumi.Output[str]]
+    app_subnet_ids: list[pulumi.Output[str]]
+    data_subnet_ids: list[pulumi.Output[str]]
+    alb_security_group_id: pulumi.Output[str]
+    app_security_group_id: pulumi.Output[str]
+
     def __init__(self, stack: str, tags: dict[str, str], args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
         s = args.settings
@@ -85,15 +94,25 @@ class Network(Tier):
         )
         self._flow_logs(s.flow_logs_retention_days, args.logs_kms_key_arn)
         alb_sg, app_sg = self._edge_security_groups(args.app_port)
-        self.finish(
-            alb_security_group_id=alb_sg.id,
-            app_security_group_id=app_sg.id,
-            vpc_id=self.vpc.id,
-            vpc_cidr=s.cidr,
-            availability_zones=zones,
-            public_subnet_ids=[x.id for x in self.subnets["public"]],
-            app_subnet_ids=[x.id for x in self.subnets["app"]],
-            data_subnet_ids=[x.id for x in self.subnets["data"]],
+        self.vpc_id = self.vpc.id
+        self.vpc_cidr = s.cidr
+        self.availability_zones = zones
+        self.public_subnet_ids = [x.id for x in self.subnets["public"]]
+        self.app_subnet_ids = [x.id for x in self.subnets["app"]]
+        self.data_subnet_ids = [x.id for x in self.subnets["data"]]
+        self.alb_security_group_id = alb_sg.id
+        self.app_security_group_id = app_sg.id
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc_id,
+                "vpc_cidr": self.vpc_cidr,
+                "availability_zones": self.availability_zones,
+                "public_subnet_ids": self.public_subnet_ids,
+                "app_subnet_ids": self.app_subnet_ids,
+                "data_subnet_ids": self.data_subnet_ids,
+                "alb_security_group_id": self.alb_security_group_id,
+                "app_security_group_id": self.app_security_group_id,
+            }
         )
 
     def _subnets(self, tier: str, cidrs: list[str], zones: pulumi.Output[list[str]]) -> list[aws.ec2.Subnet]:

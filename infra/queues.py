@@ -38,6 +38,15 @@ class QueueTierArgs:
 class QueueTier(Tier):
     TIER = "queue"
 
+    queue: aws.sqs.Queue
+    queue_url: pulumi.Output[str]
+    queue_arn: pulumi.Output[str]
+    queue_name: pulumi.Output[str]
+    dead_letter_queue: aws.sqs.Queue
+    dead_letter_queue_url: pulumi.Output[str]
+    dead_letter_queue_arn: pulumi.Output[str]
+    dead_letter_queue_name: pulumi.Output[str]
+
     def __init__(
         self, stack: str, tags: dict[str, str], args: QueueTierArgs, opts: pulumi.ResourceOptions | None = None
     ):
@@ -76,13 +85,23 @@ class QueueTier(Tier):
             ),
             opts=self.child,
         )
-        self.finish(
-            queue=jobs,
-            dead_letter_queue=dlq,
-            queue_url=jobs.url,
-            queue_arn=jobs.arn,
-            queue_name=jobs.name,
-            dead_letter_queue_url=dlq.url,
-            dead_letter_queue_arn=dlq.arn,
-            dead_letter_queue_name=dlq.name,
+        self.queue = jobs
+        self.queue_url = jobs.url
+        self.queue_arn = jobs.arn
+        self.queue_name = jobs.name
+        self.dead_letter_queue = dlq
+        self.dead_letter_queue_url = dlq.url
+        self.dead_letter_queue_arn = dlq.arn
+        self.dead_letter_queue_name = dlq.name
+        self.register_outputs(
+            {
+                "queue": self.queue,
+                "queue_url": self.queue_url,
+                "queue_arn": self.queue_arn,
+                "queue_name": self.queue_name,
+                "dead_letter_queue": self.dead_letter_queue,
+                "dead_letter_queue_url": self.dead_letter_queue_url,
+                "dead_letter_queue_arn": self.dead_letter_queue_arn,
+                "dead_letter_queue_name": self.dead_letter_queue_name,
+            }
         )

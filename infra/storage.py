@@ -108,6 +108,11 @@ class StorageArgs:
 class Storage(Tier):
     TIER = "storage"
 
+    artifacts_bucket: pulumi.Output[str]
+    artifacts_bucket_arn: pulumi.Output[str]
+    backups_bucket: pulumi.Output[str]
+    backups_bucket_arn: pulumi.Output[str]
+
     def __init__(self, stack: str, tags: dict[str, str], args: StorageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
         buckets = {
@@ -119,9 +124,15 @@ class Storage(Tier):
             )[0]
             for role in BUCKET_ROLES
         }
-        self.finish(
-            artifacts_bucket=buckets["artifacts"].bucket,
-            artifacts_bucket_arn=buckets["artifacts"].arn,
-            backups_bucket=buckets["backups"].bucket,
-            backups_bucket_arn=buckets["backups"].arn,
+        self.artifacts_bucket = buckets["artifacts"].bucket
+        self.artifacts_bucket_arn = buckets["artifacts"].arn
+        self.backups_bucket = buckets["backups"].bucket
+        self.backups_bucket_arn = buckets["backups"].arn
+        self.register_outputs(
+            {
+                "artifacts_bucket": self.artifacts_bucket,
+                "artifacts_bucket_arn": self.artifacts_bucket_arn,
+                "backups_bucket": self.backups_bucket,
+                "backups_bucket_arn": self.backups_bucket_arn,
+            }
         )

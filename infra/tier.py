@@ -15,6 +15,9 @@ class Tier(pulumi.ComponentResource):
 
     Children are created with :attr:`child` options (parented to the
     component) and named with :meth:`name_of` (``<stack>-<tier>-<role>``).
+    A tier declares its outputs as annotated attributes in its class body,
+    assigns them in ``__init__`` and passes them to ``register_outputs``, so
+    what ``__main__`` reads is visible to a reader and a type checker.
     """
 
     TIER: str = ""
@@ -32,12 +35,6 @@ class Tier(pulumi.ComponentResource):
 
     def tagged(self, role: str, **extra: str) -> dict[str, str]:
         return {**self.tags, "Name": self.name_of(role), **extra}
-
-    def finish(self, **outputs: Any) -> None:
-        """Expose ``outputs`` as attributes and register them with the engine."""
-        for key, value in outputs.items():
-            setattr(self, key, value)
-        self.register_outputs(outputs)
 
 
 def policy_document(*statements: dict[str, Any]) -> pulumi.Output[str]:

@@ -116,18 +116,22 @@ def _cpu_count(quantity: str) -> int:
 class Workload(Tier):
     TIER = "workload"
 
+    namespace: pulumi.Output[str]  # resolves once the Namespace exists
+    service_name: pulumi.Output[str]  # the Service behind the Ingress, on the active colour
+    active_deployment: pulumi.Output[str]
+
     def __init__(
         self, stack: str, tags: dict[str, str], args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__(stack, tags, opts)
         self.args = args
         self.s = args.settings
-        self.namespace = namespace_for(stack)
+        self.namespace_name = namespace_for(stack)  # known before the Namespace exists: its children name it
         self.k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
         ns = k8s.core.v1.Namespace(
             self.name_of("namespace"),
             metadata={
-                "name": self.namespace,
+                "name": self.namespace_name,
                 "labels": {
                     # Pod Security Admission: every pod must meet the restricted profile.
                     "pod-security.kubernetes.io/enforce": "restricted",
@@ -163,10 +167,15 @@ class Workload(Tier):
         self._backup_cronjob()
         if self.s.prometheus_operator:
             self._prometheus_rule()
-        self.finish(
-            namespace=ns.metadata["name"],
-            service_name=service.metadata["name"],
-            active_deployment=deployments[active].metadata["name"],
+        self.namespace = ns.metadata["name"]
+        self.service_name = service.metadata["name"]
+        self.active_deployment = deployments[active].metadata["name"]
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "service_name": self.service_name,
+                "active_deployment": self.active_deployment,
+            }
         )
 
     # -- identity and configuration ------------------------------------------------------------------------------
@@ -209,7 +218,7 @@ class Workload(Tier):
             self.name_of(f"{name}-irsa"),
             oidc_provider_arn=self.args.oidc_provider_arn,
             oidc_provider_url=self.args.oidc_provider_url,
-            namespace=self.namespace,
+            namespace=self.namespace_name,
             service_account=name,
             inline_policy=policy,
             tags=self.tags,
@@ -217,7 +226,7 @@ class Workload(Tier):
         )
         return k8s.core.v1.ServiceAccount(
             self.name_of(f"{name}-account"),
-            metadata={"name": name, "namespace": self.namespace, "annotations": {ROLE_ARN_ANNOTATION: role.arn}},
+            metadata={"name": name, "namespace": self.namespace_name, "annotations": {ROLE_ARN_ANNOTATION: role.arn}},
             automount_service_account_token=False,
             opts=self.in_ns,
         )
@@ -225,7 +234,7 @@ class Workload(Tier):
     def _config_map(self, role: str, name: str, data: Any) -> k8s.core.v1.ConfigMap:
         return k8s.core.v1.ConfigMap(
             self.name_of(role),
-            metadata={"name": name, "namespace": self.namespace, "labels": {"app": APP}},
+            metadata={"name": name, "namespace": self.namespace_name, "labels": {"app": APP}},
             data=data,
             opts=self.in_ns,
         )
@@ -280,7 +289,7 @@ class Workload(Tier):
         """``replicas`` None leaves the count out: the colour's scale patch and the HPA own it."""
         return k8s.apps.v1.Deployment(
             self.name_of(role),
-            metadata={"name": name, "namespace": self.namespace, "labels": labels},
+            metadata={"name": name, "namespace": self.namespace_name, "labels": labels},
             spec={
                 **({} if replicas is None else {"replicas": replicas}),
                 "revisionHistoryLimit": 10,  # what `kubectl rollout undo` can go back to
@@ -318,7 +327,7 @@ class Workload(Tier):
         """A colour's replica count, applied (and awaited until the pods are ready) only when it changes."""
         return k8s.apps.v1.DeploymentPatch(
             self.name_of(f"api-{color}-scale"),
-            metadata={"name": deployment_name(color), "namespace": self.namespace, "annotations": PATCH_FORCE},
+            metadata={"name": deployment_name(color), "namespace": self.namespace_name, "annotations": PATCH_FORCE},
             spec={"replicas": replicas},
             opts=self._after(deployment, *after),
         )
@@ -354,7 +363,12 @@ class Workload(Tier):
         annotations = SKIP_AWAIT if skip_await else {}
         return k8s.core.v1.Service(
             self.name_of(f"service-{name}"),
-            metadata={"name": name, "namespace": self.namespace, "labels": {"app": APP}, "annotations": annotations},
+            metadata={
+                "name": name,
+                "namespace": self.namespace_name,
+                "labels": {"app": APP},
+                "annotations": annotations,
+            },
             spec={
                 "type": "ClusterIP",
                 "selector": selector,
@@ -387,7 +401,7 @@ class Workload(Tier):
             self.name_of("ingress"),
             metadata={
                 "name": f"{APP}-ingress",
-                "namespace": self.namespace,
+                "namespace": self.namespace_name,
                 "labels": {"app": APP},
                 "annotations": annotations,
             },
@@ -422,7 +436,7 @@ class Workload(Tier):
 
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             self.name_of("hpa"),
-            metadata={"name": APP, "namespace": self.namespace, "labels": {"app": APP}},
+            metadata={"name": APP, "namespace": self.namespace_name, "labels": {"app": APP}},
             spec={
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target.metadata["name"]},
                 "minReplicas": scaling.pods_min,
@@ -440,7 +454,7 @@ class Workload(Tier):
         """Voluntary disruptions (node drains, upgrades) take one pod of the runbook minimum at a time."""
         k8s.policy.v1.PodDisruptionBudget(
             self.name_of("pdb"),
-            metadata={"name": APP, "namespace": self.namespace, "labels": {"app": APP}},
+            metadata={"name": APP, "namespace": self.namespace_name, "labels": {"app": APP}},
             spec={
                 "minAvailable": self.args.baselines.scaling.pods_min - 1,
                 "selector": {"matchLabels": api_labels(self.s.active_color)},
@@ -485,7 +499,7 @@ class Workload(Tier):
         for name, spec in policies.items():
             k8s.networking.v1.NetworkPolicy(
                 self.name_of(f"netpol-{name}"),
-                metadata={"name": name, "namespace": self.namespace, "labels": {"app": APP}},
+                metadata={"name": name, "namespace": self.namespace_name, "labels": {"app": APP}},
                 spec=spec,
                 opts=self.in_ns,
             )
@@ -535,7 +549,7 @@ class Workload(Tier):
         spec["volumes"].append({"name": "backup", "emptyDir": {"sizeLimit": "20Gi"}})
         k8s.batch.v1.CronJob(
             self.name_of("db-backup"),
-            metadata={"name": f"{APP}-db-backup", "namespace": self.namespace, "labels": labels},
+            metadata={"name": f"{APP}-db-backup", "namespace": self.namespace_name, "labels": labels},
             spec={
                 "schedule": self.s.backup_schedule,
                 "timeZone": "Etc/UTC",
@@ -558,10 +572,10 @@ class Workload(Tier):
             self.name_of("alert-rules"),
             api_version="monitoring.coreos.com/v1",
             kind="PrometheusRule",
-            metadata={"name": f"{APP}-alerts", "namespace": self.namespace, "labels": {"app": APP}},
+            metadata={"name": f"{APP}-alerts", "namespace": self.namespace_name, "labels": {"app": APP}},
             spec={
                 "groups": alert_rules.rule_groups(
-                    self.namespace, deployment_name(self.s.active_color), self.args.baselines
+                    self.namespace_name, deployment_name(self.s.active_color), self.args.baselines
                 )
             },
             opts=self.in_ns,
