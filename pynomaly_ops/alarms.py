@@ -179,7 +179,8 @@ class Alarm:
         return f"{stack}-alarms-{self.role}"
 
 
-def _value(b: Baselines, dotted: str) -> Level | float:
+def number_at(b: Baselines, dotted: str) -> Level | float:
+    """The number (or warning/critical pair) at a dotted key of the file, e.g. ``thresholds.cpu_percent``."""
     node: object = b
     for part in dotted.split("."):
         node = getattr(node, part)
@@ -191,7 +192,7 @@ def _value(b: Baselines, dotted: str) -> Level | float:
 def _expand(b: Baselines, s: Signal) -> list[Alarm]:
     if s.source.startswith(STRUCTURAL):
         return [Alarm(s, s.severity, s.threshold, s.source, s.targets)]
-    value = _value(b, s.source)
+    value = number_at(b, s.source)
     if isinstance(value, Level):
         return [Alarm(s, sev, value.at(sev), f"{s.source}.{sev}", s.targets) for sev in SEVERITIES]
     return [Alarm(s, s.severity, value, s.source, s.targets)]
