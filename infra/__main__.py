@@ -7,6 +7,8 @@ from infra import stack_config
 from infra.alarms import Alarms, AlarmsArgs, Watched
 from infra.app_fleet import AppFleet, AppFleetArgs
 from infra.cache import Cache, CacheArgs
+from infra.cluster import Cluster, ClusterArgs
+from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs
 from infra.dashboard import Dashboard, DashboardArgs
 from infra.database import Database, DatabaseArgs
 from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
@@ -15,6 +17,7 @@ from infra.network import Network, NetworkArgs
 from infra.queues import QueueTier, QueueTierArgs
 from infra.service_env import Coordinates
 from infra.storage import Storage, StorageArgs
+from infra.workload import Workload, WorkloadArgs
 from pynomaly_ops import baselines as numbers
 from pynomaly_ops import outputs as keys
 from pynomaly_ops.alarms import Target
@@ -45,10 +48,8 @@ lb = LoadBalancer(
 
 # --- cluster and workload (infra/cluster.py, infra/workload.py) ---
 # The cluster comes before the database and cache, which admit its nodes.
-cluster = None
+cluster: Cluster | None = None
 if settings.cluster.enabled:
-    from infra.cluster import Cluster, ClusterArgs
-
     cluster = Cluster(
         stack,
         tags,
@@ -59,25 +60,8 @@ if settings.cluster.enabled:
             secrets_kms_key_arn=kms.arn("cluster"),
         ),
     )
-    from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs
-
-    # The Load Balancer Controller (the Ingress's ALB) and the Cluster Autoscaler (nodes for the HPA's range).
-    cluster_addons = ClusterAddons(
-        stack,
-        tags,
-        ClusterAddonsArgs(
-            settings=settings.cluster,
-            provider=cluster.provider,
-            cluster_name=cluster.name,
-            oidc_provider_arn=cluster.oidc_provider_arn,
-            oidc_provider_url=cluster.oidc_provider_url,
-            vpc_id=network.vpc_id,
-            region=region,
-            account_id=account_id,
-        ),
-    )
 data_clients = [network.app_security_group_id, *([cluster.security_group_id] if cluster else [])]
-# --- (the workload follows the data tiers, below) ---
+# --- (the add-ons and the workload follow the data tiers, below) ---
 
 database = Database(
     stack,
@@ -175,8 +159,21 @@ Dashboard(stack, tags, DashboardArgs(region=region, specs=alarms.specs))
 
 # --- cluster and workload (infra/cluster.py, infra/workload.py) ---
 if cluster is not None:
-    from infra.workload import Workload, WorkloadArgs
-
+    # The Load Balancer Controller (the Ingress's ALB) and the Cluster Autoscaler (nodes for the HPA's range).
+    cluster_addons = ClusterAddons(
+        stack,
+        tags,
+        ClusterAddonsArgs(
+            settings=settings.cluster,
+            provider=cluster.provider,
+            cluster_name=cluster.name,
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_provider_url=cluster.oidc_provider_url,
+            vpc_id=network.vpc_id,
+            region=region,
+            account_id=account_id,
+        ),
+    )
     workload = Workload(
         stack,
         tags,
