@@ -9,11 +9,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
+import httpx
 import pytest
 
 from local.layout import PORT_OFFSET_ENV, STATE_ENV, Layout
-from local.stack import Stack
+from local.procs import listeners, stack_pids
+from local.stack import Stack, bound_ports
+from local.wiring import AWS_ENV
+from pynomaly_ops.alarms import Target, alarm_numbers, catalogue, for_target, number_at
+from pynomaly_ops.baselines import SEVERITIES, Level, load
 from pynomaly_ops.outputs import StackOutputs
 
 # Away from a developer's stack (offset 0) and from the ephemeral ports other
@@ -36,6 +43,59 @@ class RunningStack:
     @property
     def layout(self) -> Layout:
         return self.stack.layout
+
+    @property
+    def state(self) -> str:
+        """The state directory as local.probes and local.faults take it."""
+        return str(self.state_dir)
+
+
+def aws(running: RunningStack, service: str) -> Any:
+    """A boto3 client of the stack's SQS/S3 stand-in (moto)."""
+    return boto3.client(
+        service,
+        endpoint_url=running.outputs.aws_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def api(running: RunningStack) -> httpx.Client:
+    """The service through the load balancer, with the stack's API key."""
+    return httpx.Client(
+        base_url=running.outputs.load_balancer_url,
+        headers={"Authorization": f"Bearer {running.outputs.api_key}"},
+        timeout=10,
+    )
+
+
+def assert_covers_every_threshold(rendered_rules: list[dict]) -> None:
+    """Every alarm number of the file (each warning/critical pair, each app alarm) has its rule with that value,
+    and every catalogue entry for the local Prometheus is deployed under its catalogue name."""
+    b = load()
+    rendered = {r["labels"]["alarm_key"]: r for r in rendered_rules}
+    by_baseline = {r["labels"]["baseline"]: r for r in rendered_rules}
+    for number in alarm_numbers(b):
+        value = number_at(b, number)
+        pairs = (
+            {f"{number}.{sev}": value.at(sev) for sev in SEVERITIES} if isinstance(value, Level) else {number: value}
+        )
+        for baseline, threshold in pairs.items():
+            rule = by_baseline[baseline]
+            assert float(rule["labels"]["threshold"]) == threshold
+            assert rule["expr"].endswith(f"> {threshold:g}")
+    for alarm in for_target(catalogue(b), Target.PROMETHEUS):
+        assert rendered[alarm.key]["alert"] == alarm.name(Target.PROMETHEUS, "local")
+
+
+def assert_down_leaves_nothing_running(env: dict[str, str]) -> None:
+    """`local down` ends every process of the stack and frees every port it listened on."""
+    stack = Stack(Layout.load(Path(env[STATE_ENV])), say=lambda _: None)
+    ports = {(a, p) for _, a, p in bound_ports(stack.layout, stack.programs())}
+    cli(env, "down")
+    assert stack_pids(stack.layout) == {}
+    assert [ap for ap in listeners() if ap in ports] == []
 
 
 def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -60,4 +120,8 @@ def running(local_env) -> RunningStack:
     print(f"\nlocal up from cold: {up_seconds:.1f}s")
     outputs = StackOutputs.model_validate(json.loads(cli(local_env, "outputs", "--json").stdout))
     yield RunningStack(Path(local_env[STATE_ENV]), outputs, up_seconds, local_env)
-    cli(local_env, "down", "--purge", check=False)
+    # Checked here, after every test whatever the order, rather than by a test that must run last.
+    try:
+        assert_down_leaves_nothing_running(local_env)
+    finally:
+        cli(local_env, "down", "--purge", check=False)

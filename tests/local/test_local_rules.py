@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 import yaml
+from conftest import assert_covers_every_threshold
 
 from local import render
 from local.layout import SHARED_DB_ROOT, ZONES, Layout, ports_from_env, traversable_by
@@ -20,24 +21,6 @@ from pynomaly_ops.baselines import load
 
 def _rendered_rules() -> list[dict]:
     return yaml.safe_load(render.rules_yml())["groups"][0]["rules"]
-
-
-def assert_covers_every_threshold(rendered_rules: list[dict]) -> None:
-    """Every warning/critical level and every app alarm of the numbers file has its rule."""
-    b = load()
-    rendered = {(r["labels"]["baseline_key"], r["labels"]["severity"]): r for r in rendered_rules}
-    levels = {f"thresholds.{k}": v for k, v in b.thresholds.levels().items()}
-    levels["database.replica_lag_s"] = b.database.replica_lag_s
-    for key, level in levels.items():
-        for severity in ("warning", "critical"):
-            rule = rendered[(key, severity)]
-            assert float(rule["labels"]["threshold"]) == level.at(severity)
-            assert rule["expr"].endswith(f"> {level.at(severity):g}")
-    for name, value in b.app_alarms:
-        if name != "source":
-            rule = rendered[(f"app_alarms.{name}", "warning")]
-            assert float(rule["labels"]["threshold"]) == value
-            assert rule["expr"].endswith(f"> {value:g}")
 
 
 def test_rules_cover_every_threshold_at_both_levels():

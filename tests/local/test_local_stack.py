@@ -1,7 +1,8 @@
 """The local stack against its requirements, on one real stack per session.
 
-Tests run in file order; the failure drills come after the reachability
-checks and `down` comes last.
+The faults and the observations go through the fault library (local.faults, local.probes,
+local.recorders), the same functions the drills call. No test depends on another's order:
+`down` is checked when the session's stack is torn down (conftest.py).
 """
 
 from __future__ import annotations
@@ -9,54 +10,30 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 import uuid
 
-import boto3
 import httpx
 import psycopg
 import pytest
 import redis
 import yaml
-from conftest import RunningStack, cli
-from local_traffic import Traffic
-from test_local_rules import assert_covers_every_threshold
+from conftest import RunningStack, api, assert_covers_every_threshold, aws, cli
 
-from local import health
-from local.layout import ZONES
-from local.procs import listeners, stack_pids
-from local.programs import ETCD_MEMBERS, FLEET_GROUP, PATRONI_MEMBERS, PATRONI_TTL_S, START_NOW_FILE, patroni_program
-from local.stack import bound_ports
-from local.supervisor import log_tail
-from local.waiting import Timeout, wait_for
-from local.wiring import AWS_ENV, queue_settings
+from local import faults, probes
+from local.procs import stack_pids
+from local.programs import ETCD_MEMBERS, PATRONI_MEMBERS, PATRONI_TTL_S, START_NOW_FILE, patroni_program
+from local.recorders import RequestRecorder, WriteRecorder
+from local.waiting import wait_for
+from local.wiring import queue_settings
 from pynomaly_ops.baselines import load
 from pynomaly_ops.outputs import StackOutputs
 
 pytestmark = pytest.mark.integration
 
 B = load()
-
-
-def _aws(running: RunningStack, service: str):
-    return boto3.client(
-        service,
-        endpoint_url=running.outputs.aws_endpoint_url,
-        region_name="us-east-1",
-        **{
-            "aws_access_key_id": AWS_ENV["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-        },
-    )
-
-
-def _api(running: RunningStack) -> httpx.Client:
-    return httpx.Client(
-        base_url=running.outputs.load_balancer_url,
-        headers={"Authorization": f"Bearer {running.outputs.api_key}"},
-        timeout=10,
-    )
+# Background load through the load balancer while an instance dies or the fleet scales (loopback, bounded).
+TRAFFIC_RATE_PER_S = 40
 
 
 def _endpoint(hostport: str) -> tuple[str, int]:
@@ -91,7 +68,9 @@ def test_outputs_have_exactly_the_stack_output_keys(running: RunningStack):
     assert set(printed) == set(StackOutputs.model_fields)
     local_only = ("db_writer_dsn", "api_key", "aws_endpoint_url", "prometheus_url", "asg_name")
     assert all(printed[k] for k in local_only)
-    assert printed["alarm_names"] and printed["db_secret_arn"] is None
+    assert printed["db_secret_arn"] is None
+    # every catalogue entry for the local Prometheus, by key, under its local name
+    assert printed["alarms"]["error_rate.critical"] == {"prometheus": "local-alarms-error-rate-critical"}
 
 
 # --- every piece reachable --------------------------------------------------------
@@ -108,7 +87,7 @@ def test_database_endpoints_route_to_primary_and_replica(running: RunningStack):
     with psycopg.connect(running.outputs.db_writer_dsn) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
         assert conn.execute("SHOW synchronous_standby_names").fetchone()[0], "commits must wait for the standby"
-    assert health.database_ready(running.layout.ports["patroni"])
+    assert probes.database_ready(running.state)
 
 
 def test_redis_endpoints_route_by_role(running: RunningStack):
@@ -121,7 +100,7 @@ def test_redis_endpoints_route_by_role(running: RunningStack):
 
 
 def test_queues_and_buckets_match_the_pulumi_program(running: RunningStack):
-    sqs = _aws(running, "sqs")
+    sqs = aws(running, "sqs")
     attrs = sqs.get_queue_attributes(QueueUrl=running.outputs.queue_url, AttributeNames=["All"])["Attributes"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=running.outputs.dead_letter_queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
@@ -129,7 +108,7 @@ def test_queues_and_buckets_match_the_pulumi_program(running: RunningStack):
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": queue_settings().max_receive_count}
     assert int(attrs["VisibilityTimeout"]) == queue_settings().visibility_timeout_s
-    s3 = _aws(running, "s3")
+    s3 = aws(running, "s3")
     for bucket in (running.outputs.artifacts_bucket, running.outputs.backups_bucket):
         assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
 
@@ -147,7 +126,7 @@ def test_prometheus_scrapes_every_target_and_loads_every_rule(running: RunningSt
     wait_for("every Prometheus target up", all_up, 30, interval_s=1)
     groups = httpx.get(f"{url}/api/v1/rules", timeout=3).json()["data"]["groups"]
     loaded = {r["name"] for g in groups for r in g["rules"]}
-    assert set(running.outputs.alarm_names) <= loaded
+    assert {names["prometheus"] for names in running.outputs.alarms.values()} <= loaded
 
 
 def test_rules_file_contains_every_threshold(running: RunningStack):
@@ -156,252 +135,153 @@ def test_rules_file_contains_every_threshold(running: RunningStack):
 
 
 def test_a_request_through_the_load_balancer_reaches_every_backend(running: RunningStack):
-    with _api(running) as api:
-        ready = api.get("/ready").json()
+    with api(running) as client:
+        ready = client.get("/ready").json()
         assert ready["checks"] == {"database": "ok", "queue": "ok", "cache": "ok"}
         body = {"series": [1.0, 1.1, 0.9, 1.0, 1.05, 25.0]}
-        first = api.post("/api/v1/detect", json=body)
+        first = client.post("/api/v1/detect", json=body)
         assert first.status_code == 200, first.text
         assert first.json()["flags"][-1] is True
-        assert api.post("/api/v1/detect", json=body).json()["cached"] is True  # Redis answered
-        job = api.post("/api/v1/jobs", json=body | {"job_id": str(uuid.uuid4())}).json()["job"]
+        assert client.post("/api/v1/detect", json=body).json()["cached"] is True  # Redis answered
+        job = client.post("/api/v1/jobs", json=body | {"job_id": str(uuid.uuid4())}).json()["job"]
 
         def finished():
-            state = api.get(f"/api/v1/jobs/{job['id']}").json()["job"]
+            state = client.get(f"/api/v1/jobs/{job['id']}").json()["job"]
             return state if state["status"] in ("completed", "failed") else None
 
         done = wait_for("the worker to finish the job (queue)", finished, 30, interval_s=0.3)
     assert done["status"] == "completed", done
-    result = _aws(running, "s3").get_object(Bucket=running.outputs.artifacts_bucket, Key=done["result_key"])
+    result = aws(running, "s3").get_object(Bucket=running.outputs.artifacts_bucket, Key=done["result_key"])
     assert json.loads(result["Body"].read())  # the result landed in S3
 
 
 # --- failure drills ---------------------------------------------------------------
 def test_a_killed_instance_leaves_the_load_balancer_within_3s_and_is_replaced(running: RunningStack):
-    sup, lb = running.stack.supervisor, running.stack.haproxy
-    victim = "api-1"
-    old_pid = sup.info()[victim]["pid"]
-    with Traffic(f"{running.outputs.load_balancer_url}/health") as traffic:
-        wait_for("traffic flowing", lambda: traffic.ok > 20, 10)
-        killed = time.monotonic()
-        os.kill(old_pid, signal.SIGKILL)
-        wait_for("instance marked DOWN", lambda: lb.server_status()[victim].startswith("DOWN"), 3, interval_s=0.05)
-        out_after = time.monotonic() - killed
-        wait_for("a replacement process", lambda: sup.info()[victim]["pid"] not in (0, old_pid), 10)
-        wait_for("the replacement back in rotation", lambda: lb.server_status()[victim] == "UP", 60)
-    print(f"\ninstance out of the load balancer {out_after:.2f}s after SIGKILL; errors {traffic.failed[:5]}")
-    assert out_after <= 3
-    assert traffic.error_rate_percent <= B.instance_loss_max_error_rate_percent, traffic.failed[:10]
+    victim, state = "api-1", running.state
+    with RequestRecorder(f"{running.outputs.load_balancer_url}/health", TRAFFIC_RATE_PER_S) as traffic:
+        traffic.wait_for_ok(21, 10)
+        killed = faults.kill_process(victim, state_dir=state)
+        out = probes.wait_for_instance_status(victim, "DOWN", 3, since=killed["time"], state_dir=state)
+        probes.wait_for_process_replaced(victim, killed["pid"], 10, state_dir=state)
+        probes.wait_for_instance_status(victim, "UP", 60, interval_s=0.2, state_dir=state)
+    summary = traffic.summary()
+    print(
+        f"\ninstance out of the load balancer {out['seconds']:.2f}s after SIGKILL; {summary['requests']} requests, "
+        f"error rate {summary['error_rate_percent']:.2f} %, longest outage {summary['longest_outage_s']:.2f}s, "
+        f"p95 {summary['p95_latency_s'] * 1000:.0f} ms; errors {summary['errors'][:5]}"
+    )
+    assert out["seconds"] <= 3
+    assert summary["error_rate_percent"] <= B.instance_loss_max_error_rate_percent, traffic.failures[:10]
 
 
 def test_scale_to_high_load_and_back_drops_no_request(running: RunningStack):
-    lb = running.stack.haproxy
-    with Traffic(f"{running.outputs.load_balancer_url}/health") as traffic:
-        wait_for("traffic flowing", lambda: traffic.ok > 20, 10)
-        cli(running.env, "scale", str(B.scaling.instances_high_load))
-        status = lb.server_status(FLEET_GROUP)
-        assert len(status) == B.scaling.instances_high_load and set(status.values()) == {"UP"}
+    high, normal, state = B.scaling.instances_high_load, B.scaling.instances_normal, running.state
+    with RequestRecorder(f"{running.outputs.load_balancer_url}/health", TRAFFIC_RATE_PER_S) as traffic:
+        traffic.wait_for_ok(21, 10)
+        scaled = faults.scale_instances(high, state_dir=state)
+        assert probes.instance_count(state) == high and probes.instance_count(state, status="UP") == high
         zones = [r["zone"] for r in running.stack.status() if r["name"].startswith("api-")]
         assert sorted(set(zones)) == ["a", "b", "c"] and max(map(zones.count, set(zones))) == 2
-        cli(running.env, "scale", str(B.scaling.instances_normal))
-    assert len(lb.server_status(FLEET_GROUP)) == B.scaling.instances_normal
-    assert traffic.failed == [], traffic.failed[:10]
-    assert traffic.ok > 0
-
-
-class Writer(threading.Thread):
-    """Writes numbered rows through the writer DSN; remembers every acknowledged one.
-
-    A context manager: leaving the block stops it on every path, so a failed test leaves no writer behind.
-    """
-
-    def __init__(self, dsn: str):
-        super().__init__(daemon=True)
-        self.dsn, self.acked, self.errors = dsn, [], 0
-        self.stop = threading.Event()
-
-    def __enter__(self) -> Writer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop.set()
-        self.join(10)
-
-    def run(self) -> None:
-        n, conn = 0, None
-        while not self.stop.is_set():
-            try:
-                conn = conn or psycopg.connect(self.dsn, autocommit=True)
-                n += 1
-                conn.execute("INSERT INTO failover_probe (id) VALUES (%s)", (n,))
-                self.acked.append(n)  # COMMIT returned: acknowledged
-            except psycopg.Error:
-                self.errors += 1
-                conn = None
-                self.stop.wait(0.1)
-
-
-def _leader(running: RunningStack) -> str:
-    roles = health.patroni_roles(running.layout.ports["patroni"])
-    return next(m for m, r in roles.items() if r == "leader")
-
-
-def _fresh_probe_table(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS failover_probe")
-        conn.execute("CREATE TABLE failover_probe (id bigint PRIMARY KEY)")
-
-
-def _etcd_leader(running: RunningStack) -> str:
-    """The etcd member that leads the Raft group (the worst one to lose)."""
-    ids = {}
-    for name, zone in ETCD_MEMBERS.items():
-        url = f"http://{ZONES[zone]}:{running.layout.ports['etcd']}/v3/maintenance/status"
-        status = httpx.post(url, json={}, timeout=2).json()
-        ids[status["header"]["member_id"]] = name
-        leader = status["leader"]
-    return ids[leader]
-
-
-def _wait_db(running: RunningStack, what: str, ready, timeout_s: float):
-    """wait_for, with both Patroni logs in the failure message."""
-    try:
-        return wait_for(what, ready, timeout_s, interval_s=0.2)
-    except Timeout as exc:
-        logs = "\n".join(f"--- {n} ---\n{log_tail(running.layout, n, 40)}" for n in ("patroni-a", "patroni-b"))
-        pytest.fail(f"{exc}\n{logs}")
+        cli(running.env, "scale", str(normal))  # back through the command line, so both paths are exercised
+    assert probes.instance_count(state) == normal
+    requests = traffic.summary()["requests"]
+    print(f"\nscaled {scaled['from']} -> {high} in {scaled['seconds']:.1f}s and back; {requests} requests, none failed")
+    assert traffic.failures == [], traffic.failures[:10]
+    assert traffic.ok_count > 0
 
 
 def test_killing_the_postgres_primary_fails_over_without_losing_acknowledged_writes(running: RunningStack):
-    dsn = running.outputs.db_writer_dsn
-    _fresh_probe_table(dsn)
-    ready = lambda: health.database_ready(running.layout.ports["patroni"])  # noqa: E731
-    _wait_db(running, "a leader and a synchronous standby before the drill", ready, 60)
-    old = _leader(running)
-    patroni_pid = running.stack.supervisor.info()[patroni_program(old)]["pid"]
-    postmaster_file = running.layout.member_dir(old) / "data" / "postmaster.pid"
-    postmaster_pid = int(postmaster_file.read_text().split()[0])
-    with Writer(dsn) as writer:
-        wait_for("writes flowing", lambda: len(writer.acked) > 50, 10)
-        killed = time.monotonic()
-        os.kill(patroni_pid, signal.SIGKILL)
-        os.kill(postmaster_pid, signal.SIGKILL)
-        new = _wait_db(running, "a new primary", lambda: (m := _leader(running)) != old and m, 30)
-        failover_s = time.monotonic() - killed
-        acked_at_failover = len(writer.acked)
-        resumed = lambda: len(writer.acked) > acked_at_failover + 50  # noqa: E731
-        _wait_db(running, "writes resuming on the new primary", resumed, 30)
-    with psycopg.connect(dsn) as conn:
-        stored = {row[0] for row in conn.execute("SELECT id FROM failover_probe")}
-    lost = sorted(set(writer.acked) - stored)
-    print(f"\nPostgreSQL: new primary {new} {failover_s:.1f}s after SIGKILL of {old}; {len(writer.acked)} acked")
-    assert failover_s <= 30
+    state = running.state
+    probes.wait_for_database_ready(60, state_dir=state)
+    with WriteRecorder(running.outputs.db_writer_dsn) as writer:
+        writer.wait_for_acknowledged(51, 10)
+        killed = faults.kill_database_primary(state)
+        new = probes.wait_for_new_database_primary(killed["member"], 30, since=killed["time"], state_dir=state)
+        with probes.database_logs_on_timeout(state):  # writes resuming on the new primary
+            writer.wait_for_acknowledged(writer.acked_count + 51, 30)
+    lost, outage = writer.lost_writes(), writer.outage()
+    print(
+        f"\nPostgreSQL: new primary {new['leader']} {new['seconds']:.1f}s after SIGKILL of {killed['member']}; "
+        f"{writer.acked_count} acked, writes failing for {outage['seconds'] or 0:.1f}s, {len(lost)} lost"
+    )
+    assert new["seconds"] <= 30
+    assert outage["seconds"] is not None and outage["recovered"], f"the kill never reached the writer: {outage}"
     assert len(lost) <= B.recovery.database_failover.acknowledged_writes_lost
-    _wait_db(running, "the old primary back as synchronous standby", ready, 90)
+    probes.wait_for_database_ready(90, state_dir=state)  # the old primary back as synchronous standby
+    writer.drop_table()
+
+
+def _leader_or_none(state: str) -> str | None:
+    try:
+        return probes.patroni_leader(state)
+    except (probes.ProbeError, ConnectionError):  # no leader, or no Patroni answering: against the primary too
+        return None
 
 
 def test_losing_the_etcd_leader_leaves_the_database_primary_in_place(running: RunningStack):
     """One zone's DCS member gone (frozen, as a lost host is) for twice Patroni's ttl: the other two keep a
     quorum, so the primary keeps its leader key and never demotes, and writes keep being acknowledged."""
-    dsn = running.outputs.db_writer_dsn
-    _fresh_probe_table(dsn)
-    ready = lambda: health.database_ready(running.layout.ports["patroni"])  # noqa: E731
-    _wait_db(running, "a leader and a synchronous standby before the drill", ready, 90)
-    primary, victim = _leader(running), _etcd_leader(running)
-    sup = running.stack.supervisor
-    with Writer(dsn) as writer:
-        wait_for("writes flowing", lambda: len(writer.acked) > 50, 10)
-        victim_pid = sup.info()[victim]["pid"]
-        sup.signal(victim, "STOP")
-        leaders, acked_before = [], len(writer.acked)
+    state = running.state
+    probes.wait_for_database_ready(90, state_dir=state)
+    primary, victim = probes.patroni_leader(state), probes.etcd_leader(state)
+    with WriteRecorder(running.outputs.db_writer_dsn) as writer:
+        writer.wait_for_acknowledged(51, 10)
+        faults.freeze_process(victim, state_dir=state)
+        leaders, acked_before = [], writer.acked_count
         try:
             held_until = time.monotonic() + 2 * PATRONI_TTL_S  # the fault's duration, not a wait for state
             while time.monotonic() < held_until:
-                try:
-                    roles = health.patroni_roles(running.layout.ports["patroni"])
-                except ConnectionError:  # no Patroni answering counts against the primary too
-                    roles = {}
-                leaders.append(next((m for m, r in roles.items() if r == "leader"), None))
+                leaders.append(_leader_or_none(state))
                 time.sleep(0.5)  # the sampling interval
         finally:
-            os.kill(victim_pid, signal.SIGKILL)  # supervisord restarts it; it rejoins with its data
+            faults.kill_process(victim, state_dir=state)  # supervisord restarts it; it rejoins with its data
+    acked_meanwhile = writer.acked_count - acked_before
     print(
         f"\netcd: leader {victim} frozen {2 * PATRONI_TTL_S}s; primary {set(leaders)}; "
-        f"{len(writer.acked) - acked_before} writes acknowledged meanwhile, {writer.errors} errors"
+        f"{acked_meanwhile} writes acknowledged meanwhile, {len(writer.errors)} errors"
     )
     assert leaders and set(leaders) == {primary}, leaders
-    assert len(writer.acked) - acked_before > 100 and writer.errors == 0
-    _wait_db(
-        running,
-        "all three etcd members healthy again",
-        lambda: all(
-            health.http_ok(f"http://{ZONES[z]}:{running.layout.ports['etcd']}/health") for z in ETCD_MEMBERS.values()
-        ),
-        30,
-    )
+    assert acked_meanwhile > 100 and writer.errors == []
+    assert writer.lost_writes() == []
+    writer.drop_table()
+    with probes.database_logs_on_timeout(state):
+        wait_for("all three etcd members healthy again", lambda: probes.etcd_healthy(state), 30)
 
 
 def test_killing_the_redis_primary_fails_over_via_sentinel(running: RunningStack):
-    sentinels = [(a, running.layout.ports["sentinel"]) for a in ("127.0.1.1", "127.0.2.1", "127.0.3.1")]
-    old = health.redis_primary(sentinels)
-    victim = next(
-        r for r in running.stack.status() if r["name"].startswith("redis-") and r["address"] == f"{old[0]}:{old[1]}"
-    )
-    sup = running.stack.supervisor
+    state = running.state
+    old, victim = probes.redis_primary(state), probes.redis_primary_program(state)
     # Node loss: frozen first (so the supervisor cannot bring it straight back
     # as if nothing happened), then killed once the Sentinels have moved on.
-    sup.signal(victim["name"], "STOP")
-    frozen = time.monotonic()
+    frozen = faults.freeze_process(victim, state_dir=state)
     try:
-        new = wait_for(
-            "a new Redis primary",
-            lambda: (p := health.redis_primary(sentinels)) != old and p,
-            B.recovery.cache_failover.rto_s,
-            interval_s=0.2,
-        )
-        failover_s = time.monotonic() - frozen
+        rto_s = B.recovery.cache_failover.rto_s
+        new = probes.wait_for_new_redis_primary(old, rto_s, since=frozen["time"], state_dir=state)
     finally:
         # On every path, failover or not, the frozen node dies and supervisord brings it back:
         # no test after this one inherits a stopped Redis.
-        os.kill(victim["pid"], signal.SIGKILL)
-    host, port = _endpoint(running.outputs.redis_primary_endpoint)
-    wait_for(
-        "the primary endpoint following the new primary",
-        lambda: redis.Redis(host=host, port=port, socket_timeout=1).set("probe", "1"),  # replicas refuse writes
-        10,
-    )
-    wait_for(
-        "the old primary back as a replica",
-        lambda: redis.Redis(host=old[0], port=old[1], socket_timeout=1).role()[0] == b"slave",
-        30,
-        interval_s=0.5,
-    )
-    with _api(running) as api:
-        wait_for("the service's cache healthy", lambda: api.get("/ready").json()["checks"]["cache"] == "ok", 20)
-    print(f"\nRedis: new primary {new} {failover_s:.1f}s after the primary {old} stopped answering")
+        faults.kill_process(victim, state_dir=state)
+    # Replicas refuse writes: a write through the endpoint proves it follows the new primary.
+    wait_for("the primary endpoint following the new primary", lambda: probes.redis_endpoint_writable(state), 10)
+    wait_for("the old primary back as a replica", lambda: probes.redis_role(victim, state) == "slave", 30, 0.5)
+    with api(running) as client:
+        wait_for("the service's cache healthy", lambda: client.get("/ready").json()["checks"]["cache"] == "ok", 20)
+    print(f"\nRedis: new primary {new['primary']} {new['seconds']:.1f}s after the primary {old} stopped answering")
 
 
 def test_up_recovers_a_stack_left_by_a_crash(running: RunningStack):
     """supervisord killed (its children orphaned, pid files and sockets stale)
     and a Patroni member dead: the next `up` clears the orphans and restarts all."""
-    stack = running.stack
-    member = next(m for m, r in health.patroni_roles(running.layout.ports["patroni"]).items() if r != "leader")
-    postmaster_pid = int((running.layout.member_dir(member) / "data" / "postmaster.pid").read_text().split()[0])
-    patroni_pid = stack.supervisor.info()[patroni_program(member)]["pid"]
-    os.kill(stack.supervisor.pid(), signal.SIGKILL)
-    os.kill(patroni_pid, signal.SIGKILL)
-    os.kill(postmaster_pid, signal.SIGKILL)
+    stack, state = running.stack, running.state
+    member = next(m for m in PATRONI_MEMBERS if m != probes.patroni_leader(state))
+    # Read before supervisord dies (its RPC goes with it), killed after (so it restarts nothing).
+    member_pids = [probes.process_pid(patroni_program(member), state), probes.postmaster_pid(member, state)]
+    faults.kill_supervisord(state)
+    for pid in member_pids:
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
     assert not stack.supervisor.running() and stack_pids(running.layout)  # orphans left behind
     result = cli(running.env, "up")
     assert "left by a crashed run" in result.stderr
     assert [r["name"] for r in running.stack.status() if not r["healthy"]] == []
-    assert health.database_ready(running.layout.ports["patroni"])
-
-
-# --- down (last) ------------------------------------------------------------------
-def test_down_leaves_nothing_running(running: RunningStack):
-    ports = {(a, p) for _, a, p in bound_ports(running.layout, running.stack.programs())}
-    cli(running.env, "down")
-    assert stack_pids(running.layout) == {}
-    assert [ap for ap in listeners() if ap in ports] == []
+    assert probes.database_ready(state)
