@@ -14,8 +14,9 @@ from conftest import assert_covers_every_threshold
 from local import render
 from local.layout import SHARED_DB_ROOT, ZONES, Layout, ports_from_env, traversable_by
 from local.programs import Phase, Program, base_programs
-from local.rules import RulesError, _expression, rules
+from local.rules import _expression, rules
 from local.stack import StackError, bound_ports, check_binaries, check_ports
+from pynomaly_ops.alarms import CatalogueError
 from pynomaly_ops.baselines import load
 
 
@@ -28,10 +29,10 @@ def test_rules_cover_every_threshold_at_both_levels():
 
 
 def test_rules_use_the_service_metric_names():
-    from service import metrics
+    from pynomaly_ops import metrics
 
     exprs = " ".join(r["expr"] for r in _rendered_rules())
-    for name in (metrics.HTTP_REQUESTS_NAME, metrics.HTTP_DURATION_NAME, metrics.JOB_PROCESSING_LAG_NAME):
+    for name in (metrics.HTTP_REQUESTS, metrics.HTTP_DURATION, metrics.JOB_PROCESSING_LAG):
         assert name in exprs
 
 
@@ -46,9 +47,9 @@ def test_rules_pass_promtool(tmp_path):
     assert f"{len(rules(load()))} rules found" in result.stdout
 
 
-def test_a_number_without_an_expression_is_an_error():
-    with pytest.raises(RulesError, match=r"thresholds\.queue_depth has no Prometheus expression"):
-        _expression("thresholds.queue_depth")
+def test_a_catalogue_signal_without_an_expression_is_an_error():
+    with pytest.raises(CatalogueError, match=r"catalogue signal queue_depth has no Prometheus expression"):
+        _expression("queue_depth")
 
 
 def test_a_taken_port_is_named(tmp_path, monkeypatch):
