@@ -13,7 +13,8 @@ import signal
 import time
 from typing import Any
 
-from local import probes
+from local import health, probes
+from local.layout import REGIONAL
 from local.programs import PATRONI_MEMBERS, patroni_program
 from local.stack import running_stack
 
@@ -104,3 +105,48 @@ def scale_instances(count: int, state_dir: str | None = None) -> dict[str, Any]:
     at = time.time()
     stack.scale(count)
     return {"name": "fleet", "from": before, "to": count, "seconds": time.monotonic() - started, "time": at}
+
+
+def flush_cache(state_dir: str | None = None) -> dict[str, Any]:
+    """FLUSHALL on the Redis primary, through the primary endpoint (001: "Clear Redis cache")."""
+    layout = running_stack(state_dir).layout
+    client = health.redis_client(REGIONAL, layout.ports["redis_writer"])
+    at = time.time()
+    keys = int(client.dbsize())
+    client.flushall()
+    return {"name": "redis primary", "keys_flushed": keys, "time": at}
+
+
+def ensure_running(name: str, state_dir: str | None = None) -> dict[str, Any]:
+    """Start program ``name`` if supervisord is not running it (a rollback: supervisord may have given up)."""
+    stack = running_stack(state_dir)
+    was = stack.supervisor.info()[name]["statename"]
+    if was not in ("RUNNING", "STARTING"):
+        stack.supervisor.start_programs([name])
+    return {"name": name, "was": was, "time": time.time()}
+
+
+def freeze_redis_primary(state_dir: str | None = None) -> dict[str, Any]:
+    """SIGSTOP the Redis primary: it stops answering, as a lost cache node (a killed one restarts too fast)."""
+    primary = probes.redis_primary(state_dir)
+    return freeze_process(probes.redis_primary_program(state_dir), state_dir) | {"primary": primary}
+
+
+def resume_frozen(state_dir: str | None = None) -> dict[str, Any]:
+    """SIGCONT every program of the stack that is stopped (a rollback for any freeze)."""
+    stack = running_stack(state_dir)
+    resumed = []
+    for name, info in stack.supervisor.info().items():
+        pid = info.get("pid") or 0
+        if pid and _stopped(pid):
+            os.kill(pid, signal.SIGCONT)
+            resumed.append(name)
+    return {"resumed": resumed, "time": time.time()}
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one read of a proc file
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "T"  # the state field, after the command name

@@ -17,14 +17,16 @@ err_console = terminal.console(stderr=True)
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: a file stacks/Pulumi.<stack>.yaml.")]
 
 
-def _add_local() -> None:
-    """The local stack's sub-commands (local/cli.py)."""
+def _add_sub_commands() -> None:
+    """The local stack's (local/cli.py) and the drills' (drills/cli.py) sub-commands."""
+    from drills.cli import app as drill_app
     from local.cli import app as local_app
 
     app.add_typer(local_app, name="local")
+    app.add_typer(drill_app, name="drill")
 
 
-_add_local()
+_add_sub_commands()
 
 
 @app.callback()

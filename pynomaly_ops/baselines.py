@@ -166,10 +166,21 @@ class DatabaseFailover(_Strict):
 
 class InstanceLoss(_Strict):
     max_error_rate: Severity
+    capacity_back_s: float = Field(gt=0)
 
 
 class CacheFailover(_Strict):
     rto_s: float = NonNegative
+    max_error_rate: Severity
+
+
+class CacheFlush(_Strict):
+    max_error_rate: Severity
+    p95_back_s: float = Field(gt=0)
+
+
+class TrafficSpike(_Strict):
+    p95_back_s: float = Field(gt=0)
 
 
 class QueueBacklog(_Strict):
@@ -181,7 +192,11 @@ class Recovery(_Strict):
     database_failover: DatabaseFailover
     instance_loss: InstanceLoss
     cache_failover: CacheFailover
+    cache_flush: CacheFlush
+    traffic_spike: TrafficSpike
     queue_backlog: QueueBacklog
+    drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only
+    abort_after_s: float = Field(gt=0)
 
 
 class Database(_Strict):
@@ -205,7 +220,10 @@ class Baselines(_Strict):
     # typed twice in the file.
     @property
     def instance_loss_max_error_rate_percent(self) -> float:
-        level = self.recovery.instance_loss.max_error_rate
+        return self.error_rate_percent(self.recovery.instance_loss.max_error_rate)
+
+    def error_rate_percent(self, level: Severity) -> float:
+        """The error-rate threshold an objective names by level."""
         return self.thresholds.error_rate_percent.at(level)
 
     @property

@@ -1,0 +1,161 @@
+"""The drills: each named after the runbook procedure it rehearses, with its objectives from baselines.yaml.
+
+An objective compares one measured figure (drills/measures.py) with a number of the file, named by its
+key; nothing here types a runbook number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pynomaly_ops.baselines import Baselines
+
+EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
+
+
+@dataclass(frozen=True)
+class Objective:
+    what: str
+    measured: str  # a key of the measurements
+    comparison: Literal["<=", "=="]
+    limit: Callable[[Baselines], float]
+    source: str  # the numbers-file key the limit comes from
+
+    def check(self, b: Baselines, measurements: dict[str, Any]) -> dict[str, Any]:
+        limit, value = self.limit(b), measurements.get(self.measured)
+        met = value is not None and (value <= limit if self.comparison == "<=" else value == limit)
+        return {"objective": self.what, "measured": value, "limit": f"{self.comparison} {limit:g}",
+                "source": self.source, "met": met}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Drill:
+    name: str
+    procedure: str  # the runbook procedure it rehearses
+    fault: str  # the cause, as the incident report states it
+    objectives: tuple[Objective, ...]
+    targets: tuple[str, ...] = ("local",)
+
+    @property
+    def experiment(self) -> Path:
+        return EXPERIMENTS / f"{self.name}.json"
+
+    def verdict(self, b: Baselines, measurements: dict[str, Any]) -> list[dict[str, Any]]:
+        return [o.check(b, measurements) for o in self.objectives]
+
+
+def _error_rate(level_of: Callable[[Baselines], str], source: str) -> Objective:
+    return Objective(
+        "error rate users saw (%)",
+        "error_rate_percent",
+        "<=",
+        lambda b: b.error_rate_percent(level_of(b)),  # type: ignore[arg-type]
+        source,
+    )
+
+
+DRILLS: tuple[Drill, ...] = (
+    Drill(
+        "instance-loss",
+        "000 Emergency Procedures (System Down); 002 Training and Drills (failure injection)",
+        "one of the three API instances killed (SIGKILL)",
+        (
+            _error_rate(lambda b: b.recovery.instance_loss.max_error_rate, "recovery.instance_loss.max_error_rate"),
+            Objective(
+                "capacity back to the normal count (s)",
+                "capacity restored (s)",
+                "<=",
+                lambda b: b.recovery.instance_loss.capacity_back_s,
+                "recovery.instance_loss.capacity_back_s",
+            ),
+        ),
+    ),
+    Drill(
+        "database-failover",
+        "000 Emergency Procedures (Database Issues); 001 Disaster Recovery (RDS Multi-AZ failover)",
+        "the PostgreSQL primary lost (SIGKILL of Patroni and its postmaster)",
+        (
+            Objective(
+                "write RTO: first failed to first acknowledged write (s)",
+                "write_outage_s",
+                "<=",
+                lambda b: b.recovery.database_failover.rto_s,
+                "recovery.database_failover.rto_s",
+            ),
+            Objective(
+                "RPO: acknowledged writes lost",
+                "writes_lost",
+                "==",
+                lambda b: b.recovery.database_failover.acknowledged_writes_lost,
+                "recovery.database_failover.acknowledged_writes_lost",
+            ),
+            Objective(
+                "old primary back as synchronous standby (s)",
+                "old primary rejoined (s)",
+                "<=",
+                lambda b: b.recovery.database_failover.rto_s,
+                "recovery.database_failover.rto_s",
+            ),
+        ),
+    ),
+    Drill(
+        "cache-failover",
+        "000 Key System Components (ElastiCache Redis); 002 Training and Drills (failure injection)",
+        "the Redis primary stopped answering (SIGSTOP), as a lost cache node",
+        (
+            Objective(
+                "Sentinel promotes a replica (s)",
+                "new cache primary (s)",
+                "<=",
+                lambda b: b.recovery.cache_failover.rto_s,
+                "recovery.cache_failover.rto_s",
+            ),
+            _error_rate(lambda b: b.recovery.cache_failover.max_error_rate, "recovery.cache_failover.max_error_rate"),
+        ),
+    ),
+    Drill(
+        "cache-flush",
+        "001 Troubleshooting (Clear Redis cache: redis-cli FLUSHALL)",
+        "the result cache flushed (FLUSHALL on the primary)",
+        (
+            _error_rate(lambda b: b.recovery.cache_flush.max_error_rate, "recovery.cache_flush.max_error_rate"),
+            Objective(
+                "p95 back under the warning level (s)",
+                "p95_back_s",
+                "<=",
+                lambda b: b.recovery.cache_flush.p95_back_s,
+                "recovery.cache_flush.p95_back_s",
+            ),
+        ),
+    ),
+    Drill(
+        "traffic-spike",
+        "000 Emergency Procedures (High Load: scale 3 to 6); 000 Traffic Patterns (peak 3x)",
+        "load raised to the peak multiple of normal, then the high-load procedure",
+        (
+            Objective(
+                "p95 back under the warning level after the fault (s)",
+                "p95_back_s",
+                "<=",
+                lambda b: b.recovery.traffic_spike.p95_back_s,
+                "recovery.traffic_spike.p95_back_s",
+            ),
+            _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
+        ),
+    ),
+)
+BY_NAME = {d.name: d for d in DRILLS}
+
+
+class UnknownDrill(KeyError):
+    pass
+
+
+def get(name: str) -> Drill:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise UnknownDrill(f"unknown drill {name!r}; the drills: {', '.join(BY_NAME)}") from None

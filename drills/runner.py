@@ -1,0 +1,183 @@
+"""Run drills against the local stack: pre-check, experiment, recovery, rollbacks, verdict, report.
+
+Each drill's experiment runs in this process through chaoslib (the library behind ``chaos run``), with
+rollbacks played whatever happens (Chaos Toolkit plays them on a failed action, Ctrl-C and SIGTERM too).
+The verdict is this runner's, never Chaos Toolkit's exit status: a drill passes only when the steady state
+held before the fault, every rollback succeeded, no abort fired, every objective was met and the topology
+is back to what it was before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drills import report, session, topology
+from drills.catalog import Drill
+from drills.measures import measure
+from local.layout import state_dir_from
+from local.stack import open_stack
+from pynomaly_ops.baselines import load
+
+RESTORE_TIMEOUT_S = 120  # how long the topology may take to settle after the rollbacks
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    drill: str
+    passed: bool
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def _progress(say: Say) -> Any:
+    from chaoslib.run import RunEventHandler
+
+    class Progress(RunEventHandler):  # type: ignore[misc]
+        def running(self, experiment: Any, journal: Any, *args: Any) -> None:
+            say("steady state: checking before the fault")
+
+        def start_method(self, experiment: Any) -> None:
+            say("method: measuring, injecting the fault, awaiting recovery")
+
+        def start_rollbacks(self, experiment: Any) -> None:
+            say("rollbacks: undoing the fault")
+
+    return Progress()
+
+
+@contextmanager
+def _chaos_log(run_dir: Path):  # type: ignore[no-untyped-def]
+    logger = logging.getLogger("chaostoolkit")
+    handler = logging.FileHandler(run_dir / "chaostoolkit.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _problems(journal: dict[str, Any], run_dir: Path) -> list[str]:
+    problems = []
+    before = (journal.get("steady_states") or {}).get("before") or {}
+    if not before.get("steady_state_met", False):
+        broken = [p["activity"]["name"] for p in before.get("probes", []) if not p.get("tolerance_met", False)]
+        problems.append(f"refused: the steady state was broken before the fault ({', '.join(broken) or 'unknown'})")
+    failed_rollbacks = [r["activity"]["name"] for r in journal.get("rollbacks", []) if r.get("status") != "succeeded"]
+    if failed_rollbacks:
+        problems.append(f"ROLLBACK FAILED: {', '.join(failed_rollbacks)}")
+    failed_steps = [r["activity"]["name"] for r in journal.get("run", []) if r.get("status") != "succeeded"]
+    if failed_steps:
+        problems.append(f"steps failed: {', '.join(failed_steps)}")
+    if journal.get("status") in ("interrupted", "aborted"):
+        problems.append(f"experiment {journal['status']}")
+    if before.get("steady_state_met") and not (run_dir / "session.json").exists():
+        problems.append("no measurement was recorded")
+    return problems
+
+
+def run_one(drill: Drill, runs_root: Path, say: Say, state_dir: str | None = None) -> Outcome:
+    from chaoslib.experiment import ensure_experiment_is_valid, run_experiment
+    from chaoslib.loader import load_experiment
+
+    b = load()
+    run_dir = runs_root / drill.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[session.RUN_DIR_ENV] = str(run_dir)
+    before = topology.snapshot(state_dir)
+    started = time.time()
+    experiment = load_experiment(str(drill.experiment))
+    ensure_experiment_is_valid(experiment)
+    with _chaos_log(run_dir):
+        journal = run_experiment(
+            experiment,
+            settings={"runtime": {"rollbacks": {"strategy": "always"}}},
+            event_handlers=[_progress(say)],
+        )
+    (run_dir / "journal.json").write_text(json.dumps(journal, indent=2, default=str) + "\n")
+    say("checking the target is left as it was found")
+    after, waited = topology.wait_until_restored(before, RESTORE_TIMEOUT_S, state_dir)
+    problems = _problems(journal, run_dir)
+    measurements = measure(run_dir, b) if (run_dir / "session.json").exists() else None
+    objectives = drill.verdict(b, measurements) if measurements else []
+    if measurements and measurements["aborted"]:
+        problems.append(f"aborted: the critical error rate held for {b.recovery.abort_after_s:g} s")
+    differences = topology.differences(before, after)
+    passed = not problems and not differences and bool(objectives) and all(o["met"] for o in objectives)
+    result = report.summary(
+        drill,
+        {
+            "passed": passed,
+            "problems": problems,
+            "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+            "duration_s": time.time() - started,
+            "objectives": objectives,
+            "measurements": measurements,
+            "topology_before": before,
+            "topology_after": after,
+            "topology_differences": differences,
+            "restored": not differences,
+            "restore_wait_s": waited,
+            "chaos_status": journal.get("status"),
+        },
+    )
+    report.write(run_dir, result, b)
+    return Outcome(drill.name, passed, run_dir, result)
+
+
+WARM_UP_TIMEOUT_S = 120
+
+
+def warm_up(say: Say, state_dir: str | None = None) -> None:
+    """A stack just started answers its first detections slowly (each instance loads its libraries on the
+    first request): send the drills' load until a sample is within the warning levels, as traffic warms a
+    new production instance, so the pre-check judges the platform and not a cold start."""
+    from drills.steps import within_warning
+
+    deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+    while not (sample := within_warning(5, state_dir))["ok"]:
+        if time.monotonic() > deadline:
+            say(f"still outside the warning levels after warming up: {sample}")
+            return
+    say(f"warmed up: p95 {sample['p95_ms']:.0f} ms, errors {sample['error_rate_percent']:.1f} %")
+
+
+def run(drills: list[Drill], say: Say, state_dir: Path | None = None, reports: Path | None = None) -> list[Outcome]:
+    """Run ``drills`` one after the other against the local stack, bringing it up first if it is down and
+    taking it down again afterwards (the target is left as it was found)."""
+    root = state_dir_from(state_dir)
+    os.environ["PYNOMALY_LOCAL_STATE"] = str(root)  # what the experiments' providers read
+    stack = open_stack(root, say, create=True)
+    was_running = stack.supervisor.running()
+    if not was_running:
+        say("the local stack is down: bringing it up for the drills")
+        stack.up()
+        warm_up(say, str(root))
+    runs_root = (reports or Path("reports") / "drills") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    runs_root.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    try:
+        for drill in drills:
+            say(f"drill {drill.name}: {drill.procedure}")
+            outcomes.append(run_one(drill, runs_root, say, str(root)))
+            say(f"drill {drill.name}: {'PASS' if outcomes[-1].passed else 'FAIL'} ({outcomes[-1].run_dir})")
+    finally:
+        if not was_running:
+            say("taking the local stack down again (it was down before the drills)")
+            stack.down()
+    (runs_root / "suite.json").write_text(
+        json.dumps([{"drill": o.drill, "passed": o.passed, "run_dir": str(o.run_dir)} for o in outcomes], indent=2)
+    )
+    return outcomes

@@ -1,0 +1,293 @@
+"""A drill's measurement session: what users felt while the fault was on, recorded from the outside.
+
+Chaos Toolkit experiments call these functions as ``python`` providers (module ``drills.session``):
+``start`` before the fault, ``mark`` at each phase, ``finish`` once recovery has been awaited. Between
+them a bounded background load through the load balancer records every request (time, status, latency),
+an optional writer records every acknowledged database write, a watcher notes when each alarm of the
+catalogue fires on the target's Prometheus, and an abort guard stops the experiment (Chaos Toolkit then
+plays the rollbacks) when the critical error rate has held for ``recovery.abort_after_s``.
+
+One session per process, and one drill per target: ``start`` takes an exclusive lock on the target's
+state directory, held until ``finish`` or the process ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from local.layout import state_dir_from
+from local.recorders import RequestRecorder, WriteRecorder, error_rate_percent, write_jsonl
+from pynomaly_ops.baselines import load
+from pynomaly_ops.outputs import StackOutputs
+
+RUN_DIR_ENV = "PYNOMALY_DRILL_RUN_DIR"
+DEFAULT_RUNS = Path("reports") / "drills"
+LOCK_FILE = "drill.lock"
+# A small fixed series: the request every user makes (detection), answered from the cache once warm.
+PROBE_SERIES = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.02, 0.98, 1.01, 9.0]
+WATCH_INTERVAL_S = 1.0
+GUARD_WINDOW_S = 5.0  # the error rate the guard watches is over this trailing window
+
+
+class DrillError(RuntimeError):
+    """A drill cannot start or finish; the message says why."""
+
+
+def run_dir(drill: str) -> Path:
+    """Where this drill's files go: ``$PYNOMALY_DRILL_RUN_DIR`` (set by the runner) or reports/drills/."""
+    chosen = os.environ.get(RUN_DIR_ENV)
+    path = Path(chosen) if chosen else DEFAULT_RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{drill}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def target_outputs(state_dir: str | None = None) -> StackOutputs:
+    path = state_dir_from(Path(state_dir) if state_dir else None) / "outputs.json"
+    if not path.exists():
+        raise DrillError(f"no outputs at {path}: is the local stack up? (`pynomaly-ops local up`)")
+    return StackOutputs.from_json_file(path)
+
+
+class TargetLock:
+    """An exclusive lock on the target's state directory: two drills never break one target at once."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self, drill: str) -> None:
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise DrillError(f"another drill holds {self.path} ({holder}); wait for it to finish") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{drill} pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class AlertWatcher(threading.Thread):
+    """Polls Prometheus for the catalogue's alarms; notes when each was first pending and first firing."""
+
+    def __init__(self, prometheus_url: str, names_to_keys: dict[str, str]) -> None:
+        super().__init__(name="alert-watcher", daemon=True)
+        self.url = f"{prometheus_url}/api/v1/alerts"
+        self.names_to_keys = names_to_keys
+        self.seen: dict[str, dict[str, float]] = {}  # catalogue key -> {"pending": at, "firing": at}
+        self.already_active: set[str] | None = None  # active at the first poll: not caused by the fault
+        self.errors = 0
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=2) as client:
+            while not self.stop_event.wait(WATCH_INTERVAL_S):
+                try:
+                    alerts = client.get(self.url).json()["data"]["alerts"]
+                except (httpx.HTTPError, ValueError, KeyError):
+                    self.errors += 1
+                    continue
+                now = time.time()
+                keys = {
+                    (k, a["state"]) for a in alerts if (k := self.names_to_keys.get(a["labels"].get("alertname", "")))
+                }
+                if self.already_active is None:
+                    self.already_active = {k for k, _ in keys}
+                    continue
+                for key, state in keys:
+                    if key not in self.already_active:
+                        self.seen.setdefault(key, {}).setdefault(state, now)
+
+
+class AbortGuard(threading.Thread):
+    """Stops the experiment once the critical error rate has held for ``hold_s`` (Chaos Toolkit's graceful
+    exit: the method ends and the rollbacks play)."""
+
+    def __init__(self, recorder: RequestRecorder, critical_percent: float, hold_s: float) -> None:
+        super().__init__(name="abort-guard", daemon=True)
+        self.recorder, self.critical, self.hold_s = recorder, critical_percent, hold_s
+        self.tripped_at: float | None = None
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        above_since: float | None = None
+        while not self.stop_event.wait(1.0):
+            now = time.monotonic()
+            recent = [r for r in self.recorder.records if now - GUARD_WINDOW_S <= r.t]
+            if recent and error_rate_percent(recent) >= self.critical:
+                above_since = above_since or now
+                if now - above_since >= self.hold_s:
+                    self.tripped_at = time.time()
+                    self._abort()
+                    return
+            else:
+                above_since = None
+
+    @staticmethod
+    def _abort() -> None:
+        from chaoslib.exit import exit_gracefully  # SIGUSR1 to this process: Chaos Toolkit's own stop
+
+        exit_gracefully()
+
+
+@dataclass
+class Session:
+    drill: str
+    directory: Path
+    outputs: StackOutputs
+    lock: TargetLock
+    requests: RequestRecorder
+    watcher: AlertWatcher | None
+    guard: AbortGuard
+    writes: WriteRecorder | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    extra_load: list[RequestRecorder] = field(default_factory=list)
+
+
+_SESSION: Session | None = None
+
+
+def current() -> Session:
+    if _SESSION is None:
+        raise DrillError("no drill measurement is running: the experiment must call drills.session.start first")
+    return _SESSION
+
+
+def _probe_recorder(outputs: StackOutputs, rate_per_s: float, duration_s: float) -> RequestRecorder:
+    return RequestRecorder(
+        f"{outputs.load_balancer_url}/api/v1/detect",
+        rate_per_s=rate_per_s,
+        method="POST",
+        headers={"Authorization": f"Bearer {outputs.api_key}"},
+        json_body={"series": PROBE_SERIES},
+        max_duration_s=duration_s,
+    )
+
+
+def start(
+    drill: str, writes: bool = False, max_duration_s: float = 600, state_dir: str | None = None
+) -> dict[str, Any]:
+    """Lock the target, then start the background load (and the writer, the alert watcher, the guard)."""
+    global _SESSION
+    if _SESSION is not None:
+        raise DrillError(f"a measurement for {_SESSION.drill} is already running in this process")
+    b = load()
+    root = state_dir_from(Path(state_dir) if state_dir else None)
+    lock = TargetLock(root)
+    lock.acquire(drill)
+    try:
+        outputs = target_outputs(state_dir)
+        requests = _probe_recorder(outputs, b.recovery.drill_load_per_s, max_duration_s)
+        names = {names[t]: key for key, names in outputs.alarms.items() for t in names}
+        watcher = AlertWatcher(outputs.prometheus_url, names) if outputs.prometheus_url else None
+        guard = AbortGuard(requests, b.thresholds.error_rate_percent.critical, b.recovery.abort_after_s)
+        session = Session(drill, run_dir(drill), outputs, lock, requests, watcher, guard)
+        if writes:
+            if not outputs.db_writer_dsn:
+                raise DrillError("this target has no db_writer_dsn output to record writes through")
+            session.writes = WriteRecorder(outputs.db_writer_dsn, max_duration_s=max_duration_s).start()
+        requests.start()
+        for thread in (watcher, guard):
+            if thread is not None:
+                thread.start()
+        requests.wait_for_ok(10, timeout_s=30)
+        if session.writes is not None:
+            session.writes.wait_for_acknowledged(50, timeout_s=30)
+    except BaseException:
+        lock.release()
+        raise
+    _SESSION = session
+    mark("measurement started")
+    return {"drill": drill, "run_dir": str(session.directory), "rate_per_s": requests.rate_per_s}
+
+
+def mark(event: str, detail: Any = None) -> dict[str, Any]:
+    """Note a phase of the drill on the timeline (fault injected, recovered...) with the wall-clock time."""
+    entry = {"event": event, "at": time.time(), "detail": detail}
+    current().events.append(entry)
+    return entry
+
+
+def add_load(multiplier: float, duration_s: float = 300) -> dict[str, Any]:
+    """More of the same load on top: ``multiplier`` times the drill's rate in total (the traffic spike)."""
+    session = current()
+    extra_rate = session.requests.rate_per_s * (multiplier - 1)
+    recorder = _probe_recorder(session.outputs, extra_rate, duration_s).start()
+    session.extra_load.append(recorder)
+    return mark("load raised", {"multiplier": multiplier, "extra_rate_per_s": extra_rate})
+
+
+def remove_load() -> dict[str, Any]:
+    session = current()
+    if not session.extra_load:
+        return {"extra_requests": 0}
+    for recorder in session.extra_load:
+        recorder.stop()
+    detail = {"extra_requests": sum(len(r.records) for r in session.extra_load)}
+    session.extra_load.clear()
+    return mark("load back to normal", detail)
+
+
+def finish(observe_s: float = 10, lost_writes_check: bool = True) -> dict[str, Any]:
+    """Keep measuring ``observe_s`` after recovery (what users see once it is over: part of the record, not
+    a wait for recovery), then stop everything, write the records and release the lock."""
+    global _SESSION
+    session = current()
+    try:
+        with contextlib.suppress(Exception):
+            remove_load()
+        time.sleep(observe_s)
+        mark("measurement stopped")
+        session.guard.stop_event.set()
+        if session.watcher is not None:
+            session.watcher.stop_event.set()
+        session.requests.stop()
+        d = session.directory
+        extra = [r for recorder in session.extra_load for r in recorder.records]
+        write_jsonl(d / "requests.jsonl", (r.as_dict() for r in session.requests.records))
+        write_jsonl(d / "extra-requests.jsonl", (r.as_dict() for r in extra))
+        data: dict[str, Any] = {
+            "drill": session.drill,
+            "events": session.events,
+            "alarms": session.watcher.seen if session.watcher else {},
+            "alarms_active_before": sorted(session.watcher.already_active or ()) if session.watcher else [],
+            "aborted_at": session.guard.tripped_at,
+        }
+        if session.writes is not None:
+            session.writes.stop()
+            lost = session.writes.lost_writes() if lost_writes_check else []
+            write_jsonl(d / "writes.jsonl", (a.as_dict() for a in session.writes.attempts))
+            data["writes"] = session.writes.summary(lost)
+            session.writes.drop_table()
+        (d / "session.json").write_text(json.dumps(data, indent=2) + "\n")
+        return {"run_dir": str(d), "requests": len(session.requests.records)}
+    finally:
+        session.lock.release()
+        _SESSION = None
+
+
+def abort_if_running() -> dict[str, Any]:
+    """A rollback: stops a session the method left running (a failed action), keeping its records."""
+    if _SESSION is None:
+        return {"stopped": False}
+    return {"stopped": True, **finish(observe_s=0, lost_writes_check=False)}
