@@ -76,7 +76,8 @@ def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
     p95 = p95_latency_s(requests)
     alarms = rec.session.get("alarms", {})
     detected = {key: min(states.values()) - since for key, states in alarms.items() if states}
-    first = min(detected.items(), key=lambda kv: kv[1], default=None)
+    # Detection is the first alarm raised after the fault; one raised before it was not caused by it.
+    first = min(((k, v) for k, v in detected.items() if v >= 0), key=lambda kv: kv[1], default=None)
     m: dict[str, Any] = {
         "requests": len(requests),
         "failed": sum(not r.ok for r in requests),
