@@ -1,0 +1,192 @@
+"""The experiments as Chaos Toolkit and the catalogue see them: valid, one per drill, every provider callable
+with its declared arguments, the measurement around the method, and the steady state every drill checks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chaoslib.experiment import ensure_experiment_is_valid
+from chaoslib.loader import load_experiment
+from drill_testkit import event, requests, session, write_run, writes_summary
+
+from drills import catalog, measures, steps
+from local import faults, probes
+from pynomaly_ops.alarms import Target, catalogue, for_target
+from pynomaly_ops.baselines import load
+
+FILES = sorted(catalog.EXPERIMENTS.glob("*.json"))
+STEADY_STATE = {
+    "drills.steps.health_ok",
+    "drills.steps.topology_intact",
+    "drills.steps.no_alarm_firing",
+    "drills.steps.within_warning",
+}
+
+
+def _experiment(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _activities(experiment: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for probe in experiment.get("steady-state-hypothesis", {}).get("probes", []):
+        yield "steady state", probe
+    for activity in experiment.get("method", []):
+        yield "method", activity
+    for activity in experiment.get("rollbacks", []):
+        yield "rollbacks", activity
+
+
+def _name(activity: dict[str, Any]) -> str:
+    provider = activity["provider"]
+    return f"{provider.get('module')}.{provider.get('func')}"
+
+
+def _python_calls(experiment: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Every python provider: where it is, the activity, its arguments."""
+    for where, activity in _activities(experiment):
+        provider = activity["provider"]
+        if provider["type"] == "python":
+            yield f"{where}: {activity['name']}", provider, provider.get("arguments", {})
+
+
+def test_the_experiments_directory_is_not_empty():
+    assert len(FILES) >= 5, FILES
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_experiment_is_valid_for_chaos_toolkit(path):
+    experiment = load_experiment(str(path))
+    ensure_experiment_is_valid(experiment)  # raises InvalidExperiment with the reason
+
+
+def test_every_drill_has_its_experiment_and_every_experiment_its_drill():
+    assert sorted(p.stem for p in FILES) == sorted(d.name for d in catalog.DRILLS)
+    for drill in catalog.DRILLS:
+        assert drill.experiment.is_file(), drill.experiment
+        extension = _experiment(drill.experiment)["extensions"][0]
+        assert extension["name"] == "pynomaly"
+        assert extension["drill"] == drill.name, f"{drill.experiment.name} says it is {extension['drill']!r}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_python_provider_exists_and_accepts_its_arguments(path):
+    calls = list(_python_calls(_experiment(path)))
+    assert calls
+    for where, provider, arguments in calls:
+        module = importlib.import_module(provider["module"])
+        func = getattr(module, provider["func"], None)
+        assert callable(func), f"{path.name} {where}: {provider['module']}.{provider['func']} does not exist"
+        try:
+            inspect.signature(func).bind_partial(**arguments)
+        except TypeError as exc:
+            pytest.fail(f"{path.name} {where}: {_name({'provider': provider})}{tuple(arguments)}: {exc}")
+        missing = [
+            p.name
+            for p in inspect.signature(func).parameters.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.name not in arguments
+        ]
+        assert not missing, f"{path.name} {where}: {_name({'provider': provider})} needs {missing}"
+
+
+def _nested(provider: dict[str, Any], arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """The fault-library function a step calls by name (inject/act/await_...), with the arguments it gets."""
+    if provider["module"] != "drills.steps":
+        return None
+    func = provider["func"]
+    if func == "inject":
+        return getattr(faults, arguments["fault"], None), arguments.get("arguments", {})
+    if func == "act":
+        return getattr(faults, arguments["action"], None), arguments.get("arguments", {})
+    if func == "await_":
+        return getattr(probes, arguments["probe"], None), arguments.get("arguments", {})
+    if func == "await_fault_argument":
+        passed = {arguments["argument"]: "from the fault", "timeout_s": arguments["timeout_s"]}
+        return getattr(probes, arguments["probe"], None), passed
+    return None
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_the_faults_and_waits_the_steps_name_exist_and_accept_their_arguments(path):
+    for where, provider, arguments in _python_calls(_experiment(path)):
+        nested = _nested(provider, arguments)
+        if nested is None:
+            continue
+        func, passed = nested
+        assert callable(func), f"{path.name} {where}: names a fault or wait that local/ does not have: {arguments}"
+        try:
+            inspect.signature(func).bind(**passed)
+        except TypeError as exc:
+            pytest.fail(f"{path.name} {where}: {func.__name__}({passed}): {exc}")
+
+
+@pytest.mark.parametrize("drill", catalog.DRILLS, ids=lambda d: d.name)
+def test_the_method_is_measured_from_start_to_finish(drill):
+    method = _experiment(drill.experiment)["method"]
+    assert _name(method[0]) == "drills.session.start"
+    assert method[0]["provider"]["arguments"]["drill"] == drill.name
+    assert _name(method[-1]) == "drills.session.finish"
+    middle = [_name(a) for a in method[1:-1]]
+    assert "drills.session.start" not in middle and "drills.session.finish" not in middle
+
+
+@pytest.mark.parametrize("drill", catalog.DRILLS, ids=lambda d: d.name)
+def test_the_rollbacks_stop_a_measurement_left_running_after_undoing_the_fault(drill):
+    rollbacks = [_name(a) for a in _experiment(drill.experiment)["rollbacks"]]
+    assert "drills.session.abort_if_running" in rollbacks
+    # Last: the target lock is held until every other rollback has undone the fault.
+    assert rollbacks[-1] == "drills.session.abort_if_running", rollbacks
+
+
+@pytest.mark.parametrize("drill", catalog.DRILLS, ids=lambda d: d.name)
+def test_the_steady_state_has_the_four_probes(drill):
+    probes_ = _experiment(drill.experiment)["steady-state-hypothesis"]["probes"]
+    assert {_name(p) for p in probes_} == STEADY_STATE
+    assert len(probes_) == 4
+    by_func = {p["provider"]["func"]: p for p in probes_}
+    for func in ("health_ok", "topology_intact", "no_alarm_firing"):
+        assert by_func[func]["tolerance"] is True
+    assert by_func["within_warning"]["tolerance"] == {"type": "jsonpath", "path": "$.ok", "expect": True}
+    keys = by_func["no_alarm_firing"]["provider"]["arguments"]["keys"]
+    # An unknown key would be skipped silently by the probe: each must be an alarm the local target has.
+    local_keys = {a.key for a in for_target(catalogue(load()), Target.PROMETHEUS)}
+    assert keys and set(keys) <= local_keys, set(keys) - local_keys
+    assert {"error_rate.critical", "no_healthy_hosts.critical"} <= set(keys)
+
+
+def _timed_events(experiment: dict[str, Any]) -> list[str]:
+    """The events the method's waits mark with their ``seconds``."""
+    names = []
+    for activity in experiment["method"]:
+        provider, arguments = activity["provider"], activity["provider"].get("arguments", {})
+        if provider.get("func") in ("await_", "await_fault_argument"):
+            names.append(arguments["event"])
+        elif provider.get("func") == "await_p95_under_warning":
+            default = inspect.signature(steps.await_p95_under_warning).parameters["event"].default
+            names.append(arguments.get("event", default))
+    return names
+
+
+@pytest.mark.parametrize("drill", catalog.DRILLS, ids=lambda d: d.name)
+def test_every_objective_is_a_figure_the_drills_own_records_give(drill, tmp_path):
+    """An objective whose figure the experiment never produces would be 'not met' on every run."""
+    experiment = _experiment(drill.experiment)
+    start = experiment["method"][0]["provider"]["arguments"]
+    events = [event("measurement started", 0), event(measures.FAULT, 20, {"fault": "synthetic"})]
+    events += [event(name, 25 + i, {"seconds": 5.0 + i}) for i, name in enumerate(_timed_events(experiment))]
+    events.append(event("measurement stopped", 40))
+    writes = writes_summary(800, 0, 3.0) if start.get("writes") else None
+    run_dir = write_run(tmp_path, requests(40), session(events, writes=writes, drill=drill.name))
+    m = measures.measure(run_dir, load())
+    for objective in drill.objectives:
+        assert m.get(objective.measured) is not None, (
+            f"{drill.name}: objective {objective.what!r} reads {objective.measured!r}, which its experiment "
+            f"never measures; measured: {sorted(k for k, v in m.items() if v is not None)}"
+        )
