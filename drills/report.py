@@ -47,8 +47,7 @@ def markdown(s: dict[str, Any]) -> str:
         f"# Incident Report: drill {s['drill']}",
         "",
         "## Summary",
-        f"- **Verdict**: {'PASS' if s['passed'] else 'FAIL'}"
-        + (f" ({'; '.join(s['problems'])})" if s["problems"] else ""),
+        f"- **Verdict**: {_verdict(s)}",
         f"- **Runbook procedure**: {s['procedure']}",
         f"- **Start Time**: {s['started']}",
         f"- **Duration**: {s['duration_s']:.1f} s",

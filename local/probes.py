@@ -183,9 +183,12 @@ def _changed(probe: Callable[[], T], old: object) -> Callable[[], T | None]:
     return ready
 
 
-def wait_for_database_ready(timeout_s: float = 60, state_dir: str | None = None) -> dict[str, Any]:
-    """Until there is a leader and a synchronous standby; the Patroni logs are in the error otherwise."""
-    elapsed = _clock(None)
+def wait_for_database_ready(
+    timeout_s: float = 60, since: float | None = None, state_dir: str | None = None
+) -> dict[str, Any]:
+    """Until there is a leader and a synchronous standby; ``seconds`` counts from ``since`` (the fault's time);
+    the Patroni logs are in the error otherwise."""
+    elapsed = _clock(since)
     with database_logs_on_timeout(state_dir):
         wait_for("a leader and a synchronous standby", lambda: database_ready(state_dir), timeout_s)
     return {"leader": patroni_leader(state_dir), "seconds": elapsed()}
