@@ -4,13 +4,14 @@ created in moto with the same names and settings."""
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import boto3
 
 from local.wiring import AWS_ENV, Wiring, queue_settings, storage_settings
 
 
-def _client(wiring: Wiring, service: str):
+def _client(wiring: Wiring, service: Literal["s3", "sqs"]):
     return boto3.client(
         service,
         endpoint_url=wiring.aws_endpoint_url,

@@ -57,6 +57,8 @@ def sentinel_ok(address: str, port: int) -> bool:
         master = redis_client(address, port).sentinel_master(SENTINEL_MASTER)
     except redis.RedisError:
         return False
+    if not isinstance(master, dict):  # redis-py's type also allows a bool
+        return False
     return master.get("num-other-sentinels", 0) >= 2 and not master.get("is_odown")
 
 
@@ -124,7 +126,10 @@ def database_ready(patroni_port: int) -> bool:
 def redis_primary(sentinels: list[tuple[str, int]]) -> tuple[str, int] | None:
     for address, port in sentinels:
         try:
-            host, p = redis_client(address, port).sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+            addr = redis_client(address, port).sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+            if not isinstance(addr, tuple):  # None: this Sentinel does not know the master
+                continue
+            host, p = addr
             return (host.decode() if isinstance(host, bytes) else host), int(p)
         except (redis.RedisError, TypeError):
             continue

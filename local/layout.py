@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class LayoutError(ValueError):
     """The local stack's settings are wrong; the message says how to fix them."""
 
 
-def ports_from_env(env: dict[str, str] | None = None) -> dict[str, int]:
+def ports_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
     """Default ports shifted by ``$PYNOMALY_LOCAL_PORT_OFFSET``, each overridable
     with ``$PYNOMALY_LOCAL_PORT_<NAME>`` (e.g. PYNOMALY_LOCAL_PORT_LB=8080)."""
     env = os.environ if env is None else env
@@ -81,7 +82,7 @@ def ports_from_env(env: dict[str, str] | None = None) -> dict[str, int]:
     return ports
 
 
-def _int_env(env: dict[str, str], key: str, default: int) -> int:
+def _int_env(env: Mapping[str, str], key: str, default: int) -> int:
     raw = env.get(key)
     if raw is None:
         return default

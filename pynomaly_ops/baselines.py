@@ -14,6 +14,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from pynomaly_ops import REPO_ROOT
 
@@ -231,7 +232,7 @@ class Baselines(_Strict):
         return getattr(self.app_alarms, self.recovery.queue_backlog.drain_within)
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(p) for p in error["loc"])
     kind = error["type"]
     if kind == "missing":

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from pynomaly_ops import REPO_ROOT
 
@@ -354,7 +355,7 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _format(errors: list[dict]) -> list[str]:
+def _format(errors: list[ErrorDetails]) -> list[str]:
     lines = []
     for err in errors:
         loc = [str(p) for p in err["loc"]]

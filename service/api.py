@@ -90,7 +90,10 @@ async def api_key(services: ServicesDep, authorization: Annotated[str | None, He
     """
     if not services.schema.ready.is_set():
         raise DependencyUnavailable("database", f"schema not ready yet ({services.schema.last_error})")
-    return services.keys.cached(authorization) or await run_in_threadpool(services.keys.check, authorization)
+    name = services.keys.cached(authorization)
+    if name is None:
+        name = await run_in_threadpool(services.keys.check, authorization)
+    return name
 
 
 KeyDep = Annotated[str, Depends(api_key)]

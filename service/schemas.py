@@ -52,11 +52,16 @@ class DetectRequest(BaseModel):
     @property
     def data(self) -> Data:
         """The input as sent: a flat series, or rows of features."""
-        return self.series if self.series is not None else self.rows  # type: ignore[return-value]
+        return self.series if self.series is not None else self._rows()
 
     @property
     def n_features(self) -> int:
-        return 1 if self.series is not None else len(self.rows[0])  # type: ignore[index]
+        return 1 if self.series is not None else len(self._rows()[0])
+
+    def _rows(self) -> list[list[float]]:
+        if self.rows is None:  # check_input refuses a request without either input first
+            raise ValueError("neither 'series' nor 'rows' was sent")
+        return self.rows
 
     @property
     def field(self) -> str:

@@ -74,6 +74,8 @@ def create_job(
             (job_id, key_name, input_hash, Jsonb(options), Jsonb(data), len(data)),
         ).fetchone()
         row = cur.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        if row is None:  # only if a concurrent submission of this id undid its own failed job in between
+            raise RuntimeError(f"job {job_id} was deleted while being submitted; submit it again")
         return row, created is not None
 
     return db.run(pool, work, idempotent=True)
