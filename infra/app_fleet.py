@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -128,18 +129,18 @@ WantedBy=multi-user.target
 class AppFleetArgs:
     settings: FleetSettings
     scaling: Scaling
-    app_subnet_ids: list[pulumi.Input[str]]
+    app_subnet_ids: Sequence[pulumi.Input[str]]
     security_group_id: pulumi.Input[str]
     target_group_arn: pulumi.Input[str]
     region: str
     account_id: pulumi.Input[str]
     queue_arn: pulumi.Input[str]
-    bucket_arns: list[pulumi.Input[str]]
+    bucket_arns: Sequence[pulumi.Input[str]]
     db_secret_arn: pulumi.Input[str]
     db_resource_id: pulumi.Input[str]
     db_username: str
     redis_auth_secret_arn: pulumi.Input[str]
-    kms_key_arns: list[pulumi.Input[str]]
+    kms_key_arns: Sequence[pulumi.Input[str]]
     logs_kms_key_arn: pulumi.Input[str]
     # Where the service's dependencies are, for its environment file (Redis over TLS: in-transit encryption is on).
     coordinates: Coordinates
@@ -316,6 +317,17 @@ AGENT
     return base64.b64encode(script.encode()).decode()
 
 
+# The group's own CloudWatch metrics (capacity and instances by state), for the dashboard and the runbooks.
+GROUP_METRICS = [
+    aws.autoscaling.Metric.GROUP_IN_SERVICE_INSTANCES,
+    aws.autoscaling.Metric.GROUP_DESIRED_CAPACITY,
+    aws.autoscaling.Metric.GROUP_PENDING_INSTANCES,
+    aws.autoscaling.Metric.GROUP_TERMINATING_INSTANCES,
+    aws.autoscaling.Metric.GROUP_MIN_SIZE,
+    aws.autoscaling.Metric.GROUP_MAX_SIZE,
+]
+
+
 class AppFleet(Tier):
     TIER = "fleet"
 
@@ -395,14 +407,7 @@ class AppFleet(Tier):
                     "instance_warmup": str(s.health_check_grace_s),
                 },
             },
-            enabled_metrics=[
-                "GroupInServiceInstances",
-                "GroupDesiredCapacity",
-                "GroupPendingInstances",
-                "GroupTerminatingInstances",
-                "GroupMinSize",
-                "GroupMaxSize",
-            ],
+            enabled_metrics=GROUP_METRICS,
             tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in self.tagged("instance").items()],
             # The desired capacity is only the starting size: target tracking and the 000 high-load procedure
             # (`set-desired-capacity ... 6`) change it, and a later `pulumi up` must not terminate those instances.

@@ -10,6 +10,7 @@ file of it current, each role allowed that one secret.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -31,9 +32,9 @@ TOKEN_LENGTH = 64
 class CacheArgs:
     settings: CacheSettings
     network: Network
-    data_subnet_ids: list[pulumi.Input[str]]
+    data_subnet_ids: Sequence[pulumi.Input[str]]
     availability_zones: pulumi.Input[list[str]]
-    allowed_security_group_ids: list[pulumi.Input[str]]
+    allowed_security_group_ids: Sequence[pulumi.Input[str]]
     kms_key_arn: pulumi.Input[str]
     logs_kms_key_arn: pulumi.Input[str]
 

@@ -16,6 +16,7 @@ dialing the endpoint) after the AWS resources are created.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ ADDON_CONFIG = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 class ClusterArgs:
     settings: ClusterSettings
     vpc_id: pulumi.Input[str]
-    private_subnet_ids: list[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
     secrets_kms_key_arn: pulumi.Input[str]
 
 
@@ -110,13 +111,7 @@ class Cluster(Tier):
             access_config={"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": True},
             encryption_config={"provider": {"key_arn": args.secrets_kms_key_arn}, "resources": ["secrets"]},
             enabled_cluster_log_types=CONTROL_PLANE_LOGS,
-            vpc_config={
-                "subnet_ids": args.private_subnet_ids,
-                "security_group_ids": [control_plane_sg.id],
-                "endpoint_private_access": True,
-                "endpoint_public_access": bool(s.public_access_cidrs),
-                **({"public_access_cidrs": s.public_access_cidrs} if s.public_access_cidrs else {}),
-            },
+            vpc_config=self._endpoint_access(args, control_plane_sg),
             tags=self.tagged("eks"),
             # The role's policies are attached before and detached after the cluster: without them EKS cannot delete
             # the network interfaces and security groups it made.
@@ -165,6 +160,22 @@ class Cluster(Tier):
                 "oidc_provider_url": self.oidc_provider_url,
             }
         )
+
+    @staticmethod
+    def _endpoint_access(
+        args: ClusterArgs, control_plane_sg: aws.ec2.SecurityGroup
+    ) -> aws.eks.ClusterVpcConfigArgsDict:
+        """Private endpoint always; the public one only for ``cluster.public_access_cidrs``."""
+        cidrs = args.settings.public_access_cidrs
+        vpc_config: aws.eks.ClusterVpcConfigArgsDict = {
+            "subnet_ids": args.private_subnet_ids,
+            "security_group_ids": [control_plane_sg.id],
+            "endpoint_private_access": True,
+            "endpoint_public_access": bool(cidrs),
+        }
+        if cidrs:
+            vpc_config["public_access_cidrs"] = cidrs
+        return vpc_config
 
     def _role(
         self, role: str, service: str, policies: list[str]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -28,12 +29,12 @@ class DashboardArgs:
 
 def _series(spec: AlarmSpec) -> list:
     """Dashboard metric rows for one spec (the expression, then hidden inputs)."""
-    rows = []
+    rows: list[list[Any]] = []  # CloudWatch's metric rows mix names, dimensions and an options object
     if spec.expression:
         rows.append([{"expression": spec.expression, "label": spec.key, "id": "e1"}])
     for qid, m in spec.metrics.items():
         dims = [x for k, v in m.dimensions.items() for x in (k, v)]
-        opts = {"stat": m.stat, "id": qid}
+        opts: dict[str, str | bool] = {"stat": m.stat, "id": qid}
         if spec.expression:
             opts["visible"] = False
         rows.append([m.namespace, m.name, *dims, opts])

@@ -7,7 +7,9 @@ tuning from the numbers file and loads pg_stat_statements (004 queries it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -30,12 +32,12 @@ class DatabaseArgs:
     settings: DatabaseSettings
     tuning: DatabaseBaselines
     network: Network
-    data_subnet_ids: list[pulumi.Input[str]]
-    allowed_security_group_ids: list[pulumi.Input[str]]
+    data_subnet_ids: Sequence[pulumi.Input[str]]
+    allowed_security_group_ids: Sequence[pulumi.Input[str]]
     kms_key_arn: pulumi.Input[str]
 
 
-def parameters(tuning: DatabaseBaselines) -> list[dict]:
+def parameters(tuning: DatabaseBaselines) -> list[aws.rds.ParameterGroupParameterArgsDict]:
     """The 001 tuning plus pg_stat_statements and TLS-only connections."""
     static = "pending-reboot"  # these need a restart; RDS applies them at the next one
     return [
@@ -46,6 +48,14 @@ def parameters(tuning: DatabaseBaselines) -> list[dict]:
         {"name": "pg_stat_statements.track", "value": "all"},
         {"name": "rds.force_ssl", "value": "1"},
     ]
+
+
+def master_secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> str:
+    """The secret RDS keeps the master password in: it reports one whenever it manages the password."""
+    arn = secrets[0].secret_arn
+    if arn is None:
+        raise ValueError("RDS reported the master user secret without its ARN")
+    return arn
 
 
 class Database(Tier):
@@ -97,7 +107,8 @@ class Database(Tier):
             policy_arn="arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
             opts=self.child,
         )
-        common = {
+        # Inputs the primary and the replica share (keyword arguments of either).
+        common: dict[str, Any] = {
             "instance_class": s.instance_class,
             "vpc_security_group_ids": [sg.id],
             "parameter_group_name": params.name,
@@ -159,7 +170,7 @@ class Database(Tier):
         reader = replica or primary
         self.writer_endpoint = primary.address
         self.reader_endpoint = reader.address
-        self.secret_arn = primary.master_user_secrets.apply(lambda secrets: secrets[0].secret_arn)
+        self.secret_arn = primary.master_user_secrets.apply(master_secret_arn)
         self.primary_identifier = self.name_of("primary")
         self.replica_identifier = self.name_of("replica") if replica else None
         self.primary_arn = primary.arn

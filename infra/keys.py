@@ -9,6 +9,7 @@ through callers' IAM policies, which the account-root statement enables.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -109,7 +110,7 @@ BACKUP_ROLE_POLICIES = {
 class BackupsArgs:
     settings: BackupSettings
     kms_key_arn: pulumi.Input[str]
-    resource_arns: list[pulumi.Input[str]]
+    resource_arns: Sequence[pulumi.Input[str]]
 
 
 class Backups(Tier):

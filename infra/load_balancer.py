@@ -8,6 +8,7 @@ restores forwarding, with the fleet untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -41,18 +42,18 @@ class LoadBalancerArgs:
     settings: LoadBalancerSettings
     vpc_id: pulumi.Input[str]
     security_group_id: pulumi.Input[str]
-    public_subnet_ids: list[pulumi.Input[str]]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
     app_port: int
     account_id: pulumi.Input[str]
     noncurrent_version_days: int
 
 
-def _visibility(metric: str) -> dict:
+def _visibility(metric: str) -> aws.wafv2.WebAclVisibilityConfigArgsDict:
     return {"cloudwatch_metrics_enabled": True, "metric_name": metric, "sampled_requests_enabled": True}
 
 
-def _managed_group(group: str) -> dict:
-    statement: dict = {"name": group, "vendor_name": "AWS"}
+def _managed_group(group: str) -> aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementArgsDict:
+    statement: aws.wafv2.WebAclRuleStatementManagedRuleGroupStatementArgsDict = {"name": group, "vendor_name": "AWS"}
     if group in COUNTED_RULES:
         statement["rule_action_overrides"] = [
             {"name": rule, "action_to_use": {"count": {}}} for rule in COUNTED_RULES[group]
@@ -60,15 +61,15 @@ def _managed_group(group: str) -> dict:
     return statement
 
 
-def waf_rules(rate_limit: int) -> list[dict]:
-    rate = {
+def waf_rules(rate_limit: int) -> list[aws.wafv2.WebAclRuleArgsDict]:
+    rate: aws.wafv2.WebAclRuleArgsDict = {
         "name": "rate-limit-per-ip",
         "priority": 0,
         "action": {"block": {}},
         "statement": {"rate_based_statement": {"limit": rate_limit, "aggregate_key_type": "IP"}},
         "visibility_config": _visibility("rate-limit-per-ip"),
     }
-    managed = [
+    managed: list[aws.wafv2.WebAclRuleArgsDict] = [
         {
             "name": group,
             "priority": i,
@@ -185,7 +186,7 @@ class LoadBalancer(Tier):
         )
 
     @staticmethod
-    def _default_action(maintenance: bool, target_group: aws.lb.TargetGroup) -> dict:
+    def _default_action(maintenance: bool, target_group: aws.lb.TargetGroup) -> aws.lb.ListenerDefaultActionArgsDict:
         if maintenance:
             return {
                 "type": "fixed-response",

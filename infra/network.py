@@ -9,8 +9,9 @@ subnets stays on the AWS network through a gateway endpoint.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict, Unpack
 
 import pulumi
 import pulumi_aws as aws
@@ -33,8 +34,16 @@ class NetworkArgs:
     app_port: int
 
 
-def tcp_rule(description: str, port: int, **sources: Any) -> dict[str, Any]:
-    """A security-group rule for one TCP port; ``sources`` are cidr_blocks / security_groups."""
+class RuleSources(TypedDict, total=False):
+    """The peers a security-group rule admits (ingress) or reaches (egress)."""
+
+    cidr_blocks: Sequence[pulumi.Input[str]]
+    ipv6_cidr_blocks: Sequence[pulumi.Input[str]]
+    security_groups: Sequence[pulumi.Input[str]]
+
+
+def tcp_rule(description: str, port: int, **sources: Unpack[RuleSources]) -> aws.ec2.SecurityGroupIngressArgsDict:
+    """A security-group rule for one TCP port (the SDK's ingress and egress rules have the same shape)."""
     return {"description": description, "protocol": "tcp", "from_port": port, "to_port": port, **sources}
 
 
@@ -255,7 +264,7 @@ class Network(Tier):
         return alb, app
 
     def service_security_group(
-        self, owner: Tier, role: str, port: int, sources: list[pulumi.Input[str]], description: str
+        self, owner: Tier, role: str, port: int, sources: Sequence[pulumi.Input[str]], description: str
     ) -> aws.ec2.SecurityGroup:
         """A security group for a data service: ``port`` open to ``sources``
         (security group ids) only, nothing else in or out."""

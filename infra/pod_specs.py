@@ -11,10 +11,13 @@ writes the Redis AUTH token next to it, for PYNOMALY_REDIS_PASSWORD_FILE.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynomaly_ops.baselines import PodResources
 from pynomaly_ops.environment import ENV_NAMES, PG_SERVICE
+
+if TYPE_CHECKING:  # values may be Pulumi Outputs (ARNs, generated names); the module itself needs no Pulumi
+    import pulumi
 
 UID = 10001  # an unprivileged user; the images need no particular one
 SCRIPTS_DIR = "/opt/pynomaly/scripts"
@@ -66,7 +69,7 @@ def http_probes(path_live: str, path_ready: str, port: str) -> dict[str, Any]:
     }
 
 
-def volumes(scripts_config_map: str) -> list[dict[str, Any]]:
+def volumes(scripts_config_map: pulumi.Input[str]) -> list[dict[str, Any]]:
     return [
         {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         # Memory-backed: the DB credentials never touch the node's disk.
@@ -76,7 +79,7 @@ def volumes(scripts_config_map: str) -> list[dict[str, Any]]:
 
 
 def mounts(*, scripts: bool = False, db_writable: bool = False) -> list[dict[str, Any]]:
-    result = [
+    result: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "db-credentials", "mountPath": DB_DIR, "readOnly": not db_writable},
     ]
@@ -85,9 +88,12 @@ def mounts(*, scripts: bool = False, db_writable: bool = False) -> list[dict[str
     return result
 
 
-def pg_env(secret_arn: str | None = None) -> list[dict[str, str]]:
+def pg_env(secret_arn: pulumi.Input[str] | None = None) -> list[dict[str, Any]]:
     """libpq reads user and password from the service file; ``DB_SECRET_ARN`` tells the writer where to get them."""
-    env = [{"name": "PGSERVICEFILE", "value": PG_SERVICE_FILE}, {"name": "PGSERVICE", "value": PG_SERVICE}]
+    env: list[dict[str, Any]] = [
+        {"name": "PGSERVICEFILE", "value": PG_SERVICE_FILE},
+        {"name": "PGSERVICE", "value": PG_SERVICE},
+    ]
     if secret_arn is not None:
         env.append({"name": "DB_SECRET_ARN", "value": secret_arn})
     return env
@@ -112,7 +118,12 @@ def container(name: str, image: str, command: list[str], **extra: Any) -> dict[s
 
 
 def db_credentials_container(
-    image: str, secret_arn: str, region: str, *, sidecar: bool, redis_secret_arn: str | None = None
+    image: str,
+    secret_arn: pulumi.Input[str],
+    region: str,
+    *,
+    sidecar: bool,
+    redis_secret_arn: pulumi.Input[str] | None = None,
 ) -> dict[str, Any]:
     """Writes the libpq service file (and with ``redis_secret_arn`` the Redis password file) before the main
     containers start.
@@ -169,8 +180,8 @@ def topology_spread(labels: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def pod_spec(
-    service_account: str,
-    scripts_config_map: str,
+    service_account: pulumi.Input[str],
+    scripts_config_map: pulumi.Input[str],
     containers: list[dict[str, Any]],
     init_containers: list[dict[str, Any]],
     **extra: Any,

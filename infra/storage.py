@@ -50,7 +50,7 @@ def secure_bucket(
         versioning_configuration={"status": "Enabled"},
         opts=opts,
     )
-    sse = (
+    sse: aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgsDict = (
         {"sse_algorithm": "aws:kms", "kms_master_key_id": args.kms_key_arn}
         if args.kms_key_arn is not None
         else {"sse_algorithm": "AES256"}
@@ -76,7 +76,7 @@ def secure_bucket(
         rule={"object_ownership": "BucketOwnerEnforced"},
         opts=opts,
     )
-    rule: dict[str, Any] = {
+    rule: aws.s3.BucketLifecycleConfigurationRuleArgsDict = {
         "id": "expire-noncurrent-versions",
         "status": "Enabled",
         "filter": {"prefix": ""},

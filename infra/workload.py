@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,10 @@ class WorkloadArgs:
     artifacts_bucket_arn: pulumi.Input[str]
     backups_bucket: pulumi.Input[str]
     backups_bucket_arn: pulumi.Input[str]
-    kms_key_arns: list[pulumi.Input[str]]
+    kms_key_arns: Sequence[pulumi.Input[str]]
     oidc_provider_arn: pulumi.Input[str]
     oidc_provider_url: pulumi.Input[str]
-    public_subnet_ids: list[pulumi.Input[str]]  # where the ALB goes (named, so subnets need no discovery tags)
+    public_subnet_ids: Sequence[pulumi.Input[str]]  # where the ALB goes (named, so subnets need no discovery tags)
     redis_tls: bool = True
     # The AWS Load Balancer Controller's release, when the stack installs it: the Ingress is created after it
     # (its webhook admits Ingresses) and deleted before it (it removes the ALB and clears the finaliser).
