@@ -12,7 +12,7 @@ from typing import Any
 
 from drills.catalog import Drill
 from drills.measures import Records, windows
-from pynomaly_ops.baselines import Baselines
+from pynomaly_ops.baselines import SEVERITIES, Baselines
 
 PLOT_WINDOW_S = 1.0
 
@@ -162,7 +162,7 @@ def plot(run_dir: Path, s: dict[str, Any], b: Baselines) -> Path | None:
     ax_p95.plot(x, [r["p95_ms"] if r["p95_ms"] is not None else float("nan") for r in rows], color="tab:purple")
     ax_p95.set_ylabel("p95 ms")
     ax_p95.set_xlabel("seconds since the measurement started")
-    for sev, style in (("warning", "--"), ("critical", ":")):
+    for sev, style in zip(SEVERITIES, ("--", ":"), strict=True):
         ax_err.axhline(b.thresholds.error_rate_percent.at(sev), color="grey", linestyle=style, label=sev)
         ax_p95.axhline(b.thresholds.response_time_p95_ms.at(sev), color="grey", linestyle=style, label=sev)
     ax_err.legend(loc="upper right", fontsize="small")

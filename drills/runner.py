@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ class Outcome:
 def _progress(say: Say) -> Any:
     from chaoslib.run import RunEventHandler
 
-    class Progress(RunEventHandler):  # type: ignore[misc]
+    class Progress(RunEventHandler):
         def running(self, experiment: Any, journal: Any, *args: Any) -> None:
             say("steady state: checking before the fault")
 
@@ -56,7 +56,7 @@ def _progress(say: Say) -> Any:
 
 
 @contextmanager
-def _chaos_log(run_dir: Path):  # type: ignore[no-untyped-def]
+def _chaos_log(run_dir: Path) -> Iterator[None]:
     logger = logging.getLogger("chaostoolkit")
     handler = logging.FileHandler(run_dir / "chaostoolkit.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -29,7 +29,7 @@ def _queue_depths(outputs: StackOutputs) -> dict[str, int]:
     depths = {}
     for name, url in (("jobs", outputs.queue_url), ("dead_letters", outputs.dead_letter_queue_url)):
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]  # type: ignore[arg-type]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
         depths[name] = sum(int(attrs.get(n, 0)) for n in names)
     return depths
 

@@ -21,6 +21,7 @@ import os
 import runpy
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,7 @@ def _computed(type_token: str, name: str, inputs: dict[str, Any], region: str) -
 
 
 def _call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
-    results = {
+    results: dict[str, Callable[[], dict[str, Any]]] = {
         "aws:index/getAvailabilityZones:getAvailabilityZones": lambda: {
             "names": [f"{region}{z}" for z in "abcdef"],
             "zoneIds": [f"use1-az{i}" for i in range(1, 7)],
@@ -257,7 +258,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     import pulumi
     from pulumi.runtime import mocks, rpc
     from pulumi.runtime import settings as pulumi_settings
-    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.stack import Stack, run_pulumi_func
 
     from pynomaly_ops import settings as stack_settings
 
@@ -319,6 +320,8 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     # program and resolves its outputs (Pulumi's private _sync_await does no more than this).
     loop.run_until_complete(run_pulumi_func(program))
     root = pulumi_settings.get_root_resource()
+    if not isinstance(root, Stack):
+        raise RuntimeError(f"the program's root resource is {root!r}, not the Pulumi stack")
 
     async def resolve_outputs():
         resolved = {}

@@ -1,6 +1,6 @@
 """Drill figures for the README: the monthly suite's wall time, and the database-failover RTO over N runs.
 
-    .venv/bin/python benchmarks/drills.py --failovers 5 [--suite]
+    .venv/bin/python benchmarks/drill_figures.py --failovers 5 [--suite]
 
 Runs against the local stack of ``$PYNOMALY_LOCAL_STATE`` (default .local-stack/), bringing it up if it is
 down (and down again afterwards), and prints one line per run and a summary as JSON on the last line.
