@@ -195,6 +195,7 @@ def start(
     root = state_dir_from(Path(state_dir) if state_dir else None)
     lock = TargetLock(root)
     lock.acquire(drill)
+    started: list[RequestRecorder | WriteRecorder | threading.Thread] = []  # stopped again if start fails
     try:
         outputs = target_outputs(state_dir)
         requests = _probe_recorder(outputs, b.recovery.drill_load_per_s, max_duration_s)
@@ -206,19 +207,31 @@ def start(
             if not outputs.db_writer_dsn:
                 raise DrillError("this target has no db_writer_dsn output to record writes through")
             session.writes = WriteRecorder(outputs.db_writer_dsn, max_duration_s=max_duration_s).start()
-        requests.start()
+            started.append(session.writes)
+        started.append(requests.start())
         for thread in (watcher, guard):
             if thread is not None:
                 thread.start()
+                started.append(thread)
         requests.wait_for_ok(10, timeout_s=30)
         if session.writes is not None:
             session.writes.wait_for_acknowledged(50, timeout_s=30)
     except BaseException:
+        _stop_all(started)
         lock.release()
         raise
     _SESSION = session
     mark("measurement started")
     return {"drill": drill, "run_dir": str(session.directory), "rate_per_s": requests.rate_per_s}
+
+
+def _stop_all(started: list[RequestRecorder | WriteRecorder | threading.Thread]) -> None:
+    for part in started:
+        with contextlib.suppress(Exception):
+            if isinstance(part, AlertWatcher | AbortGuard):
+                part.stop_event.set()
+            elif not isinstance(part, threading.Thread):
+                part.stop()
 
 
 def mark(event: str, detail: Any = None) -> dict[str, Any]:

@@ -50,7 +50,9 @@ def await_(probe: str, event: str, arguments: dict[str, Any] | None = None) -> d
 def await_fault_argument(probe: str, event: str, argument: str, from_key: str, timeout_s: float) -> dict[str, Any]:
     """A wait that needs something the fault returned (the old primary, the killed pid), e.g.
     ``wait_for_new_database_primary(old=<the fault's member>)``."""
-    fault = next(e["detail"] for e in session.current().events if e["event"] == FAULT)
+    fault = next((e["detail"] for e in session.current().events if e["event"] == FAULT), None)
+    if fault is None:
+        raise session.DrillError(f"{probe} needs the fault's {from_key}, but no fault was injected")
     return await_(probe, event, {argument: fault[from_key], "timeout_s": timeout_s})
 
 
@@ -68,12 +70,6 @@ def await_p95_under_warning(timeout_s: float, event: str = "p95 back under warni
             return session.mark(event, {"seconds": time.monotonic() - started, "p95_ms": 1000 * p95})
         time.sleep(1.0)  # the polling interval of a deadline-bounded wait
     raise probes.ProbeError(f"p95 not back under {1000 * warning_s:g} ms within {timeout_s:g}s")
-
-
-def hold(seconds: float, event: str) -> dict[str, Any]:
-    """Keep a fault on for its planned duration (a fault's length, never a wait for recovery)."""
-    time.sleep(seconds)
-    return session.mark(event, {"held_s": seconds})
 
 
 # --- steady state -----------------------------------------------------------------------
