@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pynomaly_ops.alarms import STRUCTURAL
 from pynomaly_ops.baselines import Baselines
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
@@ -144,6 +145,34 @@ DRILLS: tuple[Drill, ...] = (
                 "recovery.traffic_spike.p95_back_s",
             ),
             _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
+        ),
+    ),
+    Drill(
+        "maintenance-mode",
+        "002 Containment (Redirect traffic to maintenance page)",
+        "the load balancer switched to the maintenance page (a planned state, not a failure)",
+        (
+            Objective(
+                "maintenance page served after the switch (s)",
+                "maintenance page served (s)",
+                "<=",
+                lambda b: b.recovery.maintenance.switch_s,
+                "recovery.maintenance.switch_s",
+            ),
+            Objective(
+                "P0 service-down alarms raised for a planned maintenance",
+                "p0_alarms_raised",
+                "==",
+                lambda b: 0,
+                STRUCTURAL + "no P0 page for a planned state (the catalogue's SERVICE_DOWN)",
+            ),
+            Objective(
+                "normal service back after switching off (s)",
+                "normal service back (s)",
+                "<=",
+                lambda b: b.recovery.maintenance.switch_s,
+                "recovery.maintenance.switch_s",
+            ),
         ),
     ),
 )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from local.recorders import RequestRecord, error_rate_percent, outage_windows, p95_latency_s
+from pynomaly_ops.alarms import SERVICE_DOWN
 from pynomaly_ops.baselines import Baselines
 
 WINDOW_S = 5.0  # the rolling window p95 and error rate are plotted and judged over
@@ -89,6 +90,8 @@ def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
         "fault_at": fault_at,
         "alarms_fired": detected,
         "first_alarm": None if first is None else {"key": first[0], "after_s": first[1]},
+        # The P0 "service down" page (the catalogue's SERVICE_DOWN), raised at any time during the drill.
+        "p0_alarms_raised": sum(key in SERVICE_DOWN for key in alarms),
         "aborted": rec.session.get("aborted_at") is not None,
         "events": rec.session["events"],
     }

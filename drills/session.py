@@ -185,9 +185,16 @@ def _probe_recorder(outputs: StackOutputs, rate_per_s: float, duration_s: float)
 
 
 def start(
-    drill: str, writes: bool = False, max_duration_s: float = 600, state_dir: str | None = None
+    drill: str,
+    writes: bool = False,
+    guard: bool = True,
+    max_duration_s: float = 600,
+    state_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Lock the target, then start the background load (and the writer, the alert watcher, the guard)."""
+    """Lock the target, then start the background load (and the writer, the alert watcher, the guard).
+
+    ``guard`` off is for a planned full outage (maintenance mode), where every request failing is the
+    expected answer, not a reason to abort."""
     global _SESSION
     if _SESSION is not None:
         raise DrillError(f"a measurement for {_SESSION.drill} is already running in this process")
@@ -201,15 +208,15 @@ def start(
         requests = _probe_recorder(outputs, b.recovery.drill_load_per_s, max_duration_s)
         names = {names[t]: key for key, names in outputs.alarms.items() for t in names}
         watcher = AlertWatcher(outputs.prometheus_url, names) if outputs.prometheus_url else None
-        guard = AbortGuard(requests, b.thresholds.error_rate_percent.critical, b.recovery.abort_after_s)
-        session = Session(drill, run_dir(drill), outputs, lock, requests, watcher, guard)
+        abort_guard = AbortGuard(requests, b.thresholds.error_rate_percent.critical, b.recovery.abort_after_s)
+        session = Session(drill, run_dir(drill), outputs, lock, requests, watcher, abort_guard)
         if writes:
             if not outputs.db_writer_dsn:
                 raise DrillError("this target has no db_writer_dsn output to record writes through")
             session.writes = WriteRecorder(outputs.db_writer_dsn, max_duration_s=max_duration_s).start()
             started.append(session.writes)
         started.append(requests.start())
-        for thread in (watcher, guard):
+        for thread in (watcher, abort_guard if guard else None):
             if thread is not None:
                 thread.start()
                 started.append(thread)

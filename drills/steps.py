@@ -35,13 +35,14 @@ def act(action: str, arguments: dict[str, Any] | None = None, event: str | None 
     return result
 
 
-def await_(probe: str, event: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the deadline-bounded wait ``local.probes.<probe>``, timed from the fault; mark it as ``event``."""
+def await_(probe: str, event: str, arguments: dict[str, Any] | None = None, since_event: str = FAULT) -> dict[str, Any]:
+    """Run the deadline-bounded wait ``local.probes.<probe>``, timed from ``since_event`` (the fault by
+    default); mark it as ``event``."""
     wait = getattr(probes, probe)
     kwargs = dict(arguments or {})
-    fault_at = next((e["at"] for e in session.current().events if e["event"] == FAULT), None)
-    if "since" in inspect.signature(wait).parameters and fault_at is not None:
-        kwargs.setdefault("since", fault_at)
+    since = next((e["at"] for e in session.current().events if e["event"] == since_event), None)
+    if "since" in inspect.signature(wait).parameters and since is not None:
+        kwargs.setdefault("since", since)
     result = wait(**kwargs)
     session.mark(event, result)
     return result
@@ -70,6 +71,12 @@ def await_p95_under_warning(timeout_s: float, event: str = "p95 back under warni
             return session.mark(event, {"seconds": time.monotonic() - started, "p95_ms": 1000 * p95})
         time.sleep(1.0)  # the polling interval of a deadline-bounded wait
     raise probes.ProbeError(f"p95 not back under {1000 * warning_s:g} ms within {timeout_s:g}s")
+
+
+def hold(seconds: float, event: str) -> dict[str, Any]:
+    """Keep a planned state on for its duration (a maintenance window's length; never a wait for recovery)."""
+    time.sleep(seconds)
+    return session.mark(event, {"held_s": seconds})
 
 
 # --- steady state -----------------------------------------------------------------------

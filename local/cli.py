@@ -107,3 +107,23 @@ def scale(
         stack.scale(count)
     except (StackError, Timeout) as exc:
         _fail(exc)
+
+
+@app.command()
+def maintenance(
+    switch: Annotated[
+        str, typer.Argument(help="on: the load balancer answers with the maintenance page; off: normal.")
+    ],
+    state_dir: StateOption = None,
+) -> None:
+    """002 "Redirect traffic to maintenance page", on the local load balancer (no restart, no reload)."""
+    from local import faults
+
+    if switch not in ("on", "off"):
+        _fail(ValueError(f"maintenance takes on or off, not {switch!r}"))
+    _open(state_dir)  # a clear error when the stack is not there
+    try:
+        (faults.maintenance_on if switch == "on" else faults.maintenance_off)(str(state_dir_from(state_dir)))
+    except (StackError, OSError) as exc:
+        _fail(exc)
+    _say(f"maintenance {switch}")

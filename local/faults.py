@@ -150,3 +150,20 @@ def _stopped(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] == "T"  # the state field, after the command name
+
+
+def maintenance_on(state_dir: str | None = None) -> dict[str, Any]:
+    """002 "Redirect traffic to maintenance page": the load balancer answers every request with the page."""
+    return _maintenance("on", state_dir)
+
+
+def maintenance_off(state_dir: str | None = None) -> dict[str, Any]:
+    """Normal service: the load balancer forwards to the fleet again (idempotent: a rollback)."""
+    return _maintenance("off", state_dir)
+
+
+def _maintenance(value: str, state_dir: str | None) -> dict[str, Any]:
+    stack = running_stack(state_dir)
+    at = time.time()
+    stack.haproxy.set_flag(stack.layout.haproxy_flags, "maintenance", value)
+    return {"name": "load balancer", "maintenance": value, "time": at}

@@ -35,6 +35,20 @@ class HAProxy:
         except OSError:
             return False
 
+    def set_flag(self, flags: Path, name: str, value: str) -> None:
+        """Change a run-time switch of the map ``flags`` (e.g. ``maintenance on``); the file keeps the default."""
+        reply = self.command(f"set map {flags} {name} {value}").strip()
+        if reply:
+            raise HAProxyError(f"haproxy `set map {flags} {name} {value}`: {reply}")
+
+    def flag(self, flags: Path, name: str) -> str | None:
+        """The current value of a switch (``show map``: one ``<id> <key> <value>`` line per entry)."""
+        for line in self.command(f"show map {flags}").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == name:
+                return parts[2]
+        return None
+
     def stats(self) -> list[dict[str, str]]:
         """``show stat`` rows (one per frontend/backend/server)."""
         text = self.command("show stat").lstrip("# ")

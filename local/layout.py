@@ -139,6 +139,15 @@ class Layout:
         return self.run_dir / "haproxy.sock"
 
     @property
+    def haproxy_flags(self) -> Path:
+        """HAProxy's map of switches changed at run time (``maintenance on|off``)."""
+        return self.conf_dir / "flags.map"
+
+    @property
+    def maintenance_page(self) -> Path:
+        return self.conf_dir / "maintenance.html"
+
+    @property
     def outputs_file(self) -> Path:
         return self.state_dir / "outputs.json"
 

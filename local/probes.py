@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import httpx
+
 from local import health
 from local.layout import REGIONAL, ZONES, Layout
 from local.programs import ETCD_MEMBERS, PATRONI_MEMBERS, REDIS_NODES, SENTINELS, patroni_program
@@ -241,6 +243,32 @@ def wait_for_instance_status(
 
     current = wait_for(f"{name} {status} in the load balancer", reached, timeout_s, interval_s=interval_s)
     return {"name": name, "status": current, "seconds": elapsed()}
+
+
+# --- the load balancer's maintenance mode -------------------------------------------
+MAINTENANCE_MARK = "down for maintenance"  # in local/render.py's page
+
+
+def maintenance_page_served(state_dir: str | None = None) -> bool:
+    """The load balancer answers with the maintenance page (503 and the page) instead of the service."""
+    response = httpx.get(stack_outputs(state_dir)["load_balancer_url"] + "/health", timeout=health.PROBE_TIMEOUT_S)
+    return response.status_code == 503 and MAINTENANCE_MARK in response.text
+
+
+def wait_for_maintenance_page(
+    served: bool = True, timeout_s: float = 30, since: float | None = None, state_dir: str | None = None
+) -> dict[str, Any]:
+    """Until the page is served (``served``) or the service answers /health again (not ``served``)."""
+    elapsed = _clock(since)
+    url = stack_outputs(state_dir)["load_balancer_url"] + "/health"
+
+    def reached() -> bool:
+        if served:
+            return maintenance_page_served(state_dir)
+        return httpx.get(url, timeout=health.PROBE_TIMEOUT_S).status_code == 200
+
+    wait_for("the maintenance page" if served else "normal service through the load balancer", reached, timeout_s)
+    return {"served": served, "seconds": elapsed()}
 
 
 # --- recorders, function form -------------------------------------------------------

@@ -59,6 +59,8 @@ def refresh_live_configs(layout: Layout, programs: list[Program]) -> list[str]:
     """Re-render the configs of running servers that reload in place (HAProxy,
     Prometheus); returns the programs whose config changed."""
     changed = []
+    if not layout.haproxy_flags.exists():  # a stack started before maintenance mode existed
+        write_haproxy_files(layout)
     if write_if_changed(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs)):
         changed.append("haproxy")
     before = {f: (layout.conf_dir / f).read_text() for f in ("prometheus.yml", "rules.yml")}
@@ -91,6 +93,18 @@ def prepare_dirs(layout: Layout) -> None:
     for member in PATRONI_MEMBERS:
         own_dir(layout.member_dir(member), layout.db_user)
         own_dir(layout.member_dir(member) / "run", layout.db_user)
+
+
+MAINTENANCE_PAGE = (
+    "<!doctype html><html><head><meta charset='utf-8'><title>Pynomaly: maintenance</title></head>"
+    "<body><h1>Pynomaly is down for maintenance</h1><p>Please retry in a few minutes.</p></body></html>\n"
+)
+
+
+def write_haproxy_files(layout: Layout) -> None:
+    """The maintenance page and the switches map, off: a (re)started HAProxy serves normally."""
+    write(layout.maintenance_page, MAINTENANCE_PAGE)
+    write(layout.haproxy_flags, "maintenance off\n")
 
 
 def haproxy_cfg(layout: Layout, app: list[Program]) -> str:
@@ -198,6 +212,7 @@ def write_supervisor(layout: Layout, programs: list[Program]) -> None:
 def render_all(layout: Layout, programs: list[Program]) -> None:
     """Every configuration file, for a cold start."""
     prepare_dirs(layout)
+    write_haproxy_files(layout)
     write(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs))
     write_patroni(layout)
     write_redis(layout)

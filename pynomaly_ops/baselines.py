@@ -184,6 +184,10 @@ class TrafficSpike(_Strict):
     p95_back_s: float = Field(gt=0)
 
 
+class Maintenance(_Strict):
+    switch_s: float = Field(gt=0)
+
+
 class QueueBacklog(_Strict):
     drain_within: Literal["processing_lag_s"]
 
@@ -195,6 +199,7 @@ class Recovery(_Strict):
     cache_failover: CacheFailover
     cache_flush: CacheFlush
     traffic_spike: TrafficSpike
+    maintenance: Maintenance
     queue_backlog: QueueBacklog
     drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only
     abort_after_s: float = Field(gt=0)

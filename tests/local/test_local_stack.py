@@ -155,6 +155,21 @@ def test_a_request_through_the_load_balancer_reaches_every_backend(running: Runn
     assert json.loads(result["Body"].read())  # the result landed in S3
 
 
+def test_maintenance_mode_serves_the_page_and_switches_back(running: RunningStack):
+    url = f"{running.outputs.load_balancer_url}/health"
+    cli(running.env, "maintenance", "on")
+    try:
+        page = httpx.get(url, timeout=5)
+        assert page.status_code == 503 and probes.MAINTENANCE_MARK in page.text, page.text[:200]
+        assert page.headers["retry-after"] == "300"
+        assert probes.instance_count(running.state, status="UP") == B.scaling.instances_normal  # fleet untouched
+    finally:
+        cli(running.env, "maintenance", "off")
+    assert httpx.get(url, timeout=5).status_code == 200
+    refused = cli(running.env, "maintenance", "sideways", check=False)
+    assert refused.returncode != 0 and "on or off" in refused.stderr
+
+
 # --- failure drills ---------------------------------------------------------------
 def test_a_killed_instance_leaves_the_load_balancer_within_3s_and_is_replaced(running: RunningStack):
     victim, state = "api-1", running.state
