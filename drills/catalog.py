@@ -148,6 +148,21 @@ DRILLS: tuple[Drill, ...] = (
         ),
     ),
     Drill(
+        "bad-deploy-rollback",
+        "001 Rollback Procedures; 003 Emergency Rollback",
+        "a release with an invalid configuration rolled out to one instance (it cannot start)",
+        (
+            _error_rate(lambda b: b.recovery.bad_deploy.max_error_rate, "recovery.bad_deploy.max_error_rate"),
+            Objective(
+                "previous release serving again after the rollback (s)",
+                "previous release serving (s)",
+                "<=",
+                lambda b: b.recovery.bad_deploy.rollback_s,
+                "recovery.bad_deploy.rollback_s",
+            ),
+        ),
+    ),
+    Drill(
         "maintenance-mode",
         "002 Containment (Redirect traffic to maintenance page)",
         "the load balancer switched to the maintenance page (a planned state, not a failure)",

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import Any
 
-from local import health, probes
+from local import health, probes, render
 from local.layout import REGIONAL
-from local.programs import PATRONI_MEMBERS, patroni_program
-from local.stack import running_stack
+from local.programs import PATRONI_MEMBERS, Program, api_program, patroni_program
+from local.stack import Stack, running_stack
+from pynomaly_ops.environment import environment
 
 
 class FaultError(RuntimeError):
@@ -167,3 +169,38 @@ def _maintenance(value: str, state_dir: str | None) -> dict[str, Any]:
     at = time.time()
     stack.haproxy.set_flag(stack.layout.haproxy_flags, "maintenance", value)
     return {"name": "load balancer", "maintenance": value, "time": at}
+
+
+# --- releases: what a deploy changes on one instance ------------------------------------------
+def deploy_release(name: str, broken: bool = True, state_dir: str | None = None) -> dict[str, Any]:
+    """Roll a release out to API instance ``name`` (supervisord restarts it with the new definition).
+
+    ``broken``: a release with an invalid configuration (a database pool whose minimum exceeds its maximum),
+    the commonest bad deploy: the service refuses to start, so its /health never answers and supervisord
+    keeps restarting it, as a crash-looping release does."""
+    stack = running_stack(state_dir)
+    program = _instance_program(stack, name)
+    if broken:
+        program = replace(program, env=program.env | environment(db_pool_min=2, db_pool_max=1))
+    return _roll_out(stack, program, "broken" if broken else "current")
+
+
+def rollback_release(name: str, state_dir: str | None = None) -> dict[str, Any]:
+    """Put instance ``name`` back on the stack's current release (idempotent: nothing changes when it is on it)."""
+    stack = running_stack(state_dir)
+    return _roll_out(stack, _instance_program(stack, name), "previous")
+
+
+def _instance_program(stack: Stack, name: str) -> Program:
+    index = int(name.removeprefix("api-")) if name.startswith("api-") else -1
+    if not 0 <= index < stack.layout.instances:
+        raise FaultError(f"no API instance {name!r}: the instances are api-0 to api-{stack.layout.instances - 1}")
+    return api_program(stack.layout, index, stack.wiring.service_env())
+
+
+def _roll_out(stack: Stack, program: Program, release: str) -> dict[str, Any]:
+    at = time.time()
+    render.write_program(stack.layout, program)
+    changes = stack.supervisor.apply_config()
+    stack.supervisor.start_programs([program.name])  # programs are not autostarted: the stack starts them
+    return {"name": program.name, "release": release, "changes": changes, "time": at}

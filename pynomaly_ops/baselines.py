@@ -184,6 +184,11 @@ class TrafficSpike(_Strict):
     p95_back_s: float = Field(gt=0)
 
 
+class BadDeploy(_Strict):
+    max_error_rate: Severity
+    rollback_s: float = Field(gt=0)
+
+
 class Maintenance(_Strict):
     switch_s: float = Field(gt=0)
 
@@ -199,6 +204,7 @@ class Recovery(_Strict):
     cache_failover: CacheFailover
     cache_flush: CacheFlush
     traffic_spike: TrafficSpike
+    bad_deploy: BadDeploy
     maintenance: Maintenance
     queue_backlog: QueueBacklog
     drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only

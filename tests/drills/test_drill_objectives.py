@@ -74,6 +74,7 @@ def test_every_objective_reads_the_number_its_source_names(tmp_path, monkeypatch
         "recovery__cache_flush__p95_back_s": 44,
         "recovery__traffic_spike__p95_back_s": 55,
         "recovery__maintenance__switch_s": 66,
+        "recovery__bad_deploy__rollback_s": 77,
         "thresholds__error_rate_percent__warning": 1.5,
         "thresholds__error_rate_percent__critical": 6.5,
     }
