@@ -48,13 +48,20 @@ def await_(probe: str, event: str, arguments: dict[str, Any] | None = None, sinc
     return result
 
 
-def await_fault_argument(probe: str, event: str, argument: str, from_key: str, timeout_s: float) -> dict[str, Any]:
+def await_fault_argument(
+    probe: str,
+    event: str,
+    argument: str,
+    from_key: str,
+    timeout_s: float,
+    arguments: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """A wait that needs something the fault returned (the old primary, the killed pid), e.g.
-    ``wait_for_new_database_primary(old=<the fault's member>)``."""
+    ``wait_for_new_database_primary(old=<the fault's member>)``; ``arguments`` are the wait's others."""
     fault = next((e["detail"] for e in session.current().events if e["event"] == FAULT), None)
     if fault is None:
         raise session.DrillError(f"{probe} needs the fault's {from_key}, but no fault was injected")
-    return await_(probe, event, {argument: fault[from_key], "timeout_s": timeout_s})
+    return await_(probe, event, {**(arguments or {}), argument: fault[from_key], "timeout_s": timeout_s})
 
 
 def await_p95_under_warning(timeout_s: float, event: str = "p95 back under warning") -> dict[str, Any]:

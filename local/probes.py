@@ -245,6 +245,28 @@ def wait_for_instance_status(
     return {"name": name, "status": current, "seconds": elapsed()}
 
 
+def wait_for_instance_out_or_replaced(
+    name: str, old_pid: int, timeout_s: float = 30, since: float | None = None, state_dir: str | None = None
+) -> dict[str, Any]:
+    """Until the load balancer stops sending to the lost instance ``name``: it is marked DOWN, or its
+    replacement (a pid other than ``old_pid``) already passes the checks, which happens when supervisord
+    restarts it before two checks have failed. ``out`` says which."""
+    elapsed = _clock(since)
+    stack = running_stack(state_dir)
+
+    def settled() -> dict[str, Any] | None:
+        current = stack.haproxy.server_status().get(name, "")
+        if _in_state(current, "DOWN"):
+            return {"out": True}
+        pid = process_pid(name, state_dir)
+        if pid not in (None, old_pid) and current == "UP":
+            return {"out": False, "pid": pid}
+        return None
+
+    result = wait_for(f"{name} out of the load balancer or replaced", settled, timeout_s, interval_s=0.05)
+    return {"name": name, **(result or {}), "seconds": elapsed()}  # wait_for returns only a truthy result
+
+
 # --- the load balancer's maintenance mode -------------------------------------------
 MAINTENANCE_MARK = "down for maintenance"  # in local/render.py's page
 

@@ -108,7 +108,8 @@ def _nested(provider: dict[str, Any], arguments: dict[str, Any]) -> tuple[Any, d
     if func == "await_":
         return getattr(probes, arguments["probe"], None), arguments.get("arguments", {})
     if func == "await_fault_argument":
-        passed = {arguments["argument"]: "from the fault", "timeout_s": arguments["timeout_s"]}
+        passed = {**arguments.get("arguments", {}), arguments["argument"]: "from the fault"}
+        passed["timeout_s"] = arguments["timeout_s"]
         return getattr(probes, arguments["probe"], None), passed
     return None
 
