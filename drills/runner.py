@@ -23,7 +23,7 @@ from typing import Any
 from drills import report, session, topology
 from drills.catalog import Drill
 from drills.measures import measure
-from local.layout import state_dir_from
+from local.layout import STATE_ENV, state_dir_from
 from local.stack import open_stack
 from pynomaly_ops.baselines import load
 
@@ -158,7 +158,7 @@ def run(drills: list[Drill], say: Say, state_dir: Path | None = None, reports: P
     """Run ``drills`` one after the other against the local stack, bringing it up first if it is down and
     taking it down again afterwards (the target is left as it was found)."""
     root = state_dir_from(state_dir)
-    os.environ["PYNOMALY_LOCAL_STATE"] = str(root)  # what the experiments' providers read
+    os.environ[STATE_ENV] = str(root)  # what the experiments' providers read
     stack = open_stack(root, say, create=True)
     was_running = stack.supervisor.running()
     if not was_running:

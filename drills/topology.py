@@ -10,41 +10,31 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import boto3
-
-from local import probes
+from local import aws, probes
 from local.programs import REDIS_NODES
-from local.wiring import AWS_ENV
-from pynomaly_ops.outputs import StackOutputs
+from local.stack import running_stack
 
 
-def _queue_depths(outputs: StackOutputs) -> dict[str, int]:
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=outputs.aws_endpoint_url,
-        region_name=AWS_ENV["AWS_DEFAULT_REGION"],
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
+def _queue_depths(state_dir: str | None) -> dict[str, int]:
+    stack = running_stack(state_dir)
+    sqs, (jobs, dead_letters) = aws.sqs(stack.wiring), stack.wiring.queue_names
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     depths = {}
-    for name, url in (("jobs", outputs.queue_url), ("dead_letters", outputs.dead_letter_queue_url)):
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-        depths[name] = sum(int(attrs.get(n, 0)) for n in names)
+    for part, queue in (("jobs", jobs), ("dead_letters", dead_letters)):
+        attrs = sqs.get_queue_attributes(QueueUrl=stack.wiring.queue_url(queue), AttributeNames=names)
+        depths[part] = sum(int(attrs["Attributes"].get(n, 0)) for n in names)
     return depths
 
 
 def snapshot(state_dir: str | None = None) -> dict[str, Any]:
     """What the target looks like now; a part that cannot be read is recorded as its error."""
-    from drills.session import target_outputs
-
     shape: dict[str, Any] = {}
     readers = {
         "instances": lambda: probes.instance_count(state_dir),
         "instances_up": lambda: probes.instance_count(state_dir, status="UP"),
         "database_ready": lambda: probes.database_ready(state_dir),
         "redis_roles": lambda: sorted(probes.redis_role(n, state_dir) for n in REDIS_NODES),
-        "queues": lambda: _queue_depths(target_outputs(state_dir)),
+        "queues": lambda: _queue_depths(state_dir),
     }
     for part, read in readers.items():
         try:

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from local import health, probes, render
@@ -148,7 +149,7 @@ def resume_frozen(state_dir: str | None = None) -> dict[str, Any]:
 
 def _stopped(pid: int) -> bool:
     try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one read of a proc file
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] == "T"  # the state field, after the command name

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -115,4 +114,3 @@ def test_a_missed_objective_fails_and_the_target_is_still_restored(stack, tmp_pa
     missed = [o for o in outcome.summary["objectives"] if not o["met"]]
     assert [o["source"] for o in missed] == ["recovery.instance_loss.capacity_back_s"]
     assert outcome.summary["restored"]
-    shutil.rmtree(tmp_path / "reports")

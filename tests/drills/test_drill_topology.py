@@ -46,8 +46,7 @@ class FakeTarget:
         monkeypatch.setattr(probes, "instance_count", instance_count)
         monkeypatch.setattr(probes, "database_ready", database_ready)
         monkeypatch.setattr(probes, "redis_role", lambda name, state_dir=None: self.redis[name])
-        monkeypatch.setattr(session, "target_outputs", lambda state_dir=None: object())
-        monkeypatch.setattr(topology, "_queue_depths", lambda outputs: dict(self.queues))
+        monkeypatch.setattr(topology, "_queue_depths", lambda state_dir: dict(self.queues))
 
 
 @pytest.fixture
