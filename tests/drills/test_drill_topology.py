@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from drills import session, topology
+from drills import topology
 from local import probes
 from local.programs import REDIS_NODES
 
