@@ -5,7 +5,10 @@ the result to S3 under the job's id and marks the job completed, then deletes th
 message. The claim makes a redelivered message harmless: a finished job is only
 acknowledged, a job held by a live worker is left alone. A failed message is not
 deleted; the queue redelivers it, and its redrive policy moves it to the
-dead-letter queue after maxReceiveCount receives. While a job runs, a heartbeat
+dead-letter queue after maxReceiveCount receives. A failure that may pass (a
+dependency down) waits out the visibility timeout before its next try; a poison
+message (malformed, or naming no job) is handed back at once, so it reaches the
+dead-letter queue, and its alarm, in seconds rather than maxReceiveCount timeouts. While a job runs, a heartbeat
 extends its message's visibility (every third of the queue's visibility timeout),
 so a job longer than the timeout is not delivered to a second worker meanwhile.
 On SIGTERM the worker stops receiving, hands in-flight messages back (visibility 0)
@@ -40,7 +43,7 @@ DEFAULT_VISIBILITY_S = 30  # SQS's default, when the queue does not say
 
 
 class PoisonMessage(ValueError):
-    """A message no retry can fix (malformed, or naming no job); left for the redrive policy."""
+    """A message no retry can fix (malformed, or naming no job): handed back for the redrive policy."""
 
 
 class Stopping(Exception):
@@ -114,9 +117,23 @@ class Worker:
                 self.queue.release(message)
                 return
             self._process(message)
+        except PoisonMessage as exc:
+            metrics.JOBS.labels(status="failed").inc()
+            log.error("poison message (receive %d of %s): %s", message.receive_count, self.max_receives, exc)
+            self._hand_back_poison(message)
         except Exception as exc:  # the message stays unacknowledged: redelivered, or dead-lettered
             metrics.JOBS.labels(status="failed").inc()
             log.error("message failed (receive %d of %s): %s", message.receive_count, self.max_receives, exc)
+
+    def _hand_back_poison(self, message: Message) -> None:
+        """No wait can fix it: visible again at once, so the redrive policy dead-letters it after its last
+        receive. Without a redrive policy it would only spin, so it then waits out the timeout like any failure."""
+        if self.max_receives is None:
+            return
+        try:
+            self.queue.release(message)
+        except aws.AWS_ERRORS as exc:  # it comes back after the visibility timeout instead
+            log.warning("could not hand the poison message back: %s", exc)
 
     def _process(self, message: Message) -> None:
         job_id, submitted_at = parse(message)

@@ -13,6 +13,7 @@ from servers import wait_until
 from service_testkit import MAX_RECEIVE_COUNT, metric_value, new_aws, queue_depth, start_worker, worker_metrics_url
 
 from pynomaly_ops import metrics
+from pynomaly_ops.settings import schema
 from service.storage import result_key
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,9 @@ def test_sigterm_hands_the_in_flight_message_back(client, aws, moto, db, worker_
 
 
 def test_poison_messages_land_in_the_dead_letter_queue(moto, db, postgres, api_key, worker_factory, client):
-    fast = new_aws(moto, visibility_timeout_s=1)
+    """With production's visibility timeout (300 s), poison is handed back at once: dead-lettered in seconds,
+    where waiting out the timeout at each of the max_receive_count receives would take 25 minutes."""
+    fast = new_aws(moto, visibility_timeout_s=int(schema()["queue.visibility_timeout_s"]["default"]))
     sqs = moto.client("sqs")
     sqs.send_message(QueueUrl=fast.queue_url, MessageBody="this is not a job")
     unknown = json.dumps({"job_id": str(uuid.uuid4()), "submitted_at": 0})
@@ -119,6 +122,6 @@ def test_poison_messages_land_in_the_dead_letter_queue(moto, db, postgres, api_k
         attrs = sqs.get_queue_attributes(QueueUrl=fast.dead_letter_queue_url, AttributeNames=["All"])["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) == 2
 
-    wait_until(dead_lettered, 90, "both messages in the dead-letter queue", interval_s=0.2)
+    wait_until(dead_lettered, 60, "both messages in the dead-letter queue", interval_s=0.2)
     assert queue_depth(moto, fast.queue_url) == 0
     assert worker_jobs(worker, "failed") == 2 * MAX_RECEIVE_COUNT
