@@ -219,6 +219,30 @@ class Database(_Strict):
     replica_lag_s: Level
 
 
+class Load(_Strict):
+    """The load tests' normal rate per target (the platform team's numbers) and their run settings."""
+
+    source: str
+    normal_rate_per_s: dict[str, float]
+    abort_after_s: float = Field(gt=0)
+    ramp_up_s: float = Field(ge=0)
+    step_s: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _rates(self) -> Load:
+        missing = {"local", "default"} - set(self.normal_rate_per_s)
+        if missing:
+            raise ValueError(f"normal_rate_per_s needs the targets {', '.join(sorted(missing))}")
+        bad = sorted(k for k, v in self.normal_rate_per_s.items() if v <= 0)
+        if bad:
+            raise ValueError(f"normal_rate_per_s must be above 0 for {', '.join(bad)}")
+        return self
+
+    def normal_rate(self, target: str) -> float:
+        """Requests/s at normal load for ``target`` (``local``, a stack name), else the ``default`` one."""
+        return self.normal_rate_per_s.get(target, self.normal_rate_per_s["default"])
+
+
 class Baselines(_Strict):
     thresholds: Thresholds
     normal: Normal
@@ -227,6 +251,7 @@ class Baselines(_Strict):
     app_alarms: AppAlarms
     recovery: Recovery
     database: Database
+    load: Load
 
     # Objectives that refer to other numbers resolve here, so no number is
     # typed twice in the file.
