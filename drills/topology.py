@@ -16,14 +16,8 @@ from local.stack import running_stack
 
 
 def _queue_depths(state_dir: str | None) -> dict[str, int]:
-    stack = running_stack(state_dir)
-    sqs, (jobs, dead_letters) = aws.sqs(stack.wiring), stack.wiring.queue_names
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    depths = {}
-    for part, queue in (("jobs", jobs), ("dead_letters", dead_letters)):
-        attrs = sqs.get_queue_attributes(QueueUrl=stack.wiring.queue_url(queue), AttributeNames=names)
-        depths[part] = sum(int(attrs["Attributes"].get(n, 0)) for n in names)
-    return depths
+    depths = aws.queue_depths(running_stack(state_dir).wiring)
+    return {role: d.visible + d.in_flight for role, d in depths.items()}
 
 
 def snapshot(state_dir: str | None = None) -> dict[str, Any]:

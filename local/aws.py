@@ -4,11 +4,15 @@ created in moto with the same names and settings."""
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import boto3
 
 from local.wiring import AWS_ENV, Wiring, queue_settings, storage_settings
+from pynomaly_ops.metrics import DEAD_LETTER_QUEUE, JOBS_QUEUE
+
+# SQS's two counts of a queue's messages: waiting to be received, and received but not yet deleted.
+VISIBLE, IN_FLIGHT = "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
 
 
 def _client(wiring: Wiring, service: Literal["s3", "sqs"]):
@@ -47,6 +51,23 @@ def ensure_queues(wiring: Wiring) -> None:
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": s.max_receive_count}),
         },
     )
+
+
+class QueueDepth(NamedTuple):
+    name: str
+    visible: int
+    in_flight: int
+
+
+def queue_depths(wiring: Wiring, client: Any = None) -> dict[str, QueueDepth]:
+    """The job queue's and its dead-letter queue's counts, by role (``jobs``, ``dead_letters``)."""
+    client = client or sqs(wiring)
+    depths = {}
+    for role, name in zip((JOBS_QUEUE, DEAD_LETTER_QUEUE), wiring.queue_names, strict=True):
+        attrs = client.get_queue_attributes(QueueUrl=wiring.queue_url(name), AttributeNames=[VISIBLE, IN_FLIGHT])
+        counts = {k: int(v) for k, v in attrs["Attributes"].items()}
+        depths[role] = QueueDepth(name, counts.get(VISIBLE, 0), counts.get(IN_FLIGHT, 0))
+    return depths
 
 
 def ensure_buckets(wiring: Wiring) -> None:

@@ -53,6 +53,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "redis": 16379,
     "sentinel": 26379,
     "moto": 15000,
+    "moto_metrics": 19150,  # the queues' depths for Prometheus (CloudWatch's AWS/SQS metrics on AWS)
     "prometheus": 19090,
     "postgres_exporter": 19187,
     "redis_exporter": 19121,
@@ -80,6 +81,12 @@ def ports_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
     if bad:
         raise LayoutError(f"ports out of range 1024-65471: {bad}; fix {PORT_OFFSET_ENV} or {PORT_ENV_PREFIX}<NAME>")
     return ports
+
+
+def _with_new_ports(recorded: dict[str, int]) -> dict[str, int]:
+    """A stack recorded before a port was added gets it at the same offset as its load balancer's."""
+    offset = recorded["lb"] - DEFAULT_PORTS["lb"]
+    return {name: port + offset for name, port in DEFAULT_PORTS.items()} | recorded
 
 
 def _int_env(env: Mapping[str, str], key: str, default: int) -> int:
@@ -171,6 +178,7 @@ class Layout:
         data = {k: v for k, v in json.loads(path.read_text()).items() if k in known}
         for key in ("state_dir", "db_dir", "run_dir"):
             data[key] = Path(data[key])
+        data["ports"] = _with_new_ports(data["ports"])
         return cls(**data)
 
     @classmethod

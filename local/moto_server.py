@@ -11,6 +11,9 @@ Its health path (``/moto-api/``, probed by ``up`` and ``status``) answers 503 un
 the resources are in place, so "healthy" means "usable", and ``up`` never creates
 them at the same time as the wrapper.
 
+It also publishes the queues' depths for Prometheus on the ``moto_metrics`` port, as
+CloudWatch publishes AWS/SQS's on AWS: the local dead-letter alarm reads them.
+
 Run by supervisord: ``python -m local.moto_server --state-dir <state dir>``.
 """
 
@@ -28,12 +31,15 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 from werkzeug.serving import make_server
 
-from local.aws import ensure_resources
+from local.aws import ensure_resources, queue_depths, sqs
 from local.layout import REGIONAL, Layout
 from local.programs import MOTO_HEALTH_PATH
 from local.wiring import Wiring
+from pynomaly_ops.metrics import QUEUE_IN_FLIGHT, QUEUE_VISIBLE
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -50,6 +56,27 @@ class ReadyGate:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"creating the stack's queues and buckets\n"]
         return self.app(environ, start_response)
+
+
+class QueueDepths:
+    """A Prometheus collector: each scrape reads both queues' counts from the SQS API, as CloudWatch does."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring = wiring
+        self.client = sqs(wiring)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        labels = ["queue", "role"]
+        visible = GaugeMetricFamily(QUEUE_VISIBLE, "Messages available to receive", labels=labels)
+        in_flight = GaugeMetricFamily(QUEUE_IN_FLIGHT, "Messages received, not yet deleted", labels=labels)
+        try:
+            depths = queue_depths(self.wiring, self.client)
+        except (BotoCoreError, ClientError):  # not created yet: no sample, rather than a false zero
+            depths = {}
+        for role, d in depths.items():
+            visible.add_metric([d.name, role], d.visible)
+            in_flight.add_metric([d.name, role], d.in_flight)
+        return [visible, in_flight]
 
 
 def _layout(state_dir: Path) -> Layout:
@@ -73,6 +100,9 @@ def serve(layout: Layout, stop: threading.Event) -> None:
         server.shutdown()
         sys.exit(f"moto_server: could not create the stack's queues and buckets: {exc}")
     app.ready.set()
+    registry = CollectorRegistry()
+    registry.register(QueueDepths(Wiring(layout)))
+    start_http_server(layout.ports["moto_metrics"], addr=REGIONAL, registry=registry)
     print(f"moto on {REGIONAL}:{port}: queues and buckets in place ({time.monotonic() - started:.1f}s)", flush=True)
     while not stop.wait(1.0):
         pass

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from local import health
+from local import aws, health
 from local.layout import REGIONAL, ZONES, Layout
 from local.programs import ETCD_MEMBERS, PATRONI_MEMBERS, REDIS_NODES, SENTINELS, patroni_program
 from local.recorders import (
@@ -265,6 +265,31 @@ def wait_for_instance_out_or_replaced(
 
     result = wait_for(f"{name} out of the load balancer or replaced", settled, timeout_s, interval_s=0.05)
     return {"name": name, **(result or {}), "seconds": elapsed()}  # wait_for returns only a truthy result
+
+
+# --- the job queue ------------------------------------------------------------------
+def queue_depths(state_dir: str | None = None) -> dict[str, dict[str, int]]:
+    """The job queue's and the dead-letter queue's messages: ``{role: {"visible", "in_flight"}}``."""
+    depths = aws.queue_depths(running_stack(state_dir).wiring)
+    return {role: {"visible": d.visible, "in_flight": d.in_flight} for role, d in depths.items()}
+
+
+def wait_for_queue_depth(
+    role: str,
+    at_least: int,
+    timeout_s: float = 30,
+    since: float | None = None,
+    state_dir: str | None = None,
+) -> dict[str, Any]:
+    """Until queue ``role`` (``jobs``, ``dead_letters``) holds ``at_least`` visible messages."""
+    elapsed = _clock(since)
+
+    def reached() -> int | None:
+        visible = queue_depths(state_dir)[role]["visible"]
+        return visible if visible >= at_least else None
+
+    visible = wait_for(f"{at_least} messages visible in the {role} queue", reached, timeout_s, interval_s=0.2)
+    return {"role": role, "visible": visible, "seconds": elapsed()}
 
 
 # --- the load balancer's maintenance mode -------------------------------------------

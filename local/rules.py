@@ -36,14 +36,19 @@ EXPRESSIONS: dict[str, str] = {
     "inference_time": m.inference_p95_s(),
     "processing_lag": m.processing_lag_s(),
     "auth_failure_rate": m.auth_failure_rate_percent(),
+    "dlq_not_empty": m.dead_letters(),
 }
+# How long a breach must hold before the alert fires; one breaching sample is enough where the CloudWatch
+# alarm evaluates a single period (infra/alarms.py: evaluation_periods=1).
+DEFAULT_FOR = "1m"
+FOR = {"dlq_not_empty": "0s"}
 
 
 @dataclass(frozen=True)
 class Rule:
     alarm: Alarm
     expr: str
-    for_: str = "1m"
+    for_: str = DEFAULT_FOR
 
     @property
     def alarm_name(self) -> str:
@@ -85,4 +90,7 @@ def _expression(signal: str) -> str:
 
 
 def rules(baselines: Baselines) -> list[Rule]:
-    return [Rule(a, f"{_expression(a.signal.name)} {a.comparison} {a.threshold:g}") for a in local_alarms(baselines)]
+    return [
+        Rule(a, f"{_expression(a.signal.name)} {a.comparison} {a.threshold:g}", FOR.get(a.signal.name, DEFAULT_FOR))
+        for a in local_alarms(baselines)
+    ]

@@ -124,7 +124,7 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("redis_evictions", STRUCTURAL + "any eviction", "Redis evicts keys (memory full)", AWS),
     # the queue
     Signal("queue_age", "app_alarms.processing_lag_s", "Oldest queued job's age, seconds", AWS),
-    Signal("dlq_not_empty", STRUCTURAL + "any dead letter", "Jobs failed max_receive_count times", AWS),
+    Signal("dlq_not_empty", STRUCTURAL + "any dead letter", "Jobs failed max_receive_count times", HOSTS),
     # 003 application-level metrics
     Signal("inference_time", "app_alarms.inference_time_s", "Model inference time, seconds", ALL),
     Signal("processing_lag", "app_alarms.processing_lag_s", "Job processing lag, seconds", ALL),

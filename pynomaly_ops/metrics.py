@@ -22,6 +22,11 @@ QUEUE_SENT = "pynomaly_queue_messages_sent_total"
 DETECTIONS_FLAGGED = "pynomaly_detections_flagged_total"
 JOBS = "pynomaly_jobs_total"
 INSTANCE = "pynomaly_instance"
+# The local stack's SQS stand-in (local/moto_server.py) publishes what CloudWatch's AWS/SQS namespace does
+# for ApproximateNumberOfMessagesVisible / NotVisible, labelled with the queue's name and role.
+QUEUE_VISIBLE = "pynomaly_sqs_messages_visible"
+QUEUE_IN_FLIGHT = "pynomaly_sqs_messages_in_flight"
+JOBS_QUEUE, DEAD_LETTER_QUEUE = "jobs", "dead_letters"  # the role label
 
 DEFAULT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RATE_WINDOW = "5m"
@@ -65,6 +70,10 @@ def inference_p95_s(selector: str = "", window: str = RATE_WINDOW) -> str:
 
 def processing_lag_s(selector: str = "") -> str:
     return f"max({JOB_PROCESSING_LAG}{_sel(selector)})"
+
+
+def dead_letters() -> str:
+    return f'max({QUEUE_VISIBLE}{{role="{DEAD_LETTER_QUEUE}"}})'
 
 
 def auth_failure_rate_percent(selector: str = "", window: str = RATE_WINDOW) -> str:

@@ -85,3 +85,27 @@ def test_bad_port_settings_are_named():
 
     with pytest.raises(LayoutError, match="PYNOMALY_LOCAL_PORT_LB='x' is not an integer"):
         ports_from_env({"PYNOMALY_LOCAL_PORT_LB": "x"})
+
+
+def test_the_dead_letter_alarm_fires_on_one_sample_of_the_queue_stand_in():
+    """The local twin of the CloudWatch DLQ alarm (one evaluation period): no minute of grace."""
+    from pynomaly_ops import metrics
+
+    (dlq,) = [r for r in _rendered_rules() if r["labels"]["alarm_key"] == "dlq_not_empty.warning"]
+    assert dlq["for"] == "0s"
+    assert dlq["expr"] == f'max({metrics.QUEUE_VISIBLE}{{role="{metrics.DEAD_LETTER_QUEUE}"}}) > 0'
+
+
+def test_a_stack_recorded_before_a_port_existed_gets_it_at_its_offset(tmp_path, monkeypatch):
+    import json
+
+    from local.layout import DEFAULT_PORTS
+
+    monkeypatch.setenv("PYNOMALY_LOCAL_PORT_OFFSET", "2000")
+    layout = Layout.create(tmp_path / "s", instances=1)
+    layout.save()
+    path = layout.state_dir / Layout.FILE
+    recorded = json.loads(path.read_text())
+    del recorded["ports"]["moto_metrics"]
+    path.write_text(json.dumps(recorded))
+    assert Layout.load(layout.state_dir).ports["moto_metrics"] == DEFAULT_PORTS["moto_metrics"] + 2000
