@@ -163,6 +163,42 @@ DRILLS: tuple[Drill, ...] = (
         ),
     ),
     Drill(
+        "queue-consumer-outage",
+        "000 Key System Components (Message Queue (AWS SQS)); 004 Pipeline Failure Recovery; 003 Application Metrics",
+        "every queue consumer (worker) stopped while jobs kept arriving, with one poison message among them",
+        (
+            Objective(
+                "jobs not completed exactly once",
+                "jobs not completed exactly once",
+                "==",
+                lambda b: 0,
+                STRUCTURAL + "every submitted job completed, and run once",
+            ),
+            Objective(
+                "backlog drained after the workers came back (s)",
+                "backlog drained (s)",
+                "<=",
+                lambda b: b.queue_backlog_drain_s,
+                "recovery.queue_backlog.drain_within",
+            ),
+            Objective(
+                "poison message in the dead-letter queue after the workers came back (s)",
+                "poison message dead-lettered (s)",
+                "<=",
+                lambda b: b.queue_backlog_drain_s,
+                "recovery.queue_backlog.drain_within",
+            ),
+            Objective(
+                "dead-letter alarm fired",
+                "dead-letter alarm fired",
+                "==",
+                lambda b: 1,
+                STRUCTURAL + "the catalogue's dlq_not_empty, on any dead letter",
+            ),
+            _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
+        ),
+    ),
+    Drill(
         "maintenance-mode",
         "002 Containment (Redirect traffic to maintenance page)",
         "the load balancer switched to the maintenance page (a planned state, not a failure)",

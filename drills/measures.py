@@ -101,6 +101,9 @@ def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
         m["writes_lost"] = writes["lost_writes"]
         m["write_outage_s"] = writes["outage"]["seconds"] or 0.0  # None: no write failed
     for event in rec.session["events"]:  # figures the experiment's own waits measured
-        if isinstance(event.get("detail"), dict) and "seconds" in event["detail"]:
-            m[f"{event['event']} (s)"] = event["detail"]["seconds"]
+        detail = event.get("detail")
+        if isinstance(detail, dict):
+            if "seconds" in detail:
+                m[f"{event['event']} (s)"] = detail["seconds"]
+            m.update(detail.get("figures") or {})
     return m

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+import numpy as np
 
 from drills import session
 from drills.measures import FAULT, WINDOW_S
@@ -86,6 +87,75 @@ def hold(seconds: float, event: str) -> dict[str, Any]:
     return session.mark(event, {"held_s": seconds})
 
 
+# --- batch jobs, as a client submits and polls them ------------------------------------------------
+JOBS_SUBMITTED = "jobs submitted"
+JOB_POLL_INTERVAL_S = 1.0
+NOT_EXACTLY_ONCE = "jobs not completed exactly once"
+JOB_FIGURES = ("jobs completed exactly once", NOT_EXACTLY_ONCE, "jobs run more than once", "jobs failed")
+
+
+def _api(outputs: Any) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {outputs.api_key}"}
+    return httpx.Client(base_url=outputs.load_balancer_url, headers=headers, timeout=10)
+
+
+def submit_jobs(count: int, points: int = 500, seed: int = 0) -> dict[str, Any]:
+    """Submit ``count`` batch jobs through the load balancer, each a different series of ``points`` values
+    (seeded: the same drill submits the same jobs), and mark their ids on the timeline."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    with _api(session.current().outputs) as api:
+        for _ in range(count):
+            series = rng.normal(0, 1, points).round(6)
+            series[rng.integers(points)] = 12.0  # one clear outlier each
+            reply = api.post("/api/v1/jobs", json={"series": series.tolist()})
+            if reply.status_code != 202:
+                raise session.DrillError(f"job submission answered {reply.status_code}: {reply.text[:200]}")
+            ids.append(reply.json()["job"]["id"])
+    return session.mark(JOBS_SUBMITTED, {"count": len(ids), "ids": ids})
+
+
+def await_jobs_done(timeout_s: float, event: str = "backlog drained", since_event: str = FAULT) -> dict[str, Any]:
+    """Poll every submitted job through the API until none is queued or running; the figures say how many
+    completed exactly once (completed, claimed once), ran more than once, or failed."""
+    s = session.current()
+    ids = next((e["detail"]["ids"] for e in s.events if e["event"] == JOBS_SUBMITTED), None)
+    if ids is None:
+        raise session.DrillError("await_jobs_done needs submit_jobs first: no jobs were submitted")
+    since = next((e["at"] for e in s.events if e["event"] == since_event), time.time())
+    deadline = time.monotonic() + timeout_s
+    with _api(s.outputs) as api:
+        while True:
+            jobs = [api.get(f"/api/v1/jobs/{job_id}").json()["job"] for job_id in ids]
+            if all(j["status"] in ("completed", "failed") for j in jobs):
+                break
+            if time.monotonic() > deadline:
+                pending = sum(j["status"] not in ("completed", "failed") for j in jobs)
+                raise probes.ProbeError(f"{pending} of {len(ids)} jobs still queued or running after {timeout_s:g}s")
+            time.sleep(JOB_POLL_INTERVAL_S)  # the polling interval of a deadline-bounded wait
+    once = sum(j["status"] == "completed" and j["attempts"] == 1 for j in jobs)
+    counts = (once, len(jobs) - once, sum(j["attempts"] > 1 for j in jobs), sum(j["status"] == "failed" for j in jobs))
+    figures = dict(zip(JOB_FIGURES, counts, strict=True))
+    return session.mark(event, {"seconds": time.time() - since, "jobs": len(jobs), "figures": figures})
+
+
+def await_alarm(
+    key: str, timeout_s: float, event: str, since_event: str = FAULT, figure: str | None = None
+) -> dict[str, Any]:
+    """Until the catalogue alarm ``key`` fires on the target (as the drill's alert watcher sees it); the
+    ``figure``, if named, counts it for an objective."""
+    s = session.current()
+    if s.watcher is None:
+        raise session.DrillError(f"this target has no Prometheus to see {key} fire")
+    since = next((e["at"] for e in s.events if e["event"] == since_event), time.time())
+    deadline = time.monotonic() + timeout_s
+    while (fired := s.watcher.seen.get(key, {}).get("firing")) is None:
+        if time.monotonic() > deadline:
+            raise probes.ProbeError(f"alarm {key} did not fire within {timeout_s:g}s")
+        time.sleep(session.WATCH_INTERVAL_S)
+    return session.mark(event, {"key": key, "seconds": fired - since, "figures": {figure: 1} if figure else {}})
+
+
 # --- steady state -----------------------------------------------------------------------
 def health_ok(state_dir: str | None = None) -> bool:
     outputs = session.target_outputs(state_dir)
@@ -117,15 +187,24 @@ def topology_intact(state_dir: str | None = None) -> bool:
     return topology.healthy(topology.snapshot(state_dir))
 
 
+def active_alarms(keys: list[str], state_dir: str | None = None) -> dict[str, str]:
+    """Which of the catalogue alarms ``keys`` are active on the target: ``{key: "pending" | "firing"}``."""
+    outputs = session.target_outputs(state_dir)
+    if not outputs.prometheus_url:
+        return {}
+    names = {outputs.alarms[k][t]: k for k in keys if k in outputs.alarms for t in outputs.alarms[k]}
+    alerts = httpx.get(f"{outputs.prometheus_url}/api/v1/alerts", timeout=3).json()["data"]["alerts"]
+    active: dict[str, str] = {}
+    for a in alerts:
+        if (key := names.get(a["labels"].get("alertname", ""))) and active.get(key) != "firing":
+            active[key] = a["state"]
+    return active
+
+
 def no_alarm_firing(keys: list[str], state_dir: str | None = None) -> bool:
     """None of the catalogue alarms ``keys`` is firing on the target (an alarm already firing means the
     steady state is broken before any fault)."""
-    outputs = session.target_outputs(state_dir)
-    if not outputs.prometheus_url:
-        return True
-    names = {outputs.alarms[k][t]: k for k in keys if k in outputs.alarms for t in outputs.alarms[k]}
-    alerts = httpx.get(f"{outputs.prometheus_url}/api/v1/alerts", timeout=3).json()["data"]["alerts"]
-    return not any(a["state"] == "firing" and a["labels"].get("alertname") in names for a in alerts)
+    return "firing" not in active_alarms(keys, state_dir).values()
 
 
 # --- the high-load procedure (000), with its numbers from the file ----------------------------

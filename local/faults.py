@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from local import health, probes, render
+from local import aws, health, probes, render
 from local.layout import REGIONAL
 from local.programs import PATRONI_MEMBERS, Program, api_program, patroni_program
 from local.stack import Stack, running_stack
@@ -127,6 +127,59 @@ def ensure_running(name: str, state_dir: str | None = None) -> dict[str, Any]:
     if was not in ("RUNNING", "STARTING"):
         stack.supervisor.start_programs([name])
     return {"name": name, "was": was, "time": time.time()}
+
+
+# --- the job queue's consumers and messages -------------------------------------------------------
+def _workers(stack: Stack) -> list[str]:
+    return sorted(name for name in stack.supervisor.info() if name.startswith("worker-"))
+
+
+def stop_workers(state_dir: str | None = None) -> dict[str, Any]:
+    """Every queue consumer stopped (SIGTERM: each hands its in-flight messages back), as a failed worker
+    deployment or a worker fleet scaled to zero; supervisord does not restart a stopped program."""
+    stack = running_stack(state_dir)
+    names, at = _workers(stack), time.time()
+    for name in names:
+        stack.supervisor.stop_program(name)
+    return {"names": names, "time": at}
+
+
+def start_workers(state_dir: str | None = None) -> dict[str, Any]:
+    """Every queue consumer running again (idempotent: a rollback)."""
+    stack = running_stack(state_dir)
+    names, at = _workers(stack), time.time()
+    stack.supervisor.start_programs(names)
+    return {"names": names, "time": at}
+
+
+def send_poison_message(marker: str, state_dir: str | None = None) -> dict[str, Any]:
+    """A message no worker can process (not a job), straight onto the job queue; ``marker`` is in its body so
+    :func:`remove_dead_letters` finds it again."""
+    wiring = running_stack(state_dir).wiring
+    url, at = wiring.queue_url(wiring.queue_names[0]), time.time()
+    reply = aws.sqs(wiring).send_message(QueueUrl=url, MessageBody=f"{marker}: not a job")
+    return {"message_id": reply["MessageId"], "marker": marker, "time": at}
+
+
+def remove_dead_letters(marker: str, timeout_s: float = 30, state_dir: str | None = None) -> dict[str, Any]:
+    """Delete the dead letters whose body holds ``marker`` (a drill's own), leaving every other one in place
+    (idempotent: a rollback). Others received on the way are made visible again at once."""
+    wiring = running_stack(state_dir).wiring
+    client, url = aws.sqs(wiring), wiring.queue_url(wiring.queue_names[1])
+    deleted, deadline = 0, time.monotonic() + timeout_s
+    while aws.queue_depths(wiring, client)[aws.DEAD_LETTER_QUEUE].visible and time.monotonic() < deadline:
+        messages = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=5).get("Messages")
+        others = 0
+        for m in messages or []:
+            if marker in m["Body"]:
+                client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+                deleted += 1
+            else:
+                client.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+                others += 1
+        if others == len(messages or []):  # only others' dead letters left: they stay
+            break
+    return {"deleted": deleted, "time": time.time()}
 
 
 def freeze_redis_primary(state_dir: str | None = None) -> dict[str, Any]:

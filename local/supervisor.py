@@ -65,6 +65,10 @@ class Supervisor:
             if name not in active:
                 self._call(self.rpc.startProcess, name, False)
 
+    def stop_program(self, name: str) -> None:
+        """Stop ``name`` (its stop signal, then SIGKILL after its stopwaitsecs) and wait until it has exited."""
+        self._call(self.rpc.stopProcess, name, True)
+
     def add(self, name: str) -> None:
         """Load a newly written program file and start it."""
         self.rpc.reloadConfig()

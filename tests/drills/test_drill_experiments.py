@@ -162,17 +162,21 @@ def test_the_steady_state_has_the_four_probes(drill):
     assert {"error_rate.critical", "no_healthy_hosts.critical"} <= set(keys)
 
 
-def _timed_events(experiment: dict[str, Any]) -> list[str]:
-    """The events the method's waits mark with their ``seconds``."""
-    names = []
+def _timed_events(experiment: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The events the method's waits mark with their ``seconds``, and the figures they count."""
+    events = []
     for activity in experiment["method"]:
         provider, arguments = activity["provider"], activity["provider"].get("arguments", {})
-        if provider.get("func") in ("await_", "await_fault_argument"):
-            names.append(arguments["event"])
-        elif provider.get("func") == "await_p95_under_warning":
-            default = inspect.signature(steps.await_p95_under_warning).parameters["event"].default
-            names.append(arguments.get("event", default))
-    return names
+        func = provider.get("func")
+        if func in ("await_", "await_fault_argument"):
+            events.append((arguments["event"], {}))
+        elif func in ("await_p95_under_warning", "await_jobs_done", "await_alarm"):
+            default = inspect.signature(getattr(steps, func)).parameters["event"].default
+            figures = dict.fromkeys(steps.JOB_FIGURES, 0) if func == "await_jobs_done" else {}
+            if arguments.get("figure"):
+                figures[arguments["figure"]] = 1
+            events.append((arguments.get("event", default), figures))
+    return events
 
 
 @pytest.mark.parametrize("drill", catalog.DRILLS, ids=lambda d: d.name)
@@ -181,7 +185,8 @@ def test_every_objective_is_a_figure_the_drills_own_records_give(drill, tmp_path
     experiment = _experiment(drill.experiment)
     start = experiment["method"][0]["provider"]["arguments"]
     events = [event("measurement started", 0), event(measures.FAULT, 20, {"fault": "synthetic"})]
-    events += [event(name, 25 + i, {"seconds": 5.0 + i}) for i, name in enumerate(_timed_events(experiment))]
+    timed = _timed_events(experiment)
+    events += [event(name, 25 + i, {"seconds": 5.0 + i, "figures": f}) for i, (name, f) in enumerate(timed)]
     events.append(event("measurement stopped", 40))
     writes = writes_summary(800, 0, 3.0) if start.get("writes") else None
     run_dir = write_run(tmp_path, requests(40), session(events, writes=writes, drill=drill.name))
