@@ -138,6 +138,35 @@ def run_one(drill: Drill, runs_root: Path, say: Say, state_dir: str | None = Non
 
 
 WARM_UP_TIMEOUT_S = 120
+# The longest a local alarm outlives its cause: the rules' rate window (pynomaly_ops.metrics.RATE_WINDOW, 5 min)
+# plus their `for` (local.rules.DEFAULT_FOR, 1 min). With the drills' load flowing it clears much sooner.
+SETTLE_TIMEOUT_S = 360
+
+
+def precheck_alarms(drill: Drill) -> list[str]:
+    """The catalogue alarms the drill's steady state requires silent (its ``no_alarm_firing`` probe)."""
+    experiment = json.loads(drill.experiment.read_text())
+    probes_ = experiment.get("steady-state-hypothesis", {}).get("probes", [])
+    silent = [p["provider"] for p in probes_ if p["provider"].get("func") == "no_alarm_firing"]
+    return [k for provider in silent for k in provider["arguments"]["keys"]]
+
+
+def settle(drill: Drill, say: Say, state_dir: str | None = None) -> float:
+    """Before the next drill: wait, with a deadline, until none of the alarms its pre-check requires silent
+    is pending or firing, with the drills' load flowing (as user traffic flows after an incident). An alarm
+    a drill raised is its aftermath, not a broken steady state; if it outlives the deadline the pre-check
+    refuses and says why. Returns the seconds waited."""
+    from drills.steps import active_alarms, within_warning
+
+    keys, started = precheck_alarms(drill), time.monotonic()
+    while active := active_alarms(keys, state_dir):
+        waited = time.monotonic() - started
+        if waited > SETTLE_TIMEOUT_S:
+            say(f"alarms still active after {waited:.0f}s: {active}; the pre-check will judge")
+            break
+        say(f"waiting for the last drill's alarms to clear: {', '.join(f'{k} ({v})' for k, v in active.items())}")
+        within_warning(5, state_dir)  # five seconds of the drills' load: the polling interval
+    return time.monotonic() - started
 
 
 def warm_up(say: Say, state_dir: str | None = None) -> None:
@@ -167,9 +196,11 @@ def run(drills: list[Drill], say: Say, state_dir: Path | None = None, reports: P
         warm_up(say, str(root))
     runs_root = (reports or Path("reports") / "drills") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     runs_root.mkdir(parents=True, exist_ok=True)
-    outcomes = []
+    outcomes: list[Outcome] = []
     try:
         for drill in drills:
+            if outcomes and outcomes[-1].summary["restored"]:  # a target left broken is the pre-check's to refuse
+                settle(drill, say, str(root))
             say(f"drill {drill.name}: {drill.procedure}")
             outcomes.append(run_one(drill, runs_root, say, str(root)))
             say(f"drill {drill.name}: {'PASS' if outcomes[-1].passed else 'FAIL'} ({outcomes[-1].run_dir})")

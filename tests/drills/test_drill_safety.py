@@ -189,3 +189,43 @@ def test_the_guard_stops_the_experiment_through_chaos_toolkit(monkeypatch):
     monkeypatch.setattr(chaoslib.exit, "exit_gracefully", lambda: called.append(True))
     AbortGuard._abort()
     assert called == [True]
+
+
+# --- between drills: the last drill's alarms are its aftermath ---------------------------------
+
+
+def test_every_drill_names_the_alarms_its_pre_check_requires_silent():
+    from drills import catalog, runner
+
+    for drill in catalog.DRILLS:
+        assert {"error_rate.warning", "error_rate.critical"} <= set(runner.precheck_alarms(drill)), drill.name
+
+
+def test_settle_sends_load_until_the_last_drills_alarms_clear(monkeypatch):
+    from drills import catalog, runner, steps
+
+    states = [{"error_rate.warning": "firing"}, {"error_rate.warning": "pending"}, {}]
+    asked, samples, said = [], [], []
+
+    def active(keys, state_dir=None):
+        asked.append(keys)
+        return states.pop(0)
+
+    monkeypatch.setattr(steps, "active_alarms", active)
+    monkeypatch.setattr(steps, "within_warning", lambda s, d=None: samples.append(s) or {"ok": True})
+    drill = catalog.get("cache-flush")
+    runner.settle(drill, said.append)
+    assert asked == [runner.precheck_alarms(drill)] * 3 and states == []
+    assert samples == [5, 5]  # the drills' load flows while it waits: a pending alarm is waited out too
+    assert said[0] == "waiting for the last drill's alarms to clear: error_rate.warning (firing)"
+
+
+def test_settle_gives_up_at_its_deadline_and_leaves_the_verdict_to_the_pre_check(monkeypatch):
+    from drills import catalog, runner, steps
+
+    monkeypatch.setattr(runner, "SETTLE_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(steps, "active_alarms", lambda keys, state_dir=None: {"error_rate.critical": "firing"})
+    monkeypatch.setattr(steps, "within_warning", lambda s, d=None: time.sleep(0.03) or {"ok": False})
+    said: list[str] = []
+    runner.settle(catalog.get("cache-flush"), said.append)
+    assert said[-1].startswith("alarms still active after") and "the pre-check will judge" in said[-1]
