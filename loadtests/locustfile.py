@@ -140,6 +140,8 @@ def _use_local_stack(environment: Any) -> None:
 
 
 def _plan_received(environment: Any, msg: Any) -> None:
+    # The master's options come with its spawn message, after this one: the plan carries them itself.
+    vars(environment.parsed_options).update(msg.data["options"])
     PLAN.shape = _shape_from(environment.parsed_options)
     PLAN.start(msg.data["t0"], environment.runner.worker_index, msg.data["workers"])
 
@@ -160,9 +162,10 @@ def _test_start(environment: Any, **_: Any) -> None:
             "options": {k: v for k, v in vars(environment.parsed_options).items() if k.startswith("lt_")},
         }
     )
-    PLAN.recording.meta["options"].pop("lt_api_key", None)
+    options = PLAN.recording.meta["options"]
+    options.pop("lt_api_key", None)
     if isinstance(runner, MasterRunner):
-        runner.send_message(PLAN_MESSAGE, {"t0": t0, "workers": workers})
+        runner.send_message(PLAN_MESSAGE, {"t0": t0, "workers": workers, "options": options})
     gevent.spawn(_monitor, environment)
 
 

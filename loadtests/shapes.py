@@ -160,7 +160,8 @@ def _daily(b: Baselines, normal: float, duration: float) -> Shape:
     peak = b.traffic.peak_hours
     zone = ZoneInfo(peak.timezone)
     start_h, end_h = (int(x[:2]) * 60 + int(x[3:]) for x in (peak.start, peak.end))
-    hour_s = duration / 24
+    ramp = min(b.load.ramp_up_s, duration / 8)
+    hour_s = (duration - ramp) / 24
     midnight = datetime(2026, 1, 7, tzinfo=zone)  # a Wednesday: a business day
     stages: list[Stage] = []
     for minute in range(0, 24 * 60, 30):  # half-hour resolution fits HH:MM peak bounds on the half hour
@@ -169,7 +170,6 @@ def _daily(b: Baselines, normal: float, duration: float) -> Shape:
         in_peak = start_h <= minutes < end_h
         rate = normal * (b.traffic.peak_multiplier if in_peak else 1.0)
         stages.append(Stage(hour_s / 2, rate, f"{local:%H:%M} {'peak' if in_peak else 'off-peak'}"))
-    ramp = min(b.load.ramp_up_s, duration / 8)
     return Shape(
         "daily",
         f"a business day compressed into {duration:g}s: peak {peak.start}-{peak.end} {peak.timezone} "

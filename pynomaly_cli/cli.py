@@ -18,12 +18,15 @@ StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: a f
 
 
 def _add_sub_commands() -> None:
-    """The local stack's (local/cli.py) and the drills' (drills/cli.py) sub-commands."""
+    """The local stack's (local/cli.py), the drills' (drills/cli.py) and the load tests' (loadtests/cli.py)
+    sub-commands."""
     from drills.cli import app as drill_app
+    from loadtests.cli import app as load_app
     from local.cli import app as local_app
 
     app.add_typer(local_app, name="local")
     app.add_typer(drill_app, name="drill")
+    app.add_typer(load_app, name="load")
 
 
 _add_sub_commands()
