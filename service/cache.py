@@ -17,7 +17,9 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from pynomaly_ops.environment import ENV_NAMES
@@ -49,7 +51,14 @@ def _auth(settings: Settings) -> dict[str, Any]:
 
 
 def _client(settings: Settings) -> redis.Redis:
-    timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s}
+    # One attempt per command: redis-py retries a timed-out command 10 times by default (up to 1 s of
+    # backoff each), so a hung primary held a request for seconds, past its client's timeout, where the
+    # cache must cost at most redis_timeout_s and then be skipped for redis_retry_after_s.
+    timeouts: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if settings.redis_sentinels:
         sentinel = Sentinel(
             list(settings.redis_sentinels),
