@@ -94,7 +94,11 @@ def run_one(drill: Drill, runs_root: Path, say: Say, state_dir: str | None = Non
 
     b = load()
     run_dir = runs_root / drill.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    repeat = 1
+    while run_dir.exists():  # the same drill again in one run (a benchmark's repeats): a folder each
+        repeat += 1
+        run_dir = runs_root / f"{drill.name}-{repeat}"
+    run_dir.mkdir(parents=True)
     os.environ[session.RUN_DIR_ENV] = str(run_dir)
     before = topology.snapshot(state_dir)
     started = time.time()
@@ -170,9 +174,10 @@ def settle(drill: Drill, say: Say, state_dir: str | None = None) -> float:
 
 
 def warm_up(say: Say, state_dir: str | None = None) -> None:
-    """A stack just started answers its first detections slowly (each instance loads its libraries on the
-    first request): send the drills' load until a sample is within the warning levels, as traffic warms a
-    new production instance, so the pre-check judges the platform and not a cold start."""
+    """A stack just started (by the runner or by `local up`) answers its first detections slowly: each
+    instance loads its libraries on its first requests. Send the drills' load until a sample is within the
+    warning levels, as traffic warms a new production instance, so the pre-check judges the platform and not
+    a cold start; a warm stack passes the first sample."""
     from drills.steps import within_warning
 
     deadline = time.monotonic() + WARM_UP_TIMEOUT_S
@@ -193,7 +198,7 @@ def run(drills: list[Drill], say: Say, state_dir: Path | None = None, reports: P
     if not was_running:
         say("the local stack is down: bringing it up for the drills")
         stack.up()
-        warm_up(say, str(root))
+    warm_up(say, str(root))  # one sample when the stack is warm already; a just-started one is warmed
     runs_root = (reports or Path("reports") / "drills") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     runs_root.mkdir(parents=True, exist_ok=True)
     outcomes: list[Outcome] = []

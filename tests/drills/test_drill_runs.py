@@ -114,3 +114,22 @@ def test_a_missed_objective_fails_and_the_target_is_still_restored(stack, tmp_pa
     missed = [o for o in outcome.summary["objectives"] if not o["met"]]
     assert [o["source"] for o in missed] == ["recovery.instance_loss.capacity_back_s"]
     assert outcome.summary["restored"]
+
+
+def test_the_monthly_drill_passes_every_drill_and_leaves_the_stack_as_found(stack, tmp_path):
+    """The README's main job (`drill run --all`) on a stack of its own: every drill's report shows each of its
+    objectives met, and the stack ends in the shape it started in."""
+    before = topology.snapshot(stack)
+    outcomes = runner.run(list(catalog.DRILLS), print, Path(stack), tmp_path / "reports")
+    assert [o.drill for o in outcomes] == [d.name for d in catalog.DRILLS]
+    missed = {
+        o.drill: o.summary["problems"] or [x for x in o.summary["objectives"] if not x["met"]]
+        for o in outcomes
+        if not o.passed
+    }
+    assert not missed, missed
+    for o in outcomes:
+        summary = json.loads((o.run_dir / "summary.json").read_text())
+        assert summary["objectives"] and all(x["met"] for x in summary["objectives"]), o.drill
+        assert (o.run_dir / "timeline.png").read_bytes()[:4] == b"\x89PNG", o.drill
+    assert topology.differences(before, topology.snapshot(stack)) == {}
