@@ -143,10 +143,11 @@ alarms = Alarms(
             target_group_arn_suffix=lb.target_group_arn_suffix,
             db_primary_id=database.primary_identifier,
             db_replica_id=database.replica_identifier,
-            db_allocated_storage_gb=settings.db.allocated_storage_gb,
+            db_allocated_storage_gb=database.allocated_storage_gb,
             redis_member_ids=cache.member_cluster_ids,
             queue_name=jobs_queue,
             dead_letter_queue_name=dead_letter_queue,
+            maintenance_mode=settings.lb.maintenance_mode,
         ),
         kms_key_arn=kms.arn("alarms"),
         # The workload's PrometheusRule, where the cluster runs the Prometheus operator.

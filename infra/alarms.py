@@ -54,7 +54,7 @@ class Metric:
     stat: str  # Average, Maximum, Minimum, Sum or a percentile such as p95
 
 
-def _same(value: float) -> float:
+def _same(value: float) -> pulumi.Input[float]:
     return value
 
 
@@ -65,7 +65,7 @@ class Watch:
     description: str
     metrics: Mapping[str, Metric]  # by query id; one entry unless an expression combines them
     expression: str | None = None
-    scale: Callable[[float], float] = _same  # the file's unit to the metric's
+    scale: Callable[[float], pulumi.Input[float]] = _same  # the file's unit to the metric's
     inverse: bool = False  # the metric falls as the watched figure rises (free bytes vs. used share)
     treat_missing_data: str = "missing"
     evaluation_periods: int = 5
@@ -98,7 +98,7 @@ class AlarmSpec:
         return self.watch.description
 
     @property
-    def threshold(self) -> float:
+    def threshold(self) -> pulumi.Input[float]:
         return self.watch.scale(self.alarm.threshold)
 
     @property
@@ -125,10 +125,14 @@ class Watched:
     target_group_arn_suffix: pulumi.Input[str]
     db_primary_id: str
     db_replica_id: str | None
-    db_allocated_storage_gb: int
+    # Each instance's allocated storage as RDS reports it (by identifier): storage autoscaling grows it, and
+    # pulumi-aws then ignores the configured size, so the free-storage thresholds follow the reported one.
+    db_allocated_storage_gb: Mapping[str, pulumi.Input[int]]
     redis_member_ids: list[str]
     queue_name: str
     dead_letter_queue_name: str
+    # lb.maintenance_mode: no listener forwards to the target group, so its target metrics are not published.
+    maintenance_mode: bool = False
 
 
 def _fleet(w: Watched) -> dict[str, Watch]:
@@ -164,10 +168,21 @@ def _fleet(w: Watched) -> dict[str, Watch]:
             "A target fails /health", {"m1": Metric("AWS/ApplicationELB", "UnHealthyHostCount", targets, "Maximum")}
         ),
         "healthy_hosts_below_normal": Watch("Fewer healthy targets than the normal fleet size", healthy),
+        # Missing data is a fleet that stopped reporting, so it breaches; but in maintenance mode the target group
+        # serves no listener and HealthyHostCount is not published at all: planned, so it must not page.
         "no_healthy_hosts": Watch(
-            "No target can serve", healthy, treat_missing_data="breaching", evaluation_periods=2, datapoints_to_alarm=2
+            "No target can serve",
+            healthy,
+            treat_missing_data="notBreaching" if w.maintenance_mode else "breaching",
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
         ),
     }
+
+
+def _free_bytes_below(allocated_gb: pulumi.Input[int]) -> Callable[[float], pulumi.Output[float]]:
+    """The used-share level (percent) as free bytes of ``allocated_gb``."""
+    return lambda pct: pulumi.Output.from_input(allocated_gb).apply(lambda gb: gb * GIB * (100 - pct) / 100)
 
 
 def _database(b: Baselines, w: Watched) -> dict[str, Watch]:
@@ -178,11 +193,12 @@ def _database(b: Baselines, w: Watched) -> dict[str, Watch]:
         dims = {"DBInstanceIdentifier": ident}
         watches |= {
             f"{role}_cpu": Watch(f"RDS {ident} CPU", {"m1": Metric("AWS/RDS", "CPUUtilization", dims, "Average")}),
-            # Free bytes below the allocated size times (100 - disk level) %.
+            # Free bytes below the allocated size times (100 - disk level) %, of the size RDS reports (it grows with
+            # storage autoscaling; `pulumi up --refresh` moves the thresholds with it).
             f"{role}_free_storage": Watch(
                 f"RDS {ident} free storage, bytes (used share of the allocated storage)",
                 {"m1": Metric("AWS/RDS", "FreeStorageSpace", dims, "Minimum")},
-                scale=lambda pct: w.db_allocated_storage_gb * GIB * (100 - pct) / 100,
+                scale=_free_bytes_below(w.db_allocated_storage_gb[ident]),
                 inverse=True,
             ),
             # Each connection is a backend process with its own memory: the memory levels, as a share of

@@ -146,6 +146,9 @@ class Cache(Tier):
             name=self.name_of("auth-secret"),
             description="AUTH token of the Pynomaly Redis replication group (clients read it at start)",
             kms_key_id=kms_key_arn,
+            # Deleted at once on destroy: with the default 30-day recovery window the fixed name stays "scheduled
+            # for deletion" and a redeploy within 30 days fails to create it (the token is re-made on a redeploy).
+            recovery_window_in_days=0,
             tags=self.tagged("auth-secret"),
             opts=self.child,
         )

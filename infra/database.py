@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_random as random
 
 from infra.network import Network
 from infra.tier import Tier, assume_role_policy
@@ -66,6 +67,7 @@ class Database(Tier):
     secret_arn: pulumi.Output[str]  # the master password's, managed by RDS
     primary_identifier: str
     replica_identifier: str | None
+    allocated_storage_gb: dict[str, pulumi.Output[int]]  # by identifier, as RDS reports it (autoscaling grows it)
     primary_arn: pulumi.Output[str]
     resource_id: pulumi.Output[str]
     security_group_id: pulumi.Output[str]
@@ -113,7 +115,6 @@ class Database(Tier):
             "vpc_security_group_ids": [sg.id],
             "parameter_group_name": params.name,
             "storage_encrypted": True,
-            "kms_key_id": args.kms_key_arn,
             "performance_insights_enabled": True,
             "performance_insights_kms_key_id": args.kms_key_arn,
             "performance_insights_retention_period": 7,
@@ -126,6 +127,13 @@ class Database(Tier):
             "copy_tags_to_snapshot": True,
             "deletion_protection": s.deletion_protection,
         }
+        # The final snapshot outlives the instance, so each instance's lifetime names its own: with a fixed
+        # identifier the second destroy fails (DBSnapshotAlreadyExists).
+        # (RandomPassword is random_string with its result marked sensitive; this one names a snapshot, so it
+        # is unmarked. Lowercase letters and digits: what a snapshot identifier may hold.)
+        final_snapshot_suffix = random.RandomPassword(
+            self.name_of("primary-final-suffix"), length=8, special=False, upper=False, opts=self.child
+        )
         child_after_role = pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=[attach]))
         primary = aws.rds.Instance(
             self.name_of("primary"),
@@ -143,6 +151,7 @@ class Database(Tier):
             multi_az=s.multi_az,
             db_subnet_group_name=subnets.name,
             storage_type="gp3",
+            kms_key_id=args.kms_key_arn,
             allocated_storage=s.allocated_storage_gb,
             max_allocated_storage=s.max_allocated_storage_gb,
             backup_retention_period=s.backup_retention_days,
@@ -150,7 +159,9 @@ class Database(Tier):
             maintenance_window="sun:04:30-sun:05:30",
             delete_automated_backups=False,
             skip_final_snapshot=False,
-            final_snapshot_identifier=self.name_of("primary-final"),
+            final_snapshot_identifier=pulumi.Output.concat(
+                self.name_of("primary-final-"), pulumi.Output.unsecret(final_snapshot_suffix.result)
+            ),
             tags=self.tagged("primary"),
             **common,
             opts=child_after_role,
@@ -161,6 +172,11 @@ class Database(Tier):
                 self.name_of("replica"),
                 identifier=self.name_of("replica"),
                 replicate_source_db=primary.identifier,
+                # No kms_key_id: a same-region replica is always encrypted with its source's key, and
+                # CreateDBInstanceReadReplica refuses the parameter (InvalidParameterCombination, "Your request
+                # does not require the KMS key parameter"); see the API reference's KmsKeyId.
+                # A replica's storage autoscales on its own (it does not follow the primary's growth).
+                max_allocated_storage=s.max_allocated_storage_gb,
                 # A replica takes no backups and cannot keep a final snapshot.
                 skip_final_snapshot=True,
                 tags=self.tagged("replica"),
@@ -173,6 +189,12 @@ class Database(Tier):
         self.secret_arn = primary.master_user_secrets.apply(master_secret_arn)
         self.primary_identifier = self.name_of("primary")
         self.replica_identifier = self.name_of("replica") if replica else None
+        self.allocated_storage_gb = {self.primary_identifier: primary.allocated_storage}
+        if replica is not None and self.replica_identifier is not None:
+            # A replica starts at its source's size, which stands in until RDS reports the replica's own.
+            self.allocated_storage_gb[self.replica_identifier] = pulumi.Output.all(
+                replica.allocated_storage, primary.allocated_storage
+            ).apply(lambda sizes: sizes[0] or sizes[1])
         self.primary_arn = primary.arn
         self.resource_id = primary.resource_id
         self.security_group_id = sg.id

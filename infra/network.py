@@ -21,6 +21,7 @@ from pynomaly_ops.settings import Network as NetworkSettings
 
 AZ_COUNT = 3
 SUBNET_TIERS = ("public", "app", "data")
+FLOW_LOG_GROUP_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
 # The AWS Load Balancer Controller picks subnets by these tags: internet-facing load balancers in the public ones,
 # internal ones in the private app subnets.
 SUBNET_ROLE_TAGS = {"public": {"kubernetes.io/role/elb": "1"}, "app": {"kubernetes.io/role/internal-elb": "1"}}
@@ -201,12 +202,15 @@ class Network(Tier):
         aws.iam.RolePolicy(
             self.name_of("flow-logs-write"),
             role=role.id,
+            # The permissions the VPC Flow Logs user guide ("IAM role for publishing flow logs to CloudWatch
+            # Logs") requires. DescribeLogGroups lists groups, so it cannot be scoped to this one.
             policy=policy_document(
                 {
                     "Effect": "Allow",
-                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    "Action": FLOW_LOG_GROUP_ACTIONS,
                     "Resource": [group.arn, pulumi.Output.concat(group.arn, ":*")],
-                }
+                },
+                {"Effect": "Allow", "Action": ["logs:DescribeLogGroups"], "Resource": ["*"]},
             ),
             opts=self.child,
         )

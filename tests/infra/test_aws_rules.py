@@ -1,0 +1,195 @@
+"""Rules of AWS, the provider and the charts that Pulumi's mocks cannot see (issue 16), over every stack's rendering.
+
+The mocks accept any value, so each test encodes the service's own rule, with where it is written down. A test
+fails on the program that broke the rule (each was run against the code before its fix).
+"""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatchcase
+from typing import Any
+
+from infra_helpers import as_list, policy, rendered, rid
+
+from pynomaly_cli.offline import Rendering, Resource
+
+RDS_INSTANCE = "aws:rds/instance:Instance"
+METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+COMPOSITE_ALARM = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
+
+
+def by_state(r: Rendering, type_token: str, key: str, value: Any) -> Resource:
+    (found,) = [x for x in r.of_type(type_token) if x.state.get(key) == value]
+    return found
+
+
+def allows(doc: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether an identity policy's Allow statements grant ``action`` on ``resource`` (wildcards as IAM reads them)."""
+    return any(
+        s["Effect"] == "Allow"
+        and any(fnmatchcase(action, a) for a in as_list(s["Action"]))
+        and any(fnmatchcase(resource, x) for x in as_list(s["Resource"]))
+        for s in doc["Statement"]
+    )
+
+
+# ------------------------------------------------------------------ RDS
+
+
+def test_a_same_region_read_replica_names_no_kms_key(r):
+    """CreateDBInstanceReadReplica, KmsKeyId: "If you create an encrypted read replica in the same AWS Region as the
+    source DB instance ..., don't specify a value for this parameter. A read replica in the same AWS Region is always
+    encrypted with the same KMS key as the source" (the API answers InvalidParameterCombination, "Your request does
+    not require the KMS key parameter", cloudposse/terraform-aws-rds-replica#5). A source named by identifier, not
+    by ARN, is in the same region."""
+    replicas = [x for x in r.of_type(RDS_INSTANCE) if x.plain_inputs.get("replicateSourceDb")]
+    for replica in replicas:
+        i = replica.plain_inputs
+        assert not i["replicateSourceDb"].startswith("arn:"), "a cross-region replica would need its region's key"
+        assert "kmsKeyId" not in i, f"{replica.name}: a same-region replica must not name a KMS key"
+        # ...and it is still encrypted: its source is, with the stack's database key.
+        source = by_state(r, RDS_INSTANCE, "identifier", i["replicateSourceDb"]).plain_inputs
+        assert source["storageEncrypted"] is True and source["kmsKeyId"]
+
+
+def test_free_storage_alarms_follow_the_size_rds_reports(r, stack):
+    """pulumi-aws rds.Instance maxAllocatedStorage: "When configured, changes to allocatedStorage will be
+    automatically ignored as the storage can dynamically scale"; RDS grows the volume when free space is at most
+    10 % (RDS User Guide, "Managing capacity automatically with Amazon RDS storage autoscaling"). A threshold
+    computed from db.allocated_storage_gb then no longer means 85 % or 95 %: it must come from the instance's
+    reported allocated storage (so the alarm depends on the instance)."""
+    alarms = [x for x in r.of_type(METRIC_ALARM) if x.plain_inputs.get("metricName") == "FreeStorageSpace"]
+    assert alarms
+    for alarm in alarms:
+        ident = alarm.plain_inputs["dimensions"]["DBInstanceIdentifier"]
+        instance = by_state(r, RDS_INSTANCE, "identifier", ident)
+        assert instance.urn in alarm.dependencies, f"{alarm.name}: threshold not taken from {ident}'s size"
+        assert instance.plain_inputs.get("maxAllocatedStorage"), f"{ident} does not autoscale its storage"
+
+
+def test_each_final_snapshot_has_its_own_identifier(r, stack):
+    """DeleteDBInstance, FinalDBSnapshotIdentifier: "must be 1 to 255 letters, numbers, or hyphens; first character
+    must be a letter; can't end with a hyphen or contain two consecutive hyphens", and the snapshot outlives the
+    instance (DBSnapshotAlreadyExists on a second destroy with the same name). The identifier must come from a
+    value made per instance lifetime (a random resource), not be fixed."""
+    for instance in r.of_type(RDS_INSTANCE):
+        i = instance.plain_inputs
+        if i.get("skipFinalSnapshot"):
+            continue
+        name = i["finalSnapshotIdentifier"]
+        assert re.fullmatch(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{0,254}", name) and not name.endswith("-"), name
+        randoms = {x.urn for x in r.resources if x.type.startswith("random:")}
+        assert randoms & set(instance.dependencies), f"{instance.name}: fixed final snapshot identifier {name}"
+
+
+# ------------------------------------------------------------------ Secrets Manager
+
+
+def test_secrets_with_a_fixed_name_are_deleted_without_a_recovery_window(r):
+    """DeleteSecret: without ForceDeleteWithoutRecovery the secret is only scheduled for deletion (7-30 days,
+    30 by default: pulumi-aws secretsmanager.Secret recoveryWindowInDays), and CreateSecret of the same name
+    meanwhile fails ("You can't create this secret because a secret with this name is already scheduled for
+    deletion"). A secret the program names itself is re-made on a redeploy, so it goes at once (0)."""
+    secrets = r.of_type("aws:secretsmanager/secret:Secret")
+    assert secrets
+    for secret in secrets:
+        i = secret.plain_inputs
+        if i.get("name"):
+            assert i.get("recoveryWindowInDays") == 0, f"{secret.name}: redeploy within 30 days would fail"
+
+
+# ------------------------------------------------------------------ VPC flow logs
+
+# VPC User Guide, "IAM role for publishing flow logs to CloudWatch Logs": the role's policy must allow these.
+FLOW_LOG_ACTIONS = (
+    "logs:CreateLogGroup",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "logs:DescribeLogGroups",
+    "logs:DescribeLogStreams",
+)
+
+
+def test_flow_log_role_has_every_permission_aws_requires(r):
+    (flow_log,) = r.of_type("aws:ec2/flowLog:FlowLog")
+    f = flow_log.plain_inputs
+    assert f["logDestinationType"] == "cloud-watch-logs"
+    role = by_state(r, "aws:iam/role:Role", "arn", f["iamRoleArn"])
+    docs = [
+        policy(p.plain_inputs)
+        for p in r.of_type("aws:iam/rolePolicy:RolePolicy")
+        if p.plain_inputs["role"] == rid(role.name)
+    ]
+    group, stream = f["logDestination"], f"{f['logDestination']}:log-stream:eni-0-all"
+    for action in FLOW_LOG_ACTIONS:
+        target = stream if action in ("logs:CreateLogStream", "logs:PutLogEvents") else group
+        assert any(allows(d, action, target) for d in docs), f"the flow-log role lacks {action}"
+
+
+# ------------------------------------------------------------------ maintenance mode
+
+# Metrics an ALB publishes only for a target group that serves a listener, or for traffic that reached a target.
+TARGET_METRICS = ("HealthyHostCount", "UnHealthyHostCount", "TargetResponseTime", "HTTPCode_Target_*")
+
+
+def _metrics(alarm: Resource) -> list[dict[str, Any]]:
+    i = alarm.plain_inputs
+    if i.get("metricName"):
+        return [{"namespace": i["namespace"], "metricName": i["metricName"]}]
+    return [q["metric"] for q in i["metricQueries"] if q.get("metric")]
+
+
+def _silent_in_maintenance(alarm: Resource) -> bool:
+    """Whether every metric of the alarm stops being published while no listener forwards to the targets."""
+    return all(
+        m["namespace"] == "AWS/ApplicationELB" and any(fnmatchcase(m["metricName"], t) for t in TARGET_METRICS)
+        for m in _metrics(alarm)
+    )
+
+
+def _in_alarm_without_data(r: Rendering) -> set[str]:
+    """Alarms that go to ALARM when their metrics stop (CloudWatch: treatMissingData "breaching")."""
+    return {
+        a.plain_inputs["name"]
+        for a in r.of_type(METRIC_ALARM)
+        if _silent_in_maintenance(a) and a.plain_inputs.get("treatMissingData") == "breaching"
+    }
+
+
+def _composites_firing(r: Rendering, in_alarm: set[str]) -> list[str]:
+    return [
+        c.name
+        for c in r.of_type(COMPOSITE_ALARM)
+        if set(re.findall(r'ALARM\("([^"]+)"\)', c.plain_inputs["alarmRule"])) & in_alarm
+    ]
+
+
+def test_maintenance_mode_pages_nobody_and_changes_nothing_else(dev_variant):
+    """lb.maintenance_mode: the HTTPS listener answers a fixed 503 and nothing forwards to the target group, so its
+    per-target-group metrics (HealthyHostCount, ...) are not published; CloudWatch then evaluates each alarm by its
+    treatMissingData ("breaching" counts missing points as over the threshold: CloudWatch User Guide, "Configuring
+    how CloudWatch alarms treat missing data"). A planned maintenance must not page: no alarm nor the composite
+    "service down" may go to ALARM for the missing data maintenance causes; every other alarm stays as it was."""
+    normal = rendered("dev")
+    listeners = dev_variant.of_type("aws:lb/listener:Listener")
+    tg_arn = dev_variant.named("dev-lb-app").state["arn"]
+    assert not any(tg_arn in str(x.plain_inputs["defaultActions"]) for x in listeners)  # the premise
+    assert _composites_firing(dev_variant, _in_alarm_without_data(dev_variant)) == []
+    assert _in_alarm_without_data(dev_variant) == set()
+    # Outside maintenance a fleet that stops reporting is still an outage that pages.
+    assert "dev-alarms-no-healthy-hosts-critical" in _in_alarm_without_data(normal)
+    assert _composites_firing(normal, _in_alarm_without_data(normal)) == ["dev-alarms-service-down"]
+    # Nothing else changes: the same alarms, the same inputs, but how the silenced ones treat missing data.
+    before = {a.name: a.plain_inputs for a in normal.of_type(METRIC_ALARM)}
+    after = {a.name: a.plain_inputs for a in dev_variant.of_type(METRIC_ALARM)}
+    assert set(before) == set(after)
+    for name, inputs in after.items():
+        silenced = _silent_in_maintenance(dev_variant.named(name))
+        drop = {"treatMissingData"} if silenced else set()
+        assert {k: v for k, v in inputs.items() if k not in drop} == {
+            k: v for k, v in before[name].items() if k not in drop
+        }, name
+    assert [c.plain_inputs for c in dev_variant.of_type(COMPOSITE_ALARM)] == [
+        c.plain_inputs for c in normal.of_type(COMPOSITE_ALARM)
+    ]
