@@ -285,7 +285,7 @@ def _monitor(environment: Any) -> None:
                 if stage.label == "ramp-up" or end > upto or end in judged_steps:
                     continue
                 judged_steps.add(end)
-                steps = verdict._steps(PLAN.recording, shape, b)
+                steps = verdict.steps(PLAN.recording, shape, b, end)
                 if steps["broke_at_per_s"] is not None:
                     last = steps["steps"][-1]
                     print(f"{PROGRESS_PREFIX} {last['step']} broke: {'; '.join(last['missed'])}", file=sys.stderr)

@@ -36,14 +36,18 @@ def _achieved(rec: Recording, start: float, end: float) -> dict[str, Any]:
     }
 
 
-def _steps(rec: Recording, shape: Shape, b: Baselines) -> dict[str, Any]:
-    """Each step judged on its own (its first seconds excluded: the step's transient); the knee is the
-    highest rate of the steps before the first that broke a warning threshold or missed its rate."""
+def steps(rec: Recording, shape: Shape, b: Baselines, upto: float | None = None) -> dict[str, Any]:
+    """Each step that ran to its end by ``upto`` (default: the end of the recording) judged on its own (its
+    first seconds excluded: the step's transient); the knee is the highest rate of the steps before the
+    first that broke a warning threshold or missed its rate."""
     rows, knee, broke = [], None, None
     settle = min(5.0, b.load.step_s / 4)
+    upto = rec.last_second() + 1 if upto is None else upto
     for start, end, stage in shape.windows():
-        if stage.label == "ramp-up" or start >= rec.last_second() + 1:
+        if stage.label == "ramp-up":
             continue
+        if end > upto + 1e-9:
+            break
         stats = rec.window(start + settle, end)
         achieved = _achieved(rec, start + settle, end)
         missed = [r.message() for r in th.within_warning(stats, b)]
@@ -109,8 +113,8 @@ def judge(
         invalid.append("Locust's CPU warning fired: the load generator saturated (add --workers)")
     if overall.requests == 0:
         invalid.append("no request was recorded in the judged window")
-    steps = _steps(rec, shape, b) if shape.judged_by_step else None
-    if steps is None and achieved["offered"] and achieved["achieved_ratio"] < MIN_ACHIEVED_RATIO:
+    stepped = steps(rec, shape, b, meta.get("stopped_at_s")) if shape.judged_by_step else None
+    if stepped is None and achieved["offered"] and achieved["achieved_ratio"] < MIN_ACHIEVED_RATIO:
         invalid.append(
             f"achieved rate {achieved['achieved_per_s']:.2f}/s is {100 * achieved['achieved_ratio']:.1f} % of the "
             f"offered {achieved['offered_per_s']:.2f}/s (at least {100 * MIN_ACHIEVED_RATIO:g} % needed): "
@@ -119,9 +123,9 @@ def judge(
 
     missed = [r.message() for r in th.failing(results, fail_on)]
     knee_result = None
-    if steps is not None:
+    if stepped is not None:
         peak = shape.normal_rate_per_s * b.traffic.peak_multiplier
-        knee = steps["knee_per_s"]
+        knee = stepped["knee_per_s"]
         knee_result = {
             "name": f"capacity knee >= peak {peak:g}/s (warning)",
             "metric": "knee_per_s",
@@ -132,7 +136,7 @@ def judge(
             "measured": knee,
             "passed": knee is not None and knee >= peak,
             "requests": overall.requests,
-            "detail": "" if steps["broke_at_per_s"] is not None else " (no step broke: the knee is above the last)",
+            "detail": "" if stepped["broke_at_per_s"] is not None else " (no step broke: the knee is above the last)",
         }
         if not knee_result["passed"] and th.at_least("warning", fail_on):
             missed.append(f"capacity knee: measured {knee}/s, limit {peak:g}/s (warning, {knee_result['source']})")
@@ -169,8 +173,8 @@ def judge(
         "message": message,
         "meta": meta,
     }
-    if steps is not None:
-        verdict |= steps
+    if stepped is not None:
+        verdict |= stepped
     if shape.name == "soak":
         verdict["drift"] = _drift(rec, start, end)
     return verdict

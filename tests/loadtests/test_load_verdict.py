@@ -133,6 +133,19 @@ def test_step_reports_the_knee_at_the_last_step_that_held(b):
     assert "capacity knee: measured 15.0/s, limit 30/s" in v["message"]
 
 
+def test_a_step_run_stopped_mid_step_judges_only_the_steps_that_ran_to_their_end(b):
+    """The guard stopped the run part-way into a step: that step's few seconds are not a step's verdict (nor is
+    the recording's tail after the stop)."""
+    shape = build("step", b, RATE)
+    steps = [w for w in shape.windows() if w[2].label != "ramp-up"]
+    stop = (steps[2][0] + steps[2][1]) / 2  # halfway through the third step
+    rec = _recording(shape, lambda i: 30)
+    rec.meta["stopped_at_s"] = stop
+    judged = verdict.steps(rec, shape, b, stop)["steps"]
+    assert [s["rate_per_s"] for s in judged] == pytest.approx([w[2].rate_per_s for w in steps[:2]])
+    assert len(verdict.judge(rec, shape, b)["steps"]) == 2
+
+
 def test_percentiles_are_nearest_rank_on_1ms_buckets():
     s = Stats()
     for ms in range(1, 101):
