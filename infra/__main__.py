@@ -8,7 +8,7 @@ from infra.alarms import Alarms, AlarmsArgs, Watched
 from infra.app_fleet import AppFleet, AppFleetArgs
 from infra.cache import Cache, CacheArgs
 from infra.cluster import Cluster, ClusterArgs
-from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs
+from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs, autoscaler_release
 from infra.dashboard import Dashboard, DashboardArgs
 from infra.database import Database, DatabaseArgs
 from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
@@ -25,6 +25,12 @@ from pynomaly_ops.naming import queue_names
 
 settings = stack_config.from_pulumi()
 baselines = numbers.load()
+# Checked before any resource is declared: `pulumi up` creates resources as they are declared.
+autoscaler = (
+    autoscaler_release(settings.cluster.version)
+    if settings.cluster.enabled and settings.cluster.node_autoscaler
+    else None
+)
 stack, tags, region = settings.stack, settings.tags, settings.region
 account_id = aws.get_caller_identity_output().account_id
 
@@ -173,6 +179,7 @@ if cluster is not None:
             vpc_id=network.vpc_id,
             region=region,
             account_id=account_id,
+            autoscaler=autoscaler,
         ),
     )
     workload = Workload(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+import yaml
 
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
 from infra.tier import Tier, policy_document
@@ -40,8 +41,12 @@ class HelmChart:
 # docs/install/iam_policy.json (kubernetes-sigs/aws-load-balancer-controller).
 LOAD_BALANCER_CONTROLLER = HelmChart("aws-load-balancer-controller", "https://aws.github.io/eks-charts", "1.14.1")
 LOAD_BALANCER_CONTROLLER_POLICY = Path(__file__).with_name("aws-load-balancer-controller-iam-policy.json")
-CLUSTER_AUTOSCALER = HelmChart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.52.1")
+AUTOSCALER_CHART, AUTOSCALER_REPO = "cluster-autoscaler", "https://kubernetes.github.io/autoscaler"
+# The chart and image per cluster minor, with their sources: chart, image and cluster must agree.
+AUTOSCALER_VERSIONS = Path(__file__).with_name("cluster-autoscaler-versions.yaml")
 AUTOSCALER_IMAGE_REPOSITORY = "registry.k8s.io/autoscaling/cluster-autoscaler"
+# From this minor the autoscaler watches resource.k8s.io (DRA) at startup and blocks without RBAC for it.
+AUTOSCALER_DRA_FROM_MINOR = 35
 # The autoscaler only reads these (ASGs, the launch templates and instance types behind them, the node group).
 AUTOSCALER_READ_ACTIONS = (
     "autoscaling:DescribeAutoScalingGroups",
@@ -59,6 +64,30 @@ AUTOSCALER_WRITE_ACTIONS = ("autoscaling:SetDesiredCapacity", "autoscaling:Termi
 
 
 @dataclass(frozen=True)
+class AutoscalerRelease:
+    chart: HelmChart
+    image_tag: str  # the chart's appVersion: the image it was released and tested with
+
+
+def autoscaler_release(cluster_version: str) -> AutoscalerRelease:
+    """The chart and image for a cluster of ``cluster_version``, from the table; a ValueError if none fits."""
+    table = yaml.safe_load(AUTOSCALER_VERSIONS.read_text())
+    row = table.get(cluster_version)
+    if row is None:
+        raise ValueError(
+            f"pynomaly:cluster.version {cluster_version}: no Cluster Autoscaler chart is known to fit it "
+            f"(known: {', '.join(table)}); add the chart for it to {AUTOSCALER_VERSIONS.name} "
+            "or set cluster.node_autoscaler false"
+        )
+    app = str(row["app_version"])
+    if app.rsplit(".", 1)[0] != cluster_version:
+        raise ValueError(f"{AUTOSCALER_VERSIONS.name}: {cluster_version} runs autoscaler {app}, another minor")
+    if int(cluster_version.split(".")[1]) >= AUTOSCALER_DRA_FROM_MINOR and not row["dra_rbac"]:
+        raise ValueError(f"{AUTOSCALER_VERSIONS.name}: chart {row['chart']} lacks the resource.k8s.io RBAC {app} needs")
+    return AutoscalerRelease(HelmChart(AUTOSCALER_CHART, AUTOSCALER_REPO, str(row["chart"])), f"v{app}")
+
+
+@dataclass(frozen=True)
 class ClusterAddonsArgs:
     settings: ClusterSettings
     provider: k8s.Provider
@@ -68,11 +97,7 @@ class ClusterAddonsArgs:
     vpc_id: pulumi.Input[str]
     region: str
     account_id: pulumi.Input[str]
-
-
-def autoscaler_image_tag(cluster_version: str) -> str:
-    """The autoscaler must match the cluster's minor version; every minor has a ``.0`` release."""
-    return f"v{cluster_version}.0"
+    autoscaler: AutoscalerRelease | None = None  # the chart and image (autoscaler_release); needed when it is on
 
 
 def discovery_tags(cluster_name: str) -> dict[str, str]:
@@ -162,7 +187,9 @@ class ClusterAddons(Tier):
         )
 
     def _node_autoscaler(self) -> k8s.helm.v3.Release:
-        a, chart = self.args, CLUSTER_AUTOSCALER
+        a = self.args
+        release = a.autoscaler or autoscaler_release(a.settings.version)
+        chart = release.chart
         role_arn = self._role("autoscaler-irsa", chart, autoscaler_policy(a.cluster_name, a.region, a.account_id))
         return self._release(
             chart,
@@ -172,7 +199,7 @@ class ClusterAddons(Tier):
                 "autoDiscovery": {"clusterName": a.cluster_name},
                 "image": {
                     "repository": AUTOSCALER_IMAGE_REPOSITORY,
-                    "tag": autoscaler_image_tag(a.settings.version),
+                    "tag": release.image_tag,
                 },
                 "rbac": {
                     "create": True,

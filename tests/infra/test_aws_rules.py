@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from infra_helpers import as_list, policy, rendered, rid
 
 from pynomaly_cli.offline import Rendering, Resource
@@ -193,3 +196,63 @@ def test_maintenance_mode_pages_nobody_and_changes_nothing_else(dev_variant):
     assert [c.plain_inputs for c in dev_variant.of_type(COMPOSITE_ALARM)] == [
         c.plain_inputs for c in normal.of_type(COMPOSITE_ALARM)
     ]
+
+
+# ------------------------------------------------------------------ Cluster Autoscaler
+
+AUTOSCALER_TABLE = Path(__file__).parents[2] / "infra" / "cluster-autoscaler-versions.yaml"
+# kubernetes/autoscaler#9244, #10278: from 1.35 the autoscaler locks dynamic resource allocation on and, at
+# startup, lists and watches these; without RBAC for them it blocks while its health check still answers 200.
+DRA_FROM = (1, 35)
+DRA_RESOURCES = {"deviceclasses", "resourceslices", "resourceclaims"}
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.removeprefix("v").split(".")[:2]
+    return int(major), int(minor)
+
+
+def _table() -> dict[str, dict[str, Any]]:
+    return yaml.safe_load(AUTOSCALER_TABLE.read_text())
+
+
+def test_autoscaler_table_pairs_each_chart_with_its_own_minor_and_rbac():
+    """The shipped table (sources in the file): each chart's appVersion is of the cluster minor it is listed for,
+    and a chart listed for an autoscaler from 1.35 on is one whose ClusterRole grants resource.k8s.io (9.54.0+,
+    kubermatic/kubermatic#16252)."""
+    table = _table()
+    assert table
+    for cluster, row in table.items():
+        assert _minor(str(row["app_version"])) == _minor(cluster), (cluster, row)
+        if _minor(cluster) >= DRA_FROM:
+            assert row["dra_rbac"] is True and _version(row["chart"]) >= (9, 54, 0), (cluster, row)
+
+
+def _version(v: Any) -> tuple[int, ...]:
+    return tuple(int(x) for x in str(v).split("."))
+
+
+def test_autoscaler_chart_image_and_cluster_agree(r, cfg):
+    """The release installs the chart the table lists for the cluster's minor, running that chart's own image; the
+    image's minor is the cluster's (cluster-autoscaler README, "Releases"); from 1.35 the chart grants DRA RBAC."""
+    (release,) = [
+        x.plain_inputs
+        for x in r.of_type("kubernetes:helm.sh/v3:Release")
+        if x.plain_inputs["chart"] == "cluster-autoscaler"
+    ]
+    row = _table()[cfg.cluster.version]
+    tag = release["values"]["image"]["tag"]
+    assert release["version"] == str(row["chart"]), "the chart is not the one listed for this cluster version"
+    assert tag == f"v{row['app_version']}", "the image is not the chart's appVersion"
+    assert _minor(tag) == _minor(cfg.cluster.version)
+    if _minor(tag) >= DRA_FROM:
+        assert row["dra_rbac"], f"chart {release['version']} cannot run autoscaler {tag}: no {sorted(DRA_RESOURCES)}"
+
+
+def test_a_cluster_version_without_a_known_chart_is_refused_before_anything_is_declared():
+    from infra.cluster_addons import autoscaler_release
+
+    with pytest.raises(
+        ValueError, match=r"cluster\.version 1\.31: no Cluster Autoscaler chart .*cluster\.node_autoscaler false"
+    ):
+        autoscaler_release("1.31")

@@ -10,10 +10,10 @@ from infra_helpers import inputs, one, policy, rendered, rid, submit
 
 from infra.cluster_addons import (
     AUTOSCALER_WRITE_ACTIONS,
-    CLUSTER_AUTOSCALER,
     LOAD_BALANCER_CONTROLLER,
     LOAD_BALANCER_CONTROLLER_POLICY,
     NAMESPACE,
+    autoscaler_release,
 )
 from pynomaly_cli import render_k8s as rk
 from pynomaly_cli.offline import PLACEHOLDERS, Rendering
@@ -21,6 +21,8 @@ from pynomaly_ops import settings as stack_settings
 from pynomaly_ops.naming import component_type
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
+# Every stack runs the default cluster version (the chart follows it: tests/infra/test_aws_rules.py).
+CLUSTER_AUTOSCALER = autoscaler_release(stack_settings.schema()["cluster.version"]["default"]).chart
 CHARTS = {"lbc": LOAD_BALANCER_CONTROLLER, "ca": CLUSTER_AUTOSCALER}
 ROLES = {"lbc": "lb-controller-irsa", "ca": "autoscaler-irsa"}
 # Also an older cluster version: the autoscaler's image must follow it.
@@ -123,15 +125,16 @@ def test_autoscaler_values_follow_the_cluster(r, stack, cfg):
     values = releases(r)[CLUSTER_AUTOSCALER.name]["values"]
     assert values["cloudProvider"] == "aws" and values["awsRegion"] == cfg.region
     assert values["autoDiscovery"] == {"clusterName": cluster_name(r)}
-    assert values["image"]["tag"] == f"v{cfg.cluster.version}.0"
+    assert values["image"]["tag"] == autoscaler_release(cfg.cluster.version).image_tag
+    assert values["image"]["tag"].startswith(f"v{cfg.cluster.version}.")
     assert values["extraArgs"] == {"balance-similar-node-groups": True, "expander": "least-waste"}
     sa = values["rbac"]["serviceAccount"]
     assert sa["create"] is True and sa["annotations"] == {"eks.amazonaws.com/role-arn": role_arn(r, stack, "ca")}
 
 
 def test_autoscaler_image_follows_the_cluster_version(switched_off):
-    values = releases(switched_off["lbc"])[CLUSTER_AUTOSCALER.name]["values"]
-    assert values["image"]["tag"] == "v1.34.0"
+    release = releases(switched_off["lbc"])[CLUSTER_AUTOSCALER.name]
+    assert (release["version"], release["values"]["image"]["tag"]) == ("9.53.0", "v1.34.2")
 
 
 def test_autoscaler_may_resize_only_this_clusters_groups(r, stack, cfg):
