@@ -29,6 +29,10 @@ PATRONI = "/usr/bin/patroni"
 # Patroni timing (patroni.yml): fast failover, ttl >= loop_wait + 2 * retry_timeout. The write RTO follows
 # ttl (the standby takes the leader key once the lost primary's expires): ttl 10 gave a median of 10.7 s over
 # five database-failover drills; 8 brings it under 10 s while a primary still rides out a 3 s stall.
+# A stall of the etcd member a primary's Patroni talks to is longer: its requests time out one member
+# after another until retry_timeout, and Patroni 3.0 demotes a primary on a DCS error (one CI run: etcd
+# leader frozen 16 s, primary demoted, 19 writes refused). failsafe_mode (patroni.yml) keeps the primary
+# while it can reach every member's REST API, so only a primary that is really cut off steps down.
 PATRONI_TTL_S = 8
 PATRONI_LOOP_WAIT_S = 2
 PATRONI_RETRY_TIMEOUT_S = 3
