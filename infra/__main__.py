@@ -13,6 +13,7 @@ from infra.dashboard import Dashboard, DashboardArgs
 from infra.database import Database, DatabaseArgs
 from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.load_generators import LoadGenerators, LoadGeneratorsArgs, image
 from infra.network import Network, NetworkArgs
 from infra.queues import QueueTier, QueueTierArgs
 from infra.service_env import Coordinates
@@ -212,6 +213,19 @@ if cluster is not None:
     )
     pulumi.export(keys.CLUSTER_NAME, cluster.name)
     pulumi.export(keys.WORKLOAD_NAMESPACE, workload.namespace)
+    if settings.loadgen.enabled:
+        # Locust on the cluster for `pynomaly-ops load run --stack NAME --remote` (infra/load_generators.py).
+        load_generators = LoadGenerators(
+            stack,
+            tags,
+            LoadGeneratorsArgs(
+                settings=settings.loadgen,
+                provider=cluster.provider,
+                image=image(settings.workload, settings.loadgen),
+                target_url=lb.url,
+            ),
+        )
+        pulumi.export(keys.LOAD_GENERATORS_NAMESPACE, load_generators.namespace)
 # --- end cluster and workload ---
 
 pulumi.export(keys.LOAD_BALANCER_URL, lb.url)

@@ -34,6 +34,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import alert_rules, pod_specs
+from infra import network_policies as netpol
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
 from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.service_env import Coordinates
@@ -131,15 +132,7 @@ class Workload(Tier):
         self.k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
         ns = k8s.core.v1.Namespace(
             self.name_of("namespace"),
-            metadata={
-                "name": self.namespace_name,
-                "labels": {
-                    # Pod Security Admission: every pod must meet the restricted profile.
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/audit": "restricted",
-                    "pod-security.kubernetes.io/warn": "restricted",
-                },
-            },
+            metadata={"name": self.namespace_name, "labels": pod_specs.RESTRICTED_NAMESPACE},
             opts=self.k8s,
         )
         # Everything else lives in the namespace and waits for it.
@@ -466,14 +459,9 @@ class Workload(Tier):
     def _network_policies(self) -> None:
         """Deny everything, then allow: the ALB (VPC addresses) to the API, metrics scrapes to the worker, and from
         every pod DNS, PostgreSQL and Redis inside the VPC and HTTPS to AWS APIs (not the instance metadata)."""
-        vpc = {"ipBlock": {"cidr": self.args.vpc_cidr}}
-        dns = {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-        }
-        port = lambda number, proto="TCP": {"port": number, "protocol": proto}  # noqa: E731
-        policies = {
-            "default-deny": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        vpc, port = {"ipBlock": {"cidr": self.args.vpc_cidr}}, netpol.port
+        policies: dict[str, dict[str, Any]] = {
+            "default-deny": netpol.DENY_ALL,
             "allow-api-ingress": {
                 "podSelector": {"matchLabels": api_labels()},
                 "policyTypes": ["Ingress"],
@@ -488,22 +476,13 @@ class Workload(Tier):
                 "podSelector": {},
                 "policyTypes": ["Egress"],
                 "egress": [
-                    {"to": [dns], "ports": [port(53, "UDP"), port(53)]},
+                    {"to": [netpol.DNS_PEER], "ports": netpol.DNS_PORTS},
                     {"to": [vpc], "ports": [port(ports.POSTGRES), port(ports.REDIS)]},
-                    {
-                        "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}],
-                        "ports": [port(443)],
-                    },
+                    {"to": [netpol.NOT_METADATA], "ports": [port(443)]},
                 ],
             },
         }
-        for name, spec in policies.items():
-            k8s.networking.v1.NetworkPolicy(
-                self.name_of(f"netpol-{name}"),
-                metadata={"name": name, "namespace": self.namespace_name, "labels": {"app": APP}},
-                spec=spec,
-                opts=self.in_ns,
-            )
+        netpol.declare(self, self.namespace_name, APP, policies, self.in_ns)
 
     # -- backups and alerts --------------------------------------------------------------------------------------
 

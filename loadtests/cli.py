@@ -1,7 +1,8 @@
 """``pynomaly-ops load ...``: load tests against the runbook baselines (Locust, headless).
 
 Exit codes of ``load run``: 0 pass, 3 a threshold missed (the message names it, its limit and the measured
-value), 4 an invalid run (the generator saturated or the offered rate was not achieved), 2 a usage error.
+value), 4 an invalid run (the generator saturated or the offered rate was not achieved), 2 a usage error,
+1 a remote run that could not start (no master, a busy one, workers missing).
 ``load compare`` exits 1 when run B regressed on run A by more than 10 % in p95 or throughput.
 """
 
@@ -14,6 +15,7 @@ import typer
 from rich.table import Table
 
 from loadtests import shapes, targets
+from loadtests.remote import RemoteError
 from loadtests.thresholds import LEVELS
 from pynomaly_ops import terminal
 from pynomaly_ops.baselines import BaselinesError, load
@@ -88,7 +90,12 @@ def run(
     watch_scaling: Annotated[
         bool, typer.Option("--watch-scaling", help="With step or spike: the capacity's timeline.")
     ] = False,
-    remote: Annotated[bool, typer.Option("--remote", help="Drive the stack's Locust on EKS (not built).")] = False,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="With --stack: drive the stack's Locust master and workers on EKS.")
+    ] = False,
+    master_url: Annotated[
+        str | None, typer.Option("--master-url", help="Drive the Locust master (web mode) at this URL instead.")
+    ] = None,
     mix: Annotated[str, typer.Option("--mix", help="api (the API's traffic) or health (liveness only).")] = "api",
     max_users: Annotated[int | None, typer.Option("--max-users", help="Cap on concurrent users.")] = None,
     no_abort: Annotated[bool, typer.Option("--no-abort", help="Disable the abort guard.")] = False,
@@ -108,8 +115,10 @@ def run(
         _usage(f"--workers must be 1 to {MAX_WORKERS}, got {workers}")
     if watch_scaling and shape not in ("step", "spike"):
         _usage(f"--watch-scaling goes with --shape step or spike, not {shape}")
-    if remote:
-        _usage("--remote (Locust on the stack's EKS cluster) is not built yet; see loadtests/README.md")
+    if remote and not stack:
+        _usage("--remote drives a stack's load generators: give --stack NAME (or --master-url URL for any master)")
+    if remote and master_url:
+        _usage("give --remote (the stack's master, through kubectl) or --master-url, not both")
     if rate is not None and rate <= 0:
         _usage("--rate must be above 0")
     try:
@@ -122,9 +131,22 @@ def run(
     options = RunOptions(
         built, t, workers, fail_on, min_throughput, watch_scaling, reports, mix, max_users, abort=not no_abort
     )
-    verdict, run_dir = run_load(options, _say)
+    try:
+        verdict, run_dir = _run_remote(options, t, master_url) if remote or master_url else run_load(options, _say)
+    except (RemoteError, targets.TargetError) as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
     _print(verdict, run_dir)
     raise typer.Exit(verdict["exit_code"])
+
+
+def _run_remote(options, t: targets.Target, master_url: str | None):
+    from loadtests import remote
+
+    if master_url:
+        return remote.run(options, master_url, _say)
+    with remote.port_forward(t) as url:
+        return remote.run(options, url, _say)
 
 
 def _print(v: dict, run_dir: Path) -> None:

@@ -12,6 +12,10 @@ Locust's reports. At the end the master judges the run (loadtests/verdict.py), p
 ``recording.json`` and ``verdict.json`` into ``--lt-out`` and exits 0 (pass), 3 (a threshold missed) or 4
 (invalid). While it runs it prints a progress line, stops the run when a critical threshold holds for
 ``load.abort_after_s`` (the abort guard) and, for ``step``, stops at the first step that broke.
+
+Without ``--headless`` (a master left running, as on EKS: ``infra/load_generators.py``) each start from the
+web UI or ``POST /swarm`` (which may set any ``--lt-*`` option) is a new run, judged when it stops; ``GET
+/pynomaly/run`` answers its state, progress, verdict and recording (``loadtests/remote.py`` drives it).
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ from loadtests.workload import DEFAULT_REPEAT_SHARE, DEFAULT_SEED, JOB_SUBMIT, G
 from pynomaly_ops.baselines import load
 
 PLAN_MESSAGE = "pynomaly_plan"
+FINAL_MESSAGE = "pynomaly_final"  # a worker's last recording, sent when it stops (web mode: no quit report)
+RUN_ROUTE = "/pynomaly/run"
 PROGRESS_EVERY_S = 5
 PROGRESS_PREFIX = "[load]"
 ABORT_SLICE_S = 5
+API_KEY_FILE_ENV = "PYNOMALY_API_KEY_FILE"
 log = logging.getLogger("pynomaly.load")
 
 
@@ -53,6 +60,13 @@ class Plan:
     next_i: int = 0
     stop_requested: bool = False
     users_started: int = 0
+    result: dict[str, Any] | None = None  # the verdict, once judged
+    progress: str = ""
+
+    def new_run(self, shape: shapes.Shape) -> None:
+        """A fresh run (a master left running starts one run after another)."""
+        self.shape, self.recording, self.t0, self.next_i = shape, Recording(), None, 0
+        self.stop_requested, self.users_started, self.result, self.progress = False, 0, None, ""
 
     def start(self, t0: float, index: int, count: int) -> None:
         self.t0, self.index, self.count, self.next_i = t0, index, count, index
@@ -92,6 +106,16 @@ def _options(parser: Any) -> None:
     group.add_argument("--lt-workers", type=int, default=1, help="Worker processes (set by `load run`).")
     group.add_argument("--lt-no-abort", action="store_true", help="Disable the abort guard.")
     group.add_argument("--lt-out", default="", help="Directory for recording.json and verdict.json.")
+    group.add_argument("--lt-run-id", default="", help="The driver's name for the run (web mode).")
+
+
+def api_key(options: Any) -> str:
+    """--lt-api-key ($PYNOMALY_API_KEY), else the file $PYNOMALY_API_KEY_FILE names (a mounted Secret, as on
+    EKS: read as each user starts, so a rotated key is picked up)."""
+    path = os.environ.get(API_KEY_FILE_ENV)
+    if options.lt_api_key or not path or not os.path.exists(path):
+        return str(options.lt_api_key or "")
+    return Path(path).read_text().strip()
 
 
 def _shape_from(options: Any) -> shapes.Shape:
@@ -118,6 +142,10 @@ def _init(environment: Any, **_: Any) -> None:
         def _merge(client_id: str, data: dict[str, Any]) -> None:
             PLAN.recording.merge_delta(data.get("pynomaly") or {})
 
+        runner.register_message(FINAL_MESSAGE, _final_received)
+    if environment.web_ui is not None:
+        environment.web_ui.app.add_url_rule(RUN_ROUTE, "pynomaly_run", lambda: _run_state(environment))
+
     options = environment.parsed_options
     if options is None:  # a library use of the locustfile: no Locust command line
         return
@@ -139,10 +167,14 @@ def _use_local_stack(environment: Any) -> None:
         environment.parsed_options.lt_api_key = target.api_key
 
 
+def _final_received(environment: Any, msg: Any, **_: Any) -> None:
+    PLAN.recording.merge_delta(msg.data or {})
+
+
 def _plan_received(environment: Any, msg: Any) -> None:
     # The master's options come with its spawn message, after this one: the plan carries them itself.
     vars(environment.parsed_options).update(msg.data["options"])
-    PLAN.shape = _shape_from(environment.parsed_options)
+    PLAN.new_run(_shape_from(environment.parsed_options))
     PLAN.start(msg.data["t0"], environment.runner.worker_index, msg.data["workers"])
 
 
@@ -172,11 +204,33 @@ def _test_start(environment: Any, **_: Any) -> None:
 @events.test_stop.add_listener
 def _test_stop(environment: Any, **_: Any) -> None:
     PLAN.stop_requested = True
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(FINAL_MESSAGE, PLAN.recording.take_delta())
+    elif not _headless(environment) and PLAN.t0 is not None and PLAN.result is None:
+        _judge(environment)  # web mode: the master stays up; each run is judged as it stops
+
+
+def _headless(environment: Any) -> bool:
+    options = environment.parsed_options
+    return bool(options is None or options.headless or options.autostart)
 
 
 # --- the shape -------------------------------------------------------------------------------------------
 class RunbookShape(LoadTestShape):
     """Users enough for the offered rate (the open model's schedule does the pacing); stops at the end."""
+
+    def reset_time(self) -> None:
+        """Called as each run starts, before its first tick (and again by a master's start, just after its
+        test_start: that run goes on): a new run's plan from the options it starts with."""
+        super().reset_time()
+        environment = self.runner.environment if self.runner else None
+        starting = PLAN.t0 is None or PLAN.stop_requested
+        if starting and environment is not None and environment.parsed_options is not None:
+            from loadtests.targets import checked_url
+
+            checked_url(environment.host or "")
+            PLAN.new_run(_shape_from(environment.parsed_options))
 
     def tick(self) -> tuple[int, float] | None:
         if PLAN.shape is None:
@@ -200,7 +254,7 @@ class ApiUser(FastHttpUser):
         PLAN.users_started += 1
         seed = f"{options.lt_seed}-{PLAN.index}-{PLAN.users_started}"
         self.generator = Generator(seed, options.lt_mix, options.lt_repeat_share)
-        key = options.lt_api_key
+        key = api_key(options)
         self.auth = {"Authorization": f"Bearer {key}"} if key else {}
 
     @task
@@ -319,23 +373,28 @@ def _progress(environment: Any, shape: shapes.Shape, now: float, upto: float) ->
     pace = rec.pace_window(upto - PROGRESS_EVERY_S, upto)
     p95 = recent.percentile_ms(0.95)
     stage = shape.stage_at(now)
-    print(
-        f"{PROGRESS_PREFIX} {now:5.0f}/{shape.duration_s:.0f}s {stage.label if stage else 'draining'}: "
+    PLAN.progress = (
+        f"{now:5.0f}/{shape.duration_s:.0f}s {stage.label if stage else 'draining'}: "
         f"offered {pace.offered / PROGRESS_EVERY_S:.1f}/s achieved {pace.sent / PROGRESS_EVERY_S:.1f}/s "
         f"p95 {'-' if p95 is None else f'{p95:.0f} ms'} errors {recent.error_percent:.2f} % "
-        f"users {environment.runner.user_count}",
-        file=sys.stderr,
-        flush=True,
+        f"users {environment.runner.user_count}"
     )
+    print(f"{PROGRESS_PREFIX} {PLAN.progress}", file=sys.stderr, flush=True)
 
 
 # --- the end: the verdict -------------------------------------------------------------------------------------
 @events.quitting.add_listener
 def _quitting(environment: Any, **_: Any) -> None:
-    runner = environment.runner
-    if isinstance(runner, WorkerRunner) or PLAN.shape is None or PLAN.t0 is None:
+    if isinstance(environment.runner, WorkerRunner) or PLAN.shape is None or PLAN.t0 is None:
         return
-    options, rec = environment.parsed_options, PLAN.recording
+    result = PLAN.result or _judge(environment)
+    environment.process_exit_code = result["exit_code"]
+
+
+def _judge(environment: Any) -> dict[str, Any]:
+    """Judge the run, write recording.json and verdict.json into --lt-out (if given), print the verdict."""
+    assert PLAN.shape is not None
+    runner, options, rec = environment.runner, environment.parsed_options, PLAN.recording
     cpu = runner.cpu_warning_emitted or getattr(runner, "worker_cpu_warning_emitted", False)
     rec.meta["cpu_warning"] = bool(cpu)
     rec.meta["ended"] = time.time()
@@ -346,4 +405,24 @@ def _quitting(environment: Any, **_: Any) -> None:
         rec.write(out / "recording.json")
         (out / "verdict.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"{PROGRESS_PREFIX} {result['message']}", file=sys.stderr, flush=True)
-    environment.process_exit_code = result["exit_code"]
+    PLAN.result = result
+    return result
+
+
+def _run_state(environment: Any) -> Any:
+    """``GET /pynomaly/run``: the current (or last) run, for a driver that is not on this machine."""
+    from flask import jsonify
+
+    runner = environment.runner
+    return jsonify(
+        {
+            "run_id": environment.parsed_options.lt_run_id,
+            "state": runner.state,
+            "workers": runner.worker_count if isinstance(runner, MasterRunner) else 0,
+            "api_key": bool(api_key(environment.parsed_options)),  # set or not, never shown
+            "shape": PLAN.shape.name if PLAN.shape else None,
+            "progress": PLAN.progress,
+            "verdict": PLAN.result,
+            "recording": PLAN.recording.to_json() if PLAN.result else None,
+        }
+    )

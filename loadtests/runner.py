@@ -121,21 +121,27 @@ def _relay(stream: IO[str], log: IO[str], say: Say) -> None:
             say(line[len(PROGRESS_PREFIX) :].strip())
 
 
+def run_dir_for(o: RunOptions, say: Say, generators: str) -> Path:
+    """The run's new directory under ``o.reports``; announces the run."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = (o.reports / f"{stamp}-{o.shape.name}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    say(
+        f"{o.shape.name}: {o.shape.description}; {o.shape.duration_s:.0f}s, up to "
+        f"{o.shape.peak_rate_per_s():.1f} requests/s at {o.target.describe()}, {generators}"
+    )
+    return run_dir
+
+
 def run(o: RunOptions, say: Say) -> tuple[dict[str, Any], Path]:
     """Run the load test; returns the verdict (with the report's paths) and the run's directory."""
     if not 1 <= o.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be 1 to {MAX_WORKERS}, got {o.workers}")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = (o.reports / f"{stamp}-{o.shape.name}").resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir_for(o, say, f"{o.workers} worker process(es)")
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     if o.target.api_key:
         env[API_KEY_ENV] = o.target.api_key
     port = _free_port() if o.workers > 1 else None
-    say(
-        f"{o.shape.name}: {o.shape.description}; {o.shape.duration_s:.0f}s, up to "
-        f"{o.shape.peak_rate_per_s():.1f} requests/s at {o.target.describe()}, {o.workers} worker process(es)"
-    )
     watcher = scaling.Watcher(o.target) if o.watch_scaling else None
     procs: list[subprocess.Popen[str]] = []
     with (run_dir / "locust.log").open("w") as log:

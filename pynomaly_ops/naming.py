@@ -16,3 +16,15 @@ def queue_names(stack: str) -> tuple[str, str]:
 def component_type(tier: str, name: str) -> str:
     """``pynomaly:<tier>:<Name>``: the type token of a tier's component."""
     return f"pynomaly:{tier}:{name}"
+
+
+# The load generators on EKS (infra/load_generators.py), which `load run --remote` (loadtests/remote.py) reaches.
+LOCUST_MASTER_SERVICE = "locust-master"
+LOCUST_WEB_PORT = 8089  # Locust's defaults
+LOCUST_BUS_PORT = 5557
+LOAD_API_KEY_SECRET = "pynomaly-load-api-key"  # created by the operator: the key never enters Pulumi's state
+LOAD_API_KEY_ITEM = "api-key"
+
+
+def load_generators_namespace(stack: str) -> str:
+    return f"pynomaly-load-{stack}"

@@ -260,6 +260,16 @@ class Workload(_Tier):
         return self.blue_tag if color == "blue" else self.green_tag
 
 
+class LoadGenerators(_Tier):
+    """Locust on the stack's EKS cluster (infra/load_generators.py), driven by `load run --remote`."""
+
+    enabled: bool
+    workers: int = Field(ge=1, le=50)
+    image_tag: str  # empty: the active colour's tag with "-loadgen" (deploy/image/Dockerfile's loadgen target)
+    worker_cpu: str = Field(pattern=K8S_QUANTITY)
+    worker_memory: str = Field(pattern=K8S_QUANTITY)
+
+
 class StackSettings(_Tier):
     stack: str
     region: str
@@ -275,6 +285,7 @@ class StackSettings(_Tier):
     alarms: Alarms
     cluster: Cluster
     workload: Workload
+    loadgen: LoadGenerators
 
     @field_validator("stack")
     @classmethod
@@ -304,6 +315,12 @@ class StackSettings(_Tier):
             ):
                 if not on:
                     raise _KeyError(key, f"must stay true in a stack named {self.stack}")
+        return self
+
+    @model_validator(mode="after")
+    def _load_generators_need_the_cluster(self) -> StackSettings:
+        if self.loadgen.enabled and not self.cluster.enabled:
+            raise _KeyError("loadgen.enabled", "the load generators run on the EKS cluster: needs cluster.enabled true")
         return self
 
     @model_validator(mode="after")

@@ -23,6 +23,8 @@ VARIANT = {
     "workload.active_color": "green",
     "workload.idle_replicas": "2",
     "workload.prometheus_operator": "true",
+    "loadgen.enabled": "true",
+    "loadgen.workers": "3",
     "cluster.public_access_cidrs": '["203.0.113.0/24"]',
     "cluster.admin_role_arns": json.dumps(
         ["arn:aws:iam::123456789012:role/platform-admin", "arn:aws:iam::123456789012:role/sre"]

@@ -160,7 +160,8 @@ def test_venv_is_built_in_the_build_stage_and_copied_to_the_same_path():
 def test_project_installs_editable_with_the_service_extra_and_is_byte_compiled():
     runs = " ".join(of("RUN", 0))
     workdir = of("WORKDIR", 0)[-1]
-    assert re.search(r'pip install .*-e "?\.\[service\]"?', runs), "editable install of .[service]"
+    assert re.search(r'pip install .*-e "?\.\[\$\{EXTRAS\}\]"?', runs), "editable install of .[$EXTRAS]"
+    assert of("ARG", 0) == ["EXTRAS=service"], "EXTRAS defaults to the service extra: the app image"
     assert workdir == of("WORKDIR", FINAL)[-1], "the editable install points at the build stage's WORKDIR"
     assert any(PurePosixPath(workdir).is_relative_to(src.split()[1]) for src in of("COPY", FINAL)), "source copied"
     assert "compileall" in runs, "byte-compiled at build time (the pod's root filesystem is read-only)"

@@ -136,6 +136,57 @@ def test_watch_scaling_reports_the_load_step_and_the_new_capacity(stack, tmp_pat
     assert "scaling" in done.stdout
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def web_master(stack, tmp_path) -> Iterator[str]:
+    """A Locust master left running in web mode with two workers, as the EKS load generators run it."""
+    locust, file = str(Path(sys.executable).parent / "locust"), str(REPO / "loadtests" / "locustfile.py")
+    bus, web = _free_port(), _free_port()
+    env = stack | {targets.API_KEY_ENV: targets.local(stack[STATE_ENV]).api_key or ""}
+    master = [locust, "-f", file, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(bus)]
+    master += ["--web-host", "127.0.0.1", "--web-port", str(web)]
+    worker = [locust, "-f", file, "--worker", "--master-host", "127.0.0.1", "--master-port", str(bus)]
+    log = (tmp_path / "locust-web.log").open("w")
+    procs = [subprocess.Popen(cmd, env=env, stdout=log, stderr=log) for cmd in (master, worker, worker)]
+    try:
+        yield f"http://127.0.0.1:{web}"
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(15)
+        log.close()
+        print((tmp_path / "locust-web.log").read_text()[-3000:])  # shown when the test fails
+
+
+def test_remote_runs_on_a_master_left_running_each_judged_and_reported_here(stack, web_master, slow_url, tmp_path):
+    """Two runs, one after the other, on the same master: each gets its own options, host and verdict."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["load", "run", "--master-url", web_master, "--workers", "2"]
+    done = _cli(stack, *args, "--shape", "normal", "--duration", "14", "--reports", str(first))
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir, v = _verdict(first)
+    assert v["exit_code"] == 0 and v["meta"]["workers"] == 2 and v["requests"] > 50 and v["failures"] == 0
+    assert {"locust.html", "locust_stats.csv", "junit.xml", "timeline.png", "recording.json"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    assert "POST /api/v1/detect" in (run_dir / "locust_stats.csv").read_text()
+    assert "achieved" in done.stderr  # the master's progress, relayed
+    slow = ["--url", slow_url, "--mix", "health", "--rate", "5", "--shape", "peak", "--duration", "14"]
+    done = _cli(stack, *args, *slow, "--reports", str(second))
+    assert done.returncode == 3, done.stdout + done.stderr
+    _, v = _verdict(second)
+    assert v["meta"]["host"] == slow_url and v["exit_code"] == 3
+    assert "/api/v1/detect" not in json.dumps(v["thresholds"])  # the second run's own mix: health only
+
+
 class _Slow(BaseHTTPRequestHandler):
     delay_s = 0.6
 

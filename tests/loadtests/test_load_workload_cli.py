@@ -64,6 +64,8 @@ runner = CliRunner()
         (["--shape", "normal", "--watch-scaling"], "--watch-scaling goes with --shape step or spike"),
         (["--url", "http://192.0.2.1:80"], "not a loopback address"),
         (["--stack", "prod"], "--outputs"),
+        (["--remote"], "--remote drives a stack's load generators: give --stack NAME"),
+        (["--remote", "--stack", "prod", "--master-url", "http://127.0.0.1:1"], "not both"),
     ],
 )
 def test_usage_errors_exit_2_with_the_valid_values(args, expected, monkeypatch):
@@ -74,8 +76,8 @@ def test_usage_errors_exit_2_with_the_valid_values(args, expected, monkeypatch):
     assert expected in " ".join(result.output.split())
 
 
-def test_a_stack_is_read_from_its_saved_outputs(tmp_path):
-    outputs = {
+def _outputs(**extra: str) -> dict[str, str]:
+    return {
         "load_balancer_url": "http://127.0.0.1:18080/",
         **{
             k: "x"
@@ -90,9 +92,13 @@ def test_a_stack_is_read_from_its_saved_outputs(tmp_path):
                 "backups_bucket",
             )
         },
+        **extra,
     }
+
+
+def test_a_stack_is_read_from_its_saved_outputs(tmp_path):
     path = tmp_path / "outputs.json"
-    path.write_text(json.dumps(outputs))
+    path.write_text(json.dumps(_outputs()))
     t = targets.stack("staging", path, api_key="k")
     assert (t.kind, t.name, t.url, t.api_key) == ("stack", "staging", "http://127.0.0.1:18080", "k")
     (tmp_path / "bad.json").write_text("{}")
@@ -103,3 +109,21 @@ def test_a_stack_is_read_from_its_saved_outputs(tmp_path):
 def test_compare_refuses_what_is_not_a_run():
     result = runner.invoke(app, ["load", "compare", "/nonexistent/a", "/nonexistent/b"])
     assert result.exit_code == 2 and "not a load run's verdict" in result.output
+
+
+def test_remote_refuses_a_stack_without_load_generators_and_names_the_setting(tmp_path):
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(_outputs()))
+    result = runner.invoke(app, ["load", "run", "--stack", "staging", "--outputs", str(path), "--remote"])
+    assert result.exit_code == 1, result.output
+    assert "pulumi config set loadgen.enabled true --stack staging" in " ".join(result.output.split())
+
+
+def test_remote_without_kubectl_says_how_to_reach_the_master(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(_outputs(load_generators_namespace="pynomaly-load-staging", cluster_name="eks-1")))
+    result = runner.invoke(app, ["load", "run", "--stack", "staging", "--outputs", str(path), "--remote"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "aws eks update-kubeconfig --name eks-1" in text and "--master-url" in text
