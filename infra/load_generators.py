@@ -31,6 +31,8 @@ from infra.workload import config_hash
 from pynomaly_ops import REPO_ROOT
 from pynomaly_ops.baselines import PATH_ENV as BASELINES_ENV
 from pynomaly_ops.naming import (
+    LOAD_ALLOW_REMOTE_ENV,
+    LOAD_API_KEY_FILE_ENV,
     LOAD_API_KEY_ITEM,
     LOAD_API_KEY_SECRET,
     LOCUST_BUS_PORT,
@@ -46,8 +48,6 @@ MOUNT = "/opt/pynomaly/load"
 SUITE = REPO_ROOT / "loadtests"
 LOCUSTFILE = f"{MOUNT}/loadtests/locustfile.py"
 MASTER_RESOURCES = {"cpu": "500m", "memory": "512Mi"}  # it merges the workers' reports and judges the run
-ALLOW_REMOTE_ENV = "PYNOMALY_LOAD_ALLOW_REMOTE"  # loadtests/targets.py: the target is not loopback here
-API_KEY_FILE_ENV = "PYNOMALY_API_KEY_FILE"  # loadtests/locustfile.py reads the key from it
 KEY_DIR = "/run/pynomaly-load"
 # A worker serves no port a probe could ask; the master drops one whose heartbeats stop (Locust's own check)
 # and `load run --remote` waits for the workers it needs. Checkov's skip annotations, with the reason.
@@ -120,8 +120,8 @@ class LoadGenerators(Tier):
         env = [
             {"name": "PYTHONPATH", "value": MOUNT},  # the ConfigMap's loadtests/ before the image's
             {"name": BASELINES_ENV, "value": f"{MOUNT}/baselines.yaml"},
-            {"name": ALLOW_REMOTE_ENV, "value": "1"},
-            {"name": API_KEY_FILE_ENV, "value": f"{KEY_DIR}/{LOAD_API_KEY_ITEM}"},
+            {"name": LOAD_ALLOW_REMOTE_ENV, "value": "1"},  # the target is not loopback here
+            {"name": LOAD_API_KEY_FILE_ENV, "value": f"{KEY_DIR}/{LOAD_API_KEY_ITEM}"},
         ]
         return pod_specs.container(
             role,

@@ -37,14 +37,13 @@ from loadtests import shapes, thresholds, verdict
 from loadtests.recording import Recording
 from loadtests.workload import DEFAULT_REPEAT_SHARE, DEFAULT_SEED, JOB_SUBMIT, Generator
 from pynomaly_ops.baselines import load
+from pynomaly_ops.naming import LOAD_API_KEY_FILE_ENV, LOCUST_RUN_ROUTE
 
 PLAN_MESSAGE = "pynomaly_plan"
 FINAL_MESSAGE = "pynomaly_final"  # a worker's last recording, sent when it stops (web mode: no quit report)
-RUN_ROUTE = "/pynomaly/run"
 PROGRESS_EVERY_S = 5
 PROGRESS_PREFIX = "[load]"
 ABORT_SLICE_S = 5
-API_KEY_FILE_ENV = "PYNOMALY_API_KEY_FILE"
 log = logging.getLogger("pynomaly.load")
 
 
@@ -112,7 +111,7 @@ def _options(parser: Any) -> None:
 def api_key(options: Any) -> str:
     """--lt-api-key ($PYNOMALY_API_KEY), else the file $PYNOMALY_API_KEY_FILE names (a mounted Secret, as on
     EKS: read as each user starts, so a rotated key is picked up)."""
-    path = os.environ.get(API_KEY_FILE_ENV)
+    path = os.environ.get(LOAD_API_KEY_FILE_ENV)
     if options.lt_api_key or not path or not os.path.exists(path):
         return str(options.lt_api_key or "")
     return Path(path).read_text().strip()
@@ -144,7 +143,7 @@ def _init(environment: Any, **_: Any) -> None:
 
         runner.register_message(FINAL_MESSAGE, _final_received)
     if environment.web_ui is not None:
-        environment.web_ui.app.add_url_rule(RUN_ROUTE, "pynomaly_run", lambda: _run_state(environment))
+        environment.web_ui.app.add_url_rule(LOCUST_RUN_ROUTE, "pynomaly_run", lambda: _run_state(environment))
 
     options = environment.parsed_options
     if options is None:  # a library use of the locustfile: no Locust command line

@@ -28,11 +28,15 @@ import httpx
 from loadtests import scaling
 from loadtests.runner import START_TIMEOUT_S, STOP_GRACE_S, RunOptions, Say, finish, run_dir_for
 from loadtests.targets import Target, checked_url
+from pynomaly_ops.naming import (
+    LOAD_API_KEY_ITEM,
+    LOAD_API_KEY_SECRET,
+    LOCUST_MASTER_SERVICE,
+    LOCUST_RUN_ROUTE,
+    LOCUST_WEB_PORT,
+)
 from pynomaly_ops.outputs import LOAD_GENERATORS_NAMESPACE
 
-RUN_ROUTE = "/pynomaly/run"
-MASTER_SERVICE = "locust-master"  # infra/load_generators.py
-WEB_PORT = 8089
 POLL_S = 2.0
 BUSY_STATES = ("spawning", "running", "stopping")
 LOCUST_FILES = {  # master route -> file in the run directory
@@ -73,11 +77,13 @@ def swarm_form(o: RunOptions, run_id: str) -> dict[str, str]:
 
 def _state(client: httpx.Client) -> dict[str, Any]:
     try:
-        answer = client.get(RUN_ROUTE)
+        answer = client.get(LOCUST_RUN_ROUTE)
     except httpx.HTTPError as exc:
         raise Unreachable(f"no Locust master at {client.base_url}: {exc}") from None
     if answer.status_code == 404:
-        raise RemoteError(f"{client.base_url} is a Locust master without {RUN_ROUTE}: not this suite's locustfile")
+        raise RemoteError(
+            f"{client.base_url} is a Locust master without {LOCUST_RUN_ROUTE}: not this suite's locustfile"
+        )
     answer.raise_for_status()
     return dict(answer.json())
 
@@ -148,7 +154,7 @@ def run(o: RunOptions, master_url: str, say: Say) -> tuple[dict[str, Any], Path]
         if o.mix == "api" and not state.get("api_key"):
             raise RemoteError(
                 "the load generators have no API key: create their Secret (loadtests/README.md, "
-                "`kubectl create secret generic pynomaly-load-api-key --from-literal=api-key=...`)"
+                f"`kubectl create secret generic {LOAD_API_KEY_SECRET} --from-literal={LOAD_API_KEY_ITEM}=...`)"
             )
         run_dir = run_dir_for(o, say, f"{state['workers']} remote worker(s) at {master_url}")
         watcher = scaling.Watcher(o.target) if o.watch_scaling else None
@@ -192,14 +198,14 @@ def port_forward(target: Target, kubectl: str | None = None) -> Iterator[str]:
             f"{target.outputs.cluster_name if target.outputs else '<cluster>'}`, or forward the master's port "
             "yourself and pass --master-url http://127.0.0.1:PORT"
         )
-    argv = [kubectl, "port-forward", "-n", namespace, f"svc/{MASTER_SERVICE}", f":{WEB_PORT}"]
+    argv = [kubectl, "port-forward", "-n", namespace, f"svc/{LOCUST_MASTER_SERVICE}", f":{LOCUST_WEB_PORT}"]
     forward = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert forward.stdout is not None
         line = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8089"
         found = re.search(r"127\.0\.0\.1:(\d+)", line)
         if not found:
-            raise RemoteError(f"kubectl port-forward -n {namespace} svc/{MASTER_SERVICE}: {line.strip()}")
+            raise RemoteError(f"kubectl port-forward -n {namespace} svc/{LOCUST_MASTER_SERVICE}: {line.strip()}")
         # kubectl prints a line per connection: drain them, or a long run fills the pipe and stalls it.
         threading.Thread(target=forward.stdout.read, daemon=True).start()
         yield f"http://127.0.0.1:{found.group(1)}"

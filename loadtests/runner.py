@@ -50,7 +50,7 @@ class RunOptions:
     seed: int | None = None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -141,7 +141,7 @@ def run(o: RunOptions, say: Say) -> tuple[dict[str, Any], Path]:
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     if o.target.api_key:
         env[API_KEY_ENV] = o.target.api_key
-    port = _free_port() if o.workers > 1 else None
+    port = free_port() if o.workers > 1 else None
     watcher = scaling.Watcher(o.target) if o.watch_scaling else None
     procs: list[subprocess.Popen[str]] = []
     with (run_dir / "locust.log").open("w") as log:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local.recorders import ensure_loopback_url
+from pynomaly_ops.naming import LOAD_ALLOW_REMOTE_ENV
 from pynomaly_ops.outputs import StackOutputs
 
-ALLOW_REMOTE_ENV = "PYNOMALY_LOAD_ALLOW_REMOTE"
+ALLOW_REMOTE_ENV = LOAD_ALLOW_REMOTE_ENV
 API_KEY_ENV = "PYNOMALY_API_KEY"
 LOCAL = "local"
 

@@ -24,6 +24,9 @@ LOCUST_WEB_PORT = 8089  # Locust's defaults
 LOCUST_BUS_PORT = 5557
 LOAD_API_KEY_SECRET = "pynomaly-load-api-key"  # created by the operator: the key never enters Pulumi's state
 LOAD_API_KEY_ITEM = "api-key"
+LOAD_API_KEY_FILE_ENV = "PYNOMALY_API_KEY_FILE"  # where the locustfile reads the key the pods mount
+LOAD_ALLOW_REMOTE_ENV = "PYNOMALY_LOAD_ALLOW_REMOTE"  # "1": load may go to a non-loopback target you operate
+LOCUST_RUN_ROUTE = "/pynomaly/run"  # the locustfile's route on a master left running (web mode)
 
 
 def load_generators_namespace(stack: str) -> str:

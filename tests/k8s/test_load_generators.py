@@ -8,9 +8,14 @@ from pathlib import PurePosixPath
 import pytest
 
 from infra.load_generators import LOCUSTFILE, MOUNT, suite_files
-from loadtests import remote
 from pynomaly_ops import REPO_ROOT
-from pynomaly_ops.naming import LOAD_API_KEY_ITEM, LOAD_API_KEY_SECRET, LOCUST_BUS_PORT, LOCUST_WEB_PORT
+from pynomaly_ops.naming import (
+    LOAD_API_KEY_ITEM,
+    LOAD_API_KEY_SECRET,
+    LOCUST_BUS_PORT,
+    LOCUST_MASTER_SERVICE,
+    LOCUST_WEB_PORT,
+)
 from pynomaly_ops.settings import SettingsError, from_stack_file
 
 NS = "pynomaly-load-prod"
@@ -66,10 +71,10 @@ def test_one_master_in_web_mode_and_the_workers_asked_for_on_its_service(variant
     assert worker["spec"]["replicas"] == 3  # loadgen.workers in the variant
     (w,) = worker["spec"]["template"]["spec"]["containers"]
     (service,) = _in_ns(variant, "Service")
-    assert service["metadata"]["name"] == remote.MASTER_SERVICE and service["spec"]["type"] == "ClusterIP"
-    assert w["command"][w["command"].index("--master-host") + 1] == f"{remote.MASTER_SERVICE}.{NS}.svc.cluster.local"
+    assert service["metadata"]["name"] == LOCUST_MASTER_SERVICE and service["spec"]["type"] == "ClusterIP"
+    assert w["command"][w["command"].index("--master-host") + 1] == f"{LOCUST_MASTER_SERVICE}.{NS}.svc.cluster.local"
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert (ports["web"]["port"], ports["bus"]["port"]) == (LOCUST_WEB_PORT, LOCUST_BUS_PORT) == (remote.WEB_PORT, 5557)
+    assert (ports["web"]["port"], ports["bus"]["port"]) == (LOCUST_WEB_PORT, LOCUST_BUS_PORT) == (8089, 5557)
     named = {p["name"] for p in m["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} == named
     assert w["resources"]["requests"] == w["resources"]["limits"] == {"cpu": "1000m", "memory": "1Gi"}

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from loadtests import targets
-from loadtests.runner import PROGRESS_PREFIX
+from loadtests.runner import PROGRESS_PREFIX, free_port
 from local import faults
 from local.layout import PORT_OFFSET_ENV, STATE_ENV
 from pynomaly_ops.baselines import load
@@ -136,19 +136,11 @@ def test_watch_scaling_reports_the_load_step_and_the_new_capacity(stack, tmp_pat
     assert "scaling" in done.stdout
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def web_master(stack, tmp_path) -> Iterator[str]:
     """A Locust master left running in web mode with two workers, as the EKS load generators run it."""
     locust, file = str(Path(sys.executable).parent / "locust"), str(REPO / "loadtests" / "locustfile.py")
-    bus, web = _free_port(), _free_port()
+    bus, web = free_port(), free_port()
     env = stack | {targets.API_KEY_ENV: targets.local(stack[STATE_ENV]).api_key or ""}
     master = [locust, "-f", file, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(bus)]
     master += ["--web-host", "127.0.0.1", "--web-port", str(web)]
