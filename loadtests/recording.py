@@ -153,6 +153,12 @@ class Recording:
         else:
             p.dropped += 1
 
+    def dropped(self, due_second: int, n: int) -> None:
+        """``n`` requests due in that second that were never sent."""
+        p = self.pace[due_second]
+        p.offered += n
+        p.dropped += n
+
     # --- between processes -----------------------------------------------------------------------------
     def take_delta(self) -> dict[str, Any]:
         delta = {

@@ -54,6 +54,7 @@ class Shape:
     default_fail_on: str = "warning"
     _starts: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _counts: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _total: int = field(init=False, repr=False, compare=False)  # asked for at every request: computed once
 
     def __post_init__(self) -> None:
         starts, counts, t, n = [], [], 0.0, 0.0
@@ -64,6 +65,7 @@ class Shape:
             n += s.duration_s * s.rate_per_s
         object.__setattr__(self, "_starts", (*starts, t))
         object.__setattr__(self, "_counts", (*counts, n))
+        object.__setattr__(self, "_total", math.ceil(n - 1e-9))
 
     @property
     def duration_s(self) -> float:
@@ -71,7 +73,7 @@ class Shape:
 
     @property
     def total_requests(self) -> int:
-        return math.ceil(self._counts[-1] - 1e-9)
+        return self._total
 
     def _stage_index(self, t: float) -> int | None:
         if t < 0 or t >= self.duration_s:
@@ -106,6 +108,25 @@ class Shape:
         if k >= len(self.stages):
             return None
         return self._starts[k] + (i - self._counts[k]) / self.stages[k].rate_per_s
+
+    def first_due_from(self, t: float) -> int:
+        """The index of the first request due at or after ``t`` seconds (``total_requests`` if none)."""
+        return min(self.total_requests, max(0, math.ceil(self.offered_by(t) - 1e-9)))
+
+    def due_per_second(self, first: int, stop: int, step: int = 1) -> dict[int, int]:
+        """How many of the requests ``first, first + step, ...`` below ``stop`` fall due in each whole
+        second: a generator behind by thousands of requests drops them a second at a time, not one by one."""
+        out: dict[int, int] = {}
+        i = first
+        while i < stop:
+            due = self.due(i)
+            if due is None:
+                break
+            second = int(due)
+            n = max(1, -(-(min(stop, self.first_due_from(second + 1)) - i) // step))
+            out[second] = out.get(second, 0) + n
+            i += n * step
+        return out
 
     def peak_rate_per_s(self) -> float:
         return max((s.rate_per_s for s in self.stages), default=0.0)

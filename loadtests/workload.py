@@ -9,6 +9,7 @@ repeats a recent body, as real clients do. Pure: no Locust, no network.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -71,13 +72,13 @@ class Generator:
             raise ValueError(f"repeat share must be in [0, 1], got {repeat_share:g}")
         self.rng = random.Random(str(seed))
         self.kinds = MIXES[mix]
-        self.weights = [k.weight for k in self.kinds]
+        self.cum_weights = list(itertools.accumulate(k.weight for k in self.kinds))
         self.repeat_share = repeat_share
         self.recent: deque[str] = deque(maxlen=RECENT)
         self.jobs: deque[str] = deque(maxlen=RECENT)
 
     def pick(self) -> Kind:
-        kind = self.rng.choices(self.kinds, self.weights)[0]
+        kind = self.rng.choices(self.kinds, cum_weights=self.cum_weights)[0]
         if kind.name == JOB_POLL and not self.jobs:
             return next(k for k in self.kinds if k.name == JOB_SUBMIT)
         return kind

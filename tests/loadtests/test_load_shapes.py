@@ -59,6 +59,22 @@ def test_the_schedule_is_open_model_due_times_follow_the_rate_not_the_latency(b)
     assert sum(1 for d in dues if d is not None and d < 20) == math.ceil(shape.offered_by(20))
 
 
+@pytest.mark.parametrize(("name", "rate"), [("normal", 1234.5), ("step", 37.0), ("spike", 333.0)])
+@pytest.mark.parametrize(("index", "count"), [(0, 1), (1, 3)])
+def test_a_generator_that_falls_behind_drops_the_same_requests_a_second_at_a_time(b, name, rate, index, count):
+    """The bulk drop (Plan._drop_before) counts per due second exactly what dropping one by one would."""
+    shape = build(name, b, rate, 60 if name != "step" else None)
+    for start, t in [(index, 5.3), (index + 7 * count, 17.0), (index, shape.duration_s + 3)]:
+        stop = shape.first_due_from(t)
+        assert all(shape.due(i) < t for i in range(stop))  # type: ignore[operator]
+        assert stop == shape.total_requests or shape.due(stop) >= t  # type: ignore[operator]
+        one_by_one: dict[int, int] = {}
+        for i in range(start, stop, count):
+            second = int(shape.due(i))  # type: ignore[arg-type]
+            one_by_one[second] = one_by_one.get(second, 0) + 1
+        assert shape.due_per_second(start, stop, count) == one_by_one
+
+
 def test_spike_jumps_to_the_peak_without_a_ramp_and_comes_back(b):
     shape = build("spike", b, NORMAL, 120)
     labels = [s.label for s in shape.stages if s.label != "ramp-up"]
