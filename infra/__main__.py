@@ -29,7 +29,7 @@ baselines = numbers.load()
 # Checked before any resource is declared: `pulumi up` creates resources as they are declared.
 autoscaler = (
     autoscaler_release(settings.cluster.version)
-    if settings.cluster.enabled and settings.cluster.node_autoscaler
+    if settings.cluster.declares_kubernetes and settings.cluster.node_autoscaler
     else None
 )
 stack, tags, region = settings.stack, settings.tags, settings.region
@@ -159,7 +159,7 @@ alarms = Alarms(
         kms_key_arn=kms.arn("alarms"),
         # The workload's PrometheusRule, where the cluster runs the Prometheus operator.
         other_targets=frozenset({Target.KUBERNETES})
-        if settings.cluster.enabled and settings.workload.prometheus_operator
+        if settings.cluster.declares_kubernetes and settings.workload.prometheus_operator
         else frozenset(),
     ),
 )
@@ -167,6 +167,8 @@ Dashboard(stack, tags, DashboardArgs(region=region, specs=alarms.specs))
 
 # --- cluster and workload (infra/cluster.py, infra/workload.py) ---
 if cluster is not None:
+    pulumi.export(keys.CLUSTER_NAME, cluster.name)
+if cluster is not None and settings.cluster.declares_kubernetes:
     # The Load Balancer Controller (the Ingress's ALB) and the Cluster Autoscaler (nodes for the HPA's range).
     cluster_addons = ClusterAddons(
         stack,
@@ -211,7 +213,6 @@ if cluster is not None:
             ingress_controller=cluster_addons.load_balancer_controller,
         ),
     )
-    pulumi.export(keys.CLUSTER_NAME, cluster.name)
     pulumi.export(keys.WORKLOAD_NAMESPACE, workload.namespace)
     if settings.loadgen.enabled:
         # Locust on the cluster for `pynomaly-ops load run --stack NAME --remote` (infra/load_generators.py).
@@ -240,5 +241,7 @@ pulumi.export(keys.DEAD_LETTER_QUEUE_URL, queues.dead_letter_queue_url)
 pulumi.export(keys.ARTIFACTS_BUCKET, storage.artifacts_bucket)
 pulumi.export(keys.BACKUPS_BUCKET, storage.backups_bucket)
 pulumi.export(keys.ASG_NAME, fleet.asg_name)
+pulumi.export(keys.AVAILABILITY_ZONES, network.availability_zones)
+pulumi.export(keys.AVAILABILITY_ZONE_IDS, network.availability_zone_ids)
 pulumi.export(keys.ALARM_TOPIC_ARNS, alarms.topic_arns)
 pulumi.export(keys.ALARMS, alarms.alarms)

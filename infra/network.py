@@ -1,5 +1,8 @@
 """Network tier: a VPC over three AZs with public, private-app and isolated-data subnets.
 
+The AZs are chosen by ID (the same physical zone in every account; names are shuffled per account), or
+pinned with ``network.availability_zone_ids``.
+
 Public subnets hold the ALB and the NAT gateways; app subnets reach the
 internet through NAT (one per AZ in prod, so an AZ outage leaves the others
 routing); data subnets have no route out at all. S3 traffic from app and data
@@ -17,9 +20,13 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.tier import Tier, assume_role_policy, policy_document
+from pynomaly_ops.settings import ZONE_COUNT
 from pynomaly_ops.settings import Network as NetworkSettings
 
-AZ_COUNT = 3
+AZ_COUNT = ZONE_COUNT
+# AZ IDs where EKS creates no control plane (EKS user guide, "VPC and subnet requirements"); use1-az3 also
+# lacks most current instance types. By ID: the name that maps to use1-az3 differs from account to account.
+NO_EKS_ZONE_IDS = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
 SUBNET_TIERS = ("public", "app", "data")
 FLOW_LOG_GROUP_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
 # The AWS Load Balancer Controller picks subnets by these tags: internet-facing load balancers in the public ones,
@@ -48,6 +55,37 @@ def tcp_rule(description: str, port: int, **sources: Unpack[RuleSources]) -> aws
     return {"description": description, "protocol": "tcp", "from_port": port, "to_port": port, **sources}
 
 
+class ZoneChoiceError(ValueError):
+    """The region cannot give the stack the AZs it asks for."""
+
+
+def _zone_number(zone_id: str) -> int:
+    return int(zone_id.rsplit("-az", 1)[1])
+
+
+def choose_zones(names: Sequence[str], zone_ids: Sequence[str], pinned: Sequence[str]) -> list[tuple[str, str]]:
+    """``(zone ID, zone name)`` of the stack's AZs, from the region's (``names[i]`` is ``zone_ids[i]``): the
+    pinned IDs (``network.availability_zone_ids``), else the lowest-numbered IDs EKS supports. By ID, so
+    every account of a stack gets the same physical zones."""
+    by_id = dict(zip(zone_ids, names, strict=True))
+    key = "pynomaly:network.availability_zone_ids"
+    if pinned:
+        missing = [z for z in pinned if z not in by_id]
+        if missing:
+            raise ZoneChoiceError(
+                f"{key}: {', '.join(missing)} not available in this region; available: {', '.join(sorted(by_id))}"
+            )
+        unsupported = [z for z in pinned if z in NO_EKS_ZONE_IDS]
+        if unsupported:
+            raise ZoneChoiceError(f"{key}: {', '.join(unsupported)} cannot hold an EKS control plane; pin others")
+        return [(z, by_id[z]) for z in pinned]
+    usable = sorted((z for z in by_id if z not in NO_EKS_ZONE_IDS), key=_zone_number)
+    if len(usable) < AZ_COUNT:
+        found = ", ".join(usable)
+        raise ZoneChoiceError(f"the region has {len(usable)} usable AZs ({found}); the stack needs {AZ_COUNT}")
+    return [(z, by_id[z]) for z in usable[:AZ_COUNT]]
+
+
 def subnet_cidrs(vpc_cidr: str) -> dict[str, list[str]]:
     """Nine equal subnets (16ths of the VPC): public, app, data x 3 AZs."""
     blocks = list(ipaddress.ip_network(vpc_cidr).subnets(prefixlen_diff=4))
@@ -59,7 +97,8 @@ class Network(Tier):
 
     vpc_id: pulumi.Output[str]
     vpc_cidr: str
-    availability_zones: pulumi.Output[list[str]]
+    availability_zones: pulumi.Output[list[str]]  # names, for the APIs that take names (ElastiCache)
+    availability_zone_ids: pulumi.Output[list[str]]
     public_subnet_ids: list[pulumi.Output[str]]
     app_subnet_ids: list[pulumi.Output[str]]
     data_subnet_ids: list[pulumi.Output[str]]
@@ -71,9 +110,14 @@ class Network(Tier):
         s = args.settings
         # Regular AZs only: opted-in Local Zones (e.g. us-east-1-bos-1a) are "available" too and sort before
         # us-east-1a, but most of this stack (EKS control plane, ElastiCache, RDS Multi-AZ) cannot run there.
-        zones = aws.get_availability_zones_output(
+        region_zones = aws.get_availability_zones_output(
             state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
-        ).names.apply(lambda names: names[:AZ_COUNT])
+        )
+        chosen = pulumi.Output.all(region_zones.names, region_zones.zone_ids).apply(
+            lambda found: choose_zones(found[0], found[1], s.availability_zone_ids)
+        )
+        zone_ids = chosen.apply(lambda c: [zone_id for zone_id, _ in c])
+        zones = chosen.apply(lambda c: [name for _, name in c])
         self.vpc = aws.ec2.Vpc(
             self.name_of("vpc"),
             cidr_block=s.cidr,
@@ -83,7 +127,7 @@ class Network(Tier):
             opts=self.child,
         )
         cidrs = subnet_cidrs(s.cidr)
-        self.subnets = {tier: self._subnets(tier, cidrs[tier], zones) for tier in SUBNET_TIERS}
+        self.subnets = {tier: self._subnets(tier, cidrs[tier], zone_ids) for tier in SUBNET_TIERS}
         self._public_routes()
         app_tables = self._app_routes(s.nat_gateways == "one_per_az")
         data_table = aws.ec2.RouteTable(
@@ -107,6 +151,7 @@ class Network(Tier):
         self.vpc_id = self.vpc.id
         self.vpc_cidr = s.cidr
         self.availability_zones = zones
+        self.availability_zone_ids = zone_ids
         self.public_subnet_ids = [x.id for x in self.subnets["public"]]
         self.app_subnet_ids = [x.id for x in self.subnets["app"]]
         self.data_subnet_ids = [x.id for x in self.subnets["data"]]
@@ -117,6 +162,7 @@ class Network(Tier):
                 "vpc_id": self.vpc_id,
                 "vpc_cidr": self.vpc_cidr,
                 "availability_zones": self.availability_zones,
+                "availability_zone_ids": self.availability_zone_ids,
                 "public_subnet_ids": self.public_subnet_ids,
                 "app_subnet_ids": self.app_subnet_ids,
                 "data_subnet_ids": self.data_subnet_ids,
@@ -125,13 +171,13 @@ class Network(Tier):
             }
         )
 
-    def _subnets(self, tier: str, cidrs: list[str], zones: pulumi.Output[list[str]]) -> list[aws.ec2.Subnet]:
+    def _subnets(self, tier: str, cidrs: list[str], zone_ids: pulumi.Output[list[str]]) -> list[aws.ec2.Subnet]:
         return [
             aws.ec2.Subnet(
                 self.name_of(f"{tier}-{i}"),
                 vpc_id=self.vpc.id,
                 cidr_block=cidr,
-                availability_zone=zones[i],
+                availability_zone_id=zone_ids[i],
                 map_public_ip_on_launch=False,
                 tags=self.tagged(f"{tier}-{i}", SubnetTier=tier, **SUBNET_ROLE_TAGS.get(tier, {})),
                 opts=self.child,

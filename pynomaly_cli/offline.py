@@ -38,6 +38,8 @@ SECRET = "$secret"  # how a secret input is marked in the record
 PLACEHOLDERS = {
     "pynomaly:lb.certificate_arn": f"arn:aws:acm:us-east-1:{ACCOUNT}:certificate/00000000-offline-placeholder",
     "pynomaly:fleet.ami_id": "ami-0000offline0000",
+    # Rendered as from a runner inside the VPC: the private endpoint, the stacks' secure default.
+    "pynomaly:cluster.runner_in_vpc": True,
 }
 
 
@@ -226,11 +228,21 @@ def _computed(type_token: str, name: str, inputs: dict[str, Any], region: str) -
     return state
 
 
+OFFLINE_ZONE_NUMBERS = (4, 6, 1, 2, 3, 5)  # us-east-1a is use1-az4 in this account, ..., us-east-1e use1-az3
+
+
+def _zone_prefix(region: str) -> str:
+    """us-east-1 -> use1, eu-central-1 -> euc1: the form of AZ IDs."""
+    area, direction, number = region.split("-")
+    return f"{area}{direction[0]}{number}"
+
+
 def _call(token: str, args: dict[str, Any], region: str) -> dict[str, Any]:
     results: dict[str, Callable[[], dict[str, Any]]] = {
+        # As in a real account, names map to zone IDs in no particular order, and one ID holds no EKS.
         "aws:index/getAvailabilityZones:getAvailabilityZones": lambda: {
             "names": [f"{region}{z}" for z in "abcdef"],
-            "zoneIds": [f"use1-az{i}" for i in range(1, 7)],
+            "zoneIds": [f"{_zone_prefix(region)}-az{i}" for i in OFFLINE_ZONE_NUMBERS],
             "state": "available",
         },
         "aws:index/getCallerIdentity:getCallerIdentity": lambda: {

@@ -26,6 +26,8 @@ DEAD_LETTER_QUEUE_URL = "dead_letter_queue_url"
 ARTIFACTS_BUCKET = "artifacts_bucket"
 BACKUPS_BUCKET = "backups_bucket"
 ASG_NAME = "asg_name"
+AVAILABILITY_ZONES = "availability_zones"  # the stack's three AZ names in this account, in zone order
+AVAILABILITY_ZONE_IDS = "availability_zone_ids"  # the same zones by ID (the same in every account)
 ALARM_TOPIC_ARNS = "alarm_topic_arns"  # {"warning": arn, "critical": arn}
 ALARMS = "alarms"  # {catalogue key: {target: alarm name}}, pynomaly_ops/alarms.py
 

@@ -53,10 +53,28 @@ class _Tier(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ZONE_COUNT = 3  # every tier spreads over three AZs
+ZONE_ID = re.compile(r"^[a-z]{2,5}\d+-az\d+$")  # use1-az1, euc1-az2, apse2-az3
+
+
 class Network(_Tier):
     cidr: str
     nat_gateways: Literal["one_per_az", "single"]
     flow_logs_retention_days: int = Field(ge=1)
+    # AZ IDs name the same physical zone in every account (names such as us-east-1a do not); empty: chosen.
+    availability_zone_ids: list[str] = Field(default_factory=list)
+
+    @field_validator("availability_zone_ids")
+    @classmethod
+    def _zone_ids(cls, v: list[str]) -> list[str]:
+        if not v:
+            return v
+        bad = [z for z in v if not ZONE_ID.match(z)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not AZ IDs (like use1-az1; `aws ec2 describe-availability-zones`)")
+        if len(set(v)) != ZONE_COUNT or len(v) != ZONE_COUNT:
+            raise ValueError(f"needs {ZONE_COUNT} different AZ IDs, one per zone of every tier; got {v}")
+        return v
 
     @field_validator("cidr")
     @classmethod
@@ -177,6 +195,8 @@ class Cluster(_Tier):
     enabled: bool
     version: str = Field(pattern=r"^1\.\d+$")
     public_access_cidrs: list[str]
+    runner_in_vpc: bool = False
+    kubernetes: bool = True
     admin_role_arns: list[str]
     node_instance_type: str
     node_disk_gb: int = Field(ge=20)
@@ -208,6 +228,27 @@ class Cluster(_Tier):
                 "cluster.node_min",
                 f"min > max: need cluster.node_min ({self.node_min}) <= cluster.node_desired "
                 f"({self.node_desired}) <= cluster.node_max ({self.node_max})",
+            )
+        return self
+
+    @property
+    def declares_kubernetes(self) -> bool:
+        """The stack declares Kubernetes resources (not in phase one of a private cluster's first deploy)."""
+        return self.enabled and self.kubernetes
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Cluster:
+        """`pulumi up` declares the Kubernetes resources through the cluster's API: it must reach it."""
+        if self.enabled and self.kubernetes and not self.public_access_cidrs and not self.runner_in_vpc:
+            raise _KeyError(
+                "cluster.public_access_cidrs",
+                "is empty, so the EKS API endpoint is private and `pulumi up` cannot reach the cluster to declare "
+                "its Kubernetes resources (on a first deploy no runner can be inside a VPC that does not exist "
+                "yet). Either allow the runner's address: `pulumi config set --path "
+                "'cluster.public_access_cidrs[0]' 203.0.113.7/32`; or deploy in two phases: `pulumi config set "
+                "cluster.kubernetes false` and `pulumi up` (the AWS resources and the cluster), then, from a "
+                "runner inside the VPC, `pulumi config set cluster.runner_in_vpc true`, `pulumi config set "
+                "cluster.kubernetes true` and `pulumi up`",
             )
         return self
 

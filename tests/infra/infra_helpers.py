@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from pynomaly_cli.offline import SECRET, Rendering, Resource, render
+from pynomaly_cli.offline import PLACEHOLDERS, SECRET, Rendering, Resource, render
 from pynomaly_ops import baselines
 from pynomaly_ops import settings as stack_settings
 
@@ -36,7 +36,13 @@ BAD_SETTINGS = [
     ("prod", {"pynomaly:db.deletion_protection": False}, "pynomaly:db.deletion_protection", "must stay true"),
     ("prod", {"pynomaly:lb.deletion_protection": False}, "pynomaly:lb.deletion_protection", "must stay true"),
     ("dev", {"pynomaly:lb.certificate_arn": ""}, "pynomaly:lb.certificate_arn", "pulumi config set"),
+    # a private endpoint that `pulumi up` could not reach (the first deploy above all): refused, with the way out
+    ("prod", {"pynomaly:cluster.runner_in_vpc": False}, "pynomaly:cluster.public_access_cidrs", "two phases"),
 ]
+# What an operator must set, as settings.build takes it (keys without the project prefix).
+REQUIRED = {key.removeprefix("pynomaly:"): value for key, value in PLACEHOLDERS.items()}
+# Phase one of a private cluster's first deploy: the AWS resources and the cluster, no Kubernetes resource.
+PHASE_ONE = {"pynomaly:cluster.runner_in_vpc": False, "pynomaly:cluster.kubernetes": False}
 
 # Each rendering runs in its own child process; running several at once
 # keeps the suite short on a multi-core machine.

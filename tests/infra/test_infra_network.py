@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 
-from infra_helpers import inputs, one, rid
+import pytest
+from infra_helpers import NO_CLUSTER, REQUIRED, inputs, one, rendered, rid
+
+from infra.network import NO_EKS_ZONE_IDS, ZoneChoiceError, choose_zones
+from pynomaly_cli.offline import OfflineError
+from pynomaly_ops import settings as stack_settings
 
 TIERS = ("public", "app", "data")
 
@@ -33,7 +38,9 @@ def test_three_subnets_per_tier_one_per_az_inside_the_vpc(r, stack, cfg):
     blocks = []
     for tier in TIERS:
         tier_subnets = _subnets(r, stack, tier)
-        assert sorted(s["availabilityZone"] for s in tier_subnets) == [f"{cfg.region}{z}" for z in "abc"]
+        # by ID, lowest first, skipping use1-az3 (no EKS); the mock's account maps names to IDs out of order
+        assert [s["availabilityZoneId"] for s in tier_subnets] == ["use1-az1", "use1-az2", "use1-az4"]
+        assert all("availabilityZone" not in s for s in tier_subnets)
         assert all(s["tags"]["SubnetTier"] == tier and not s["mapPublicIpOnLaunch"] for s in tier_subnets)
         blocks += [ipaddress.ip_network(s["cidrBlock"]) for s in tier_subnets]
     assert all(b.subnet_of(vpc) for b in blocks)
@@ -105,3 +112,65 @@ def test_app_security_group_admits_only_the_alb(r, stack, cfg):
     (egress,) = alb["egress"]
     assert egress["fromPort"] == egress["toPort"] == cfg.fleet.app_port
     assert egress["cidrBlocks"] == [cfg.network.cidr]
+
+
+def test_zone_names_follow_the_chosen_ids_where_an_api_takes_names(r, cfg):
+    # the mock's account: us-east-1c is use1-az1, us-east-1d use1-az2, us-east-1a use1-az4
+    redis = one(r, "aws:elasticache/replicationGroup:ReplicationGroup").plain_inputs
+    names = [f"{cfg.region}{z}" for z in "cda"]
+    assert redis["preferredCacheClusterAzs"] == [names[i % 3] for i in range(1 + cfg.cache.replicas)]
+    assert r.outputs["availability_zone_ids"] == ["use1-az1", "use1-az2", "use1-az4"]
+    assert r.outputs["availability_zones"] == names
+
+
+REGION = {"names": [f"us-east-1{z}" for z in "abcdef"], "ids": [f"use1-az{i}" for i in (4, 6, 1, 2, 3, 5)]}
+
+
+def test_choose_zones_by_id_skips_the_zones_without_eks_and_keeps_a_pin():
+    assert "use1-az3" in NO_EKS_ZONE_IDS
+    chosen = choose_zones(REGION["names"], REGION["ids"], [])
+    assert chosen == [("use1-az1", "us-east-1c"), ("use1-az2", "us-east-1d"), ("use1-az4", "us-east-1a")]
+    pinned = choose_zones(REGION["names"], REGION["ids"], ["use1-az6", "use1-az5", "use1-az1"])
+    assert pinned == [("use1-az6", "us-east-1b"), ("use1-az5", "us-east-1f"), ("use1-az1", "us-east-1c")]
+    # numeric, not text, order: az10 comes after az2
+    ids = ["use1-az10", "use1-az2", "use1-az1", "use1-az4"]
+    assert [z for z, _ in choose_zones(["w", "x", "y", "z"], ids, [])] == ["use1-az1", "use1-az2", "use1-az4"]
+
+
+@pytest.mark.parametrize(
+    ("pinned", "says"),
+    [
+        (["use1-az1", "use1-az2", "use1-az9"], "use1-az9 not available in this region"),
+        (["use1-az1", "use1-az2", "use1-az3"], "use1-az3 cannot hold an EKS control plane"),
+    ],
+)
+def test_a_pin_the_region_cannot_honour_is_refused_naming_the_setting(pinned, says):
+    with pytest.raises(ZoneChoiceError, match=r"pynomaly:network\.availability_zone_ids") as err:
+        choose_zones(REGION["names"], REGION["ids"], pinned)
+    assert says in str(err.value)
+
+
+def test_a_region_with_too_few_usable_zones_is_refused():
+    with pytest.raises(ZoneChoiceError, match="2 usable AZs"):
+        choose_zones(["a", "b", "c"], ["use1-az1", "use1-az3", "use1-az2"], [])
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (["use1-az1", "use1-az1", "use1-az2"], "3 different AZ IDs"),
+        (["us-east-1a", "use1-az1", "use1-az2"], "not AZ IDs"),
+    ],
+)
+def test_the_pin_setting_is_validated(value, says):
+    stack_settings.build("dev", REQUIRED)  # valid without the pin
+    with pytest.raises(stack_settings.SettingsError, match=f"network.availability_zone_ids: .*{says}"):
+        stack_settings.build("dev", {**REQUIRED, "network.availability_zone_ids": value})
+
+
+def test_a_pinned_stack_puts_its_subnets_in_the_pinned_zones():
+    pin = ["use1-az6", "use1-az5", "use1-az1"]
+    r = rendered("dev", {**NO_CLUSTER, "pynomaly:network.availability_zone_ids": pin})
+    assert [inputs(r, f"dev-network-app-{i}")["availabilityZoneId"] for i in range(3)] == pin
+    with pytest.raises(OfflineError, match="use1-az9 not available"):
+        rendered("dev", {**NO_CLUSTER, "pynomaly:network.availability_zone_ids": ["use1-az1", "use1-az2", "use1-az9"]})
