@@ -3,7 +3,7 @@
 import pulumi
 import pulumi_aws as aws
 
-from infra import stack_config
+from infra import node_capacity, stack_config
 from infra.alarms import Alarms, AlarmsArgs, Watched
 from infra.app_fleet import AppFleet, AppFleetArgs
 from infra.cache import Cache, CacheArgs
@@ -32,6 +32,7 @@ autoscaler = (
     if settings.cluster.declares_kubernetes and settings.cluster.node_autoscaler
     else None
 )
+node_capacity.check(settings, baselines)  # nodes enough for the HPA's range (and the idle colour)
 stack, tags, region = settings.stack, settings.tags, settings.region
 account_id = aws.get_caller_identity_output().account_id
 

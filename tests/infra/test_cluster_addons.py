@@ -27,7 +27,8 @@ CHARTS = {"lbc": LOAD_BALANCER_CONTROLLER, "ca": CLUSTER_AUTOSCALER}
 ROLES = {"lbc": "lb-controller-irsa", "ca": "autoscaler-irsa"}
 # Also an older cluster version: the autoscaler's image must follow it.
 NO_LBC = {"pynomaly:cluster.load_balancer_controller": False, "pynomaly:cluster.version": "1.34"}
-NO_CA = {"pynomaly:cluster.node_autoscaler": False}
+# Without the autoscaler the desired size must hold the HPA maximum itself (infra/node_capacity.py).
+NO_CA = {"pynomaly:cluster.node_autoscaler": False, "pynomaly:cluster.node_desired": 13}
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ VARIANT = {
     "workload.prometheus_operator": "true",
     "loadgen.enabled": "true",
     "loadgen.workers": "3",
+    "cluster.node_max": "7",  # room for the idle colour and the load generators (infra/node_capacity.py)
     "cluster.public_access_cidrs": '["203.0.113.0/24"]',
     "cluster.admin_role_arns": json.dumps(
         ["arn:aws:iam::123456789012:role/platform-admin", "arn:aws:iam::123456789012:role/sre"]
