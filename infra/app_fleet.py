@@ -25,6 +25,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import pod_specs
+from infra.instance_refresh import InstanceRefresh
 from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.service_env import Coordinates
 from infra.tier import Tier, assume_role_policy, policy_document
@@ -318,6 +319,7 @@ AGENT
 
 
 # The group's own CloudWatch metrics (capacity and instances by state), for the dashboard and the runbooks.
+REFRESH_TIMEOUT_BASE_S = 900  # pulumi up waits this long, plus two warm-ups per instance, for the outcome
 GROUP_METRICS = [
     aws.autoscaling.Metric.GROUP_IN_SERVICE_INSTANCES,
     aws.autoscaling.Metric.GROUP_DESIRED_CAPACITY,
@@ -397,21 +399,27 @@ class AppFleet(Tier):
             health_check_type="ELB",
             health_check_grace_period=s.health_check_grace_s,
             default_instance_warmup=s.health_check_grace_s,
+            # The version at creation only: later versions arrive through the refresh below, which can roll back.
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-            instance_refresh={
-                "strategy": "Rolling",
-                "preferences": {
-                    "min_healthy_percentage": 100,  # launch before terminating: never below capacity
-                    "max_healthy_percentage": 200,
-                    "auto_rollback": True,
-                    "instance_warmup": str(s.health_check_grace_s),
-                },
-            },
             enabled_metrics=GROUP_METRICS,
             tags=[{"key": k, "value": v, "propagate_at_launch": True} for k, v in self.tagged("instance").items()],
             # The desired capacity is only the starting size: target tracking and the 000 high-load procedure
             # (`set-desired-capacity ... 6`) change it, and a later `pulumi up` must not terminate those instances.
-            opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(ignore_changes=["desired_capacity"])),
+            # The launch template is moved by the refresh (AWS sets it when the refresh succeeds), never by Pulumi.
+            opts=pulumi.ResourceOptions.merge(
+                self.child, pulumi.ResourceOptions(ignore_changes=["desired_capacity", "launch_template"])
+            ),
+        )
+        InstanceRefresh(
+            self.name_of("refresh"),
+            group=group.name,
+            template_id=template.id,
+            version=template.latest_version.apply(str),
+            region=args.region,
+            warmup_s=s.health_check_grace_s,
+            # Every replacement is launched at once (max 200 %); room for slow boots and the rollback after.
+            timeout_s=REFRESH_TIMEOUT_BASE_S + 2 * s.health_check_grace_s * args.scaling.instances_high_load,
+            opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=[group])),
         )
         aws.autoscaling.Policy(
             self.name_of("cpu-target"),
