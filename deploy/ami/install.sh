@@ -59,7 +59,11 @@ install_service() {
   # A venv made from another interpreter is made again; otherwise it is kept and upgraded in place.
   grep -qx "home = ${PYTHON%/*}" "$PREFIX/venv/pyvenv.cfg" 2>/dev/null || "$PYTHON" -m venv --clear "$PREFIX/venv"
   # Owned by root: the service user can run the code, not change it. No pip cache left in the image.
-  "$PREFIX/venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet -e "$PREFIX/src[service]"
+  # The dependencies from the lock (scripts/lock: pinned and hashed), then the project without them.
+  local pip=("$PREFIX/venv/bin/pip" install --no-cache-dir --disable-pip-version-check --quiet)
+  "${pip[@]}" --require-hashes --no-deps -r "$PREFIX/src/deploy/requirements/service.lock"
+  "${pip[@]}" --no-deps -e "$PREFIX/src[service]"
+  "$PREFIX/venv/bin/pip" check || die "the locked dependencies do not satisfy the project's: run scripts/lock"
   runuser -u "$SERVICE_USER" -- "$PREFIX/venv/bin/python" -I -c \
     'import service.api, service.worker, infra.pod_scripts.db_credentials' ||
     die "the service user cannot run $PREFIX/venv"

@@ -157,10 +157,14 @@ def test_venv_is_built_in_the_build_stage_and_copied_to_the_same_path():
     assert env(FINAL)["PATH"].startswith(f"{venv}/bin:"), "the venv's python and console scripts come first on PATH"
 
 
-def test_project_installs_editable_with_the_service_extra_and_is_byte_compiled():
+def test_project_installs_from_the_lock_then_editable_and_is_byte_compiled():
     runs = " ".join(of("RUN", 0))
     workdir = of("WORKDIR", 0)[-1]
-    assert re.search(r'pip install .*-e "?\.\[\$\{EXTRAS\}\]"?', runs), "editable install of .[$EXTRAS]"
+    assert re.search(r'pip install .*--no-deps -e "?\.\[\$\{EXTRAS\}\]"?', runs), "editable .[$EXTRAS], no deps"
+    # the dependencies only from the extras' lock, every file checked against its hash (tests/test_locks.py)
+    assert 'lock="deploy/requirements/$(echo "${EXTRAS}" | tr , -).lock"' in runs  # service,loadtests: a - each
+    assert re.search(r'pip install .*--require-hashes --no-deps -r "\$lock"', runs), "installed from the lock"
+    assert runs.index("--require-hashes") < runs.index('-e ".['), "the lock first: the project adds nothing"
     assert of("ARG", 0) == ["EXTRAS=service"], "EXTRAS defaults to the service extra: the app image"
     assert workdir == of("WORKDIR", FINAL)[-1], "the editable install points at the build stage's WORKDIR"
     assert any(PurePosixPath(workdir).is_relative_to(src.split()[1]) for src in of("COPY", FINAL)), "source copied"
