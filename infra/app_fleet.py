@@ -98,17 +98,15 @@ HTTPServer(("127.0.0.1", PORT), Proxy).serve_forever()
 """
 PROXY_PATH = "/opt/pynomaly/metrics-proxy.py"
 
-# The Redis AUTH token (infra/cache.py) reaches the service as a root-only file. systemd's LoadCredential hands
-# the units a private copy (readable whatever user they run as) and PYNOMALY_REDIS_PASSWORD_FILE points at it.
 # The units are the service's console scripts (the service contract); the AMI provides them (deploy/systemd).
+# pynomaly-db-credentials (with its timer, every SECRET_REFRESH_S) writes the libpq service file and the Redis
+# AUTH token into its runtime directory, as the pods' sidecar does; the service reads both on every new
+# connection, so a rotated password or token reaches the instances without a restart.
 SERVICE_UNITS = ("pynomaly-api.service", "pynomaly-worker.service")
 DB_CREDENTIALS_UNITS = ("pynomaly-db-credentials.service", "pynomaly-db-credentials.timer")
 SERVICE_USER = "pynomaly"  # created by deploy/ami/install.sh
 CONFIG_DIR = "/etc/pynomaly"
 ENV_FILE = f"{CONFIG_DIR}/pynomaly.env"  # the units' EnvironmentFile
-REDIS_PASSWORD_PATH = f"{CONFIG_DIR}/redis-password"
-REDIS_CREDENTIAL = "redis-password"
-REDIS_DROP_IN = "redis-auth.conf"
 
 
 def proxy_unit(app_port: int) -> str:
@@ -213,38 +211,16 @@ def prometheus_config(stack: str) -> dict:
     }
 
 
-def redis_drop_in() -> str:
-    """Unit drop-in: the password file as a credential (``%d`` is the unit's credentials directory)."""
-    return f"""[Service]
-LoadCredential={REDIS_CREDENTIAL}:{REDIS_PASSWORD_PATH}
-Environment={ENV_NAMES["redis_password_file"]}=%d/{REDIS_CREDENTIAL}
-"""
-
-
-def redis_auth_script(region: str, secret_arn: str) -> str:
-    """Fetch the AUTH token into a root-only file, give it to the service units, restart those already running."""
-    lines = [
-        f"install -d -m 0700 {REDIS_PASSWORD_PATH.rsplit('/', 1)[0]}",
-        "(umask 077 && AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=10 aws secretsmanager get-secret-value \\",
-        f"  --region {region} --secret-id {secret_arn} --query SecretString --output text > {REDIS_PASSWORD_PATH})",
-        f"chmod 0400 {REDIS_PASSWORD_PATH}",
-    ]
-    for unit in SERVICE_UNITS:
-        lines += [
-            f"mkdir -p /etc/systemd/system/{unit}.d",
-            f"cat > /etc/systemd/system/{unit}.d/{REDIS_DROP_IN} <<'DROPIN'",
-            f"{redis_drop_in()}DROPIN",
-        ]
-    lines.append("systemctl daemon-reload")
-    # A unit started before this script ran restarts with the password; an absent or inactive one is skipped.
-    lines += [f"if systemctl is-active --quiet {unit}; then systemctl restart {unit}; fi" for unit in SERVICE_UNITS]
-    return "\n".join(lines) + "\n"
-
-
 def instance_environment(p: Platform) -> dict[str, str]:
     """The units' environment: the stack's service environment (as the pods get it), plus the libpq service file
-    that pynomaly-db-credentials writes from the DB secret (the pods' names and paths)."""
-    return p.environment | {item["name"]: item["value"] for item in pod_specs.pg_env(p.db_secret_arn)}
+    and the Redis AUTH token file that pynomaly-db-credentials writes from their secrets (the pods' names and
+    paths)."""
+    written = [
+        *pod_specs.pg_env(p.db_secret_arn),
+        {"name": pod_specs.REDIS_SECRET_ENV, "value": p.redis_secret_arn},
+        *pod_specs.redis_password_env(),
+    ]
+    return p.environment | {item["name"]: item["value"] for item in written}
 
 
 def env_file_text(env: dict[str, str]) -> str:
@@ -288,14 +264,9 @@ systemctl start {timer} {" ".join(SERVICE_UNITS)}
 
 
 def user_data(stack: str, app_port: int, log_group: str, region: str, platform: Platform) -> str:
-    """Boot script (Amazon Linux 2023): the Redis AUTH token, the service's environment, the service, the metrics
+    """Boot script (Amazon Linux 2023): the service's environment, the credentials and the service, the metrics
     proxy, then the CloudWatch agent."""
-    service = (
-        baked_ami_check()
-        + redis_auth_script(region, platform.redis_secret_arn)
-        + env_script(instance_environment(platform))
-        + start_script()
-    )
+    service = baked_ami_check() + env_script(instance_environment(platform)) + start_script()
     script = f"""#!/bin/bash
 set -euo pipefail
 {service}mkdir -p {PROXY_PATH.rsplit("/", 1)[0]}

@@ -24,6 +24,12 @@ SCRIPTS_DIR = "/opt/pynomaly/scripts"
 DB_DIR = "/run/pynomaly-db"
 PG_SERVICE_FILE = f"{DB_DIR}/pg_service.conf"
 REDIS_PASSWORD_FILE = f"{DB_DIR}/redis-password"  # same memory volume, same writer
+# The RDS CA bundle: fetched into the image and the AMI at build time (deploy/rds_ca.py), copied by the same writer
+# beside the service file so every container that connects (pg_dump's too) finds it; libpq verifies the server
+# against it (PGSSLROOTCERT, sslmode=verify-full in the DSN).
+RDS_CA_SOURCE = "/opt/pynomaly/certs/rds-global-bundle.pem"
+RDS_CA_FILE = f"{DB_DIR}/rds-ca.pem"
+REDIS_SECRET_ENV = "REDIS_AUTH_SECRET_ARN"  # where pod_scripts/db_credentials.py finds the Redis token's secret
 SECRET_REFRESH_S = 300  # how often the sidecar re-reads the (rotating) DB secret
 API_PORT_NAME = "http"
 METRICS_PORT_NAME = "metrics"
@@ -91,10 +97,12 @@ def mounts(*, scripts: bool = False, db_writable: bool = False) -> list[dict[str
 
 
 def pg_env(secret_arn: pulumi.Input[str] | None = None) -> list[dict[str, Any]]:
-    """libpq reads user and password from the service file; ``DB_SECRET_ARN`` tells the writer where to get them."""
+    """libpq reads user and password from the service file and the CA bundle it verifies the server against;
+    ``DB_SECRET_ARN`` tells the writer where to get the credentials."""
     env: list[dict[str, Any]] = [
         {"name": "PGSERVICEFILE", "value": PG_SERVICE_FILE},
         {"name": "PGSERVICE", "value": PG_SERVICE},
+        {"name": "PGSSLROOTCERT", "value": RDS_CA_FILE},
     ]
     if secret_arn is not None:
         env.append({"name": "DB_SECRET_ARN", "value": secret_arn})
@@ -139,7 +147,7 @@ def db_credentials_container(
     env = [*pg_env(secret_arn), {"name": "AWS_DEFAULT_REGION", "value": region}]
     files = [PG_SERVICE_FILE]
     if redis_secret_arn is not None:
-        env += [{"name": "REDIS_AUTH_SECRET_ARN", "value": redis_secret_arn}, *redis_password_env()]
+        env += [{"name": REDIS_SECRET_ENV, "value": redis_secret_arn}, *redis_password_env()]
         files.append(REDIS_PASSWORD_FILE)
     spec = container(
         "db-credentials",

@@ -79,9 +79,11 @@ def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
 
 
 def production_db_dsn(endpoint: str, db_name: str) -> str:
-    """libpq conninfo without user or password: those come from the service file ``service=`` names."""
+    """libpq conninfo without user or password: those come from the service file ``service=`` names. The server
+    is verified (``verify-full``: its certificate chains to the RDS CA bundle PGSSLROOTCERT names, and names
+    the host), not only encrypted to: ``require`` would talk to anyone answering on the endpoint's address."""
     host, port = split_endpoint(endpoint, ports.POSTGRES)
-    return f"host={host} port={port} dbname={db_name} sslmode=require service={PG_SERVICE}"
+    return f"host={host} port={port} dbname={db_name} sslmode=verify-full service={PG_SERVICE}"
 
 
 def production_environment(

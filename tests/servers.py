@@ -98,9 +98,31 @@ class PostgresServer:
         )  # fmt: skip
         return self
 
+    def enable_tls(self) -> Path:
+        """TLS from a throw-away CA, with a server certificate for 127.0.0.1 (what ``sslmode=verify-full``
+        checks); call before :meth:`start`. Returns the CA's certificate file."""
+        tls = self.root / "tls"
+        tls.mkdir()
+        (tls / "san.ext").write_text(f"subjectAltName=IP:{LOOPBACK}\n")
+        openssl = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+        for args in (
+            [*openssl, "-x509", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=pynomaly-test-ca"],
+            [*openssl, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={LOOPBACK}"],
+            ["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "san.ext", "-out", "server.crt"],
+        ):  # fmt: skip
+            subprocess.run(args, cwd=tls, check=True, capture_output=True, timeout=60)
+        (tls / "server.key").chmod(0o600)
+        if self._as_root:
+            for name in ("server.key", "server.crt"):
+                shutil.chown(tls / name, "postgres", "postgres")
+            shutil.chown(tls, "postgres", "postgres")
+        self._tls = f" -c ssl=on -c ssl_cert_file={tls / 'server.crt'} -c ssl_key_file={tls / 'server.key'}"
+        return tls / "ca.crt"
+
     def start(self) -> PostgresServer:
         options = f"-p {self.port} -k {self.sockets} -c listen_addresses={LOOPBACK} -c fsync=off"
-        self._ctl("-l", str(self.log), "-o", options, "start")
+        self._ctl("-l", str(self.log), "-o", options + getattr(self, "_tls", ""), "start")
         return self
 
     def restart(self) -> None:

@@ -69,13 +69,20 @@ install_service() {
     die "the service user cannot run $PREFIX/venv"
 }
 
+install_ca() {
+  # The RDS CA bundle the service verifies the database against (sslmode=verify-full), fetched now: the bake runs
+  # where the internet is reachable, the instances need not. RDS_CA_BUNDLE=FILE installs one already fetched.
+  "$PYTHON" "$REPO/deploy/rds_ca.py" "$PREFIX/certs/rds-global-bundle.pem" ${RDS_CA_BUNDLE:+--from "$RDS_CA_BUNDLE"} ||
+    die "no RDS CA bundle: the bake needs https://truststore.pki.rds.amazonaws.com (or RDS_CA_BUNDLE=FILE)"
+}
+
 install_units() {
   local unit
   install -m 0644 -o root -g root "$UNITS"/pynomaly-*.service "$UNITS"/pynomaly-*.timer /etc/systemd/system/
   for unit in "${HARDENED[@]}"; do
     install -D -m 0644 -o root -g root "$UNITS/hardening.conf" "/etc/systemd/system/$unit.d/10-hardening.conf"
   done
-  # The user data writes the environment file and the Redis AUTH token here at boot.
+  # The user data writes the environment file here at boot.
   install -d -m 0700 -o root -g root /etc/pynomaly
   if [[ -d /run/systemd/system ]]; then systemctl daemon-reload; fi
   systemctl enable "${ENABLED[@]}"
@@ -88,5 +95,6 @@ install_python
 create_user
 install_source
 install_service
+install_ca
 install_units
 echo "install.sh: $PREFIX/venv and ${ENABLED[*]} installed (enabled, not started)"

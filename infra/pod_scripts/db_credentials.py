@@ -12,6 +12,9 @@ AUTH token, a plain-string secret, to ``--redis-out`` in the same memory
 volume; the service reads that file (PYNOMALY_REDIS_PASSWORD_FILE) on every
 new Redis connection.
 
+With ``--ca-out`` (PGSSLROOTCERT) it also copies the RDS CA bundle the image or AMI carries (``--ca-source``)
+beside them, so every container of the pod, pg_dump's (another image) included, verifies the server with it.
+
 Uses only boto3 (in the service image) and the standard library.
 """
 
@@ -24,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+CA_SOURCE = "/opt/pynomaly/certs/rds-global-bundle.pem"  # where the image and the AMI carry it (infra/pod_specs.py)
 
 
 def service_file_text(secret_string: str, service: str) -> str:
@@ -76,10 +81,26 @@ def refresh_redis(secret_arn: str, out: Path, client=None) -> None:
     write_private(out, redis_password_text(client.get_secret_value(SecretId=secret_arn)["SecretString"]))
 
 
+def copy_ca(source: Path, out: Path) -> None:
+    """The CA bundle, checked to be one (a missing or broken bundle would fail every connection's TLS)."""
+    try:
+        text = source.read_text()
+    except OSError as exc:
+        raise SystemExit(
+            f"db-credentials: the RDS CA bundle {source} cannot be read ({exc}); deploy/rds_ca.py "
+            "puts it there when the image or the AMI is built"
+        ) from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise SystemExit(f"db-credentials: {source} holds no PEM certificate; rebuild with deploy/rds_ca.py")
+    write_private(out, text)
+
+
 def refresh_all(args: argparse.Namespace) -> None:
     refresh(args.secret_arn, args.out, args.service)
     if args.redis_secret_arn:
         refresh_redis(args.redis_secret_arn, args.redis_out)
+    if args.ca_out:
+        copy_ca(args.ca_source, args.ca_out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,12 +114,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--redis-out", type=Path, default=Path(os.environ.get("PYNOMALY_REDIS_PASSWORD_FILE", "redis-password"))
     )
+    parser.add_argument("--ca-out", type=Path, default=os.environ.get("PGSSLROOTCERT"), help="default: $PGSSLROOTCERT")
+    parser.add_argument("--ca-source", type=Path, default=Path(os.environ.get("DB_CA_SOURCE", CA_SOURCE)))
     parser.add_argument("--refresh-s", type=float, default=0, help="keep refreshing at this period (0: write once)")
     args = parser.parse_args(argv)
     if not args.secret_arn:
         raise SystemExit("db-credentials: no secret given; pass --secret-arn or set DB_SECRET_ARN")
     refresh_all(args)
-    written = [args.out, *([args.redis_out] if args.redis_secret_arn else [])]
+    written = [args.out, *([args.redis_out] if args.redis_secret_arn else []), *([args.ca_out] if args.ca_out else [])]
     print(f"db-credentials: wrote {', '.join(map(str, written))}", file=sys.stderr)
     while args.refresh_s > 0:
         # A refresh period, not a wait for some state: the secret may rotate at any time.

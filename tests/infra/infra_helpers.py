@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,27 @@ def plain_strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in plain_strings(v)]
     return [value] if isinstance(value, str) else []
+
+
+INSTANCE_ID = "i-0123456789abcdef0"  # what IMDS answers in the boot-script tests
+
+
+def env_file(script: str) -> str:
+    """The environment file the user data leaves behind, with the instance id IMDS would give."""
+    appended = re.search(r'echo "(\w+)=\$instance_id" >> ', script)
+    assert appended, "the user data must append the instance id"
+    return heredoc(script, "ENV") + f"\n{appended.group(1)}={INSTANCE_ID}\n"
+
+
+def parse_env(text: str, tmp_path: Path) -> dict[str, str]:
+    """Read the file the way a shell does (systemd's EnvironmentFile quoting is the same for these values)."""
+    path = tmp_path / "pynomaly.env"
+    path.write_text(text)
+    dump = subprocess.run(
+        ["env", "-i", "bash", "-c", 'set -a; . "$1"; env -0', "_", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    env = dict(item.split("=", 1) for item in dump.split("\0") if item)
+    return {k: v for k, v in env.items() if k not in {"PWD", "SHLVL", "_"}}

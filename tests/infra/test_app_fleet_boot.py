@@ -12,11 +12,16 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import boto3
+import certifi
 import pytest
-from infra_helpers import heredoc, secret_values, user_data
+from infra_helpers import INSTANCE_ID, env_file, heredoc, parse_env, secret_values, user_data
+from moto import mock_aws
 
 from infra import app_fleet, pod_specs
+from infra.pod_scripts import db_credentials
 from pynomaly_ops import outputs as keys
+from service.cache import PasswordFile
 from service.config import ENV_NAMES, load_settings, require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,31 +30,9 @@ INSTALL = ROOT / "deploy" / "ami" / "install.sh"
 HARDENING = UNITS_DIR / "hardening.conf"
 ALL_UNITS = (*app_fleet.SERVICE_UNITS, *app_fleet.DB_CREDENTIALS_UNITS)
 CREDENTIALS_SERVICE, CREDENTIALS_TIMER = app_fleet.DB_CREDENTIALS_UNITS
-INSTANCE_ID = "i-0123456789abcdef0"
 
 
 # -- helpers -------------------------------------------------------------------------------------------------------
-
-
-def env_file(script: str) -> str:
-    """The environment file the user data leaves behind, with the instance id IMDS would give."""
-    appended = re.search(r'echo "(\w+)=\$instance_id" >> ', script)
-    assert appended, "the user data must append the instance id"
-    return heredoc(script, "ENV") + f"\n{appended.group(1)}={INSTANCE_ID}\n"
-
-
-def parse_env(text: str, tmp_path: Path) -> dict[str, str]:
-    """Read the file the way a shell does (systemd's EnvironmentFile quoting is the same for these values)."""
-    path = tmp_path / "pynomaly.env"
-    path.write_text(text)
-    dump = subprocess.run(
-        ["env", "-i", "bash", "-c", 'set -a; . "$1"; env -0', "_", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    env = dict(item.split("=", 1) for item in dump.split("\0") if item)
-    return {k: v for k, v in env.items() if k not in {"PWD", "SHLVL", "_"}}
 
 
 def install_array(name: str) -> list[str]:
@@ -70,11 +53,8 @@ def unit(name: str, *drop_ins: str) -> configparser.ConfigParser:
 
 
 def drop_ins(name: str) -> dict[str, str]:
-    """The unit's drop-ins on an instance: hardening from the AMI (install.sh), Redis AUTH from the user data."""
-    found = {"10-hardening.conf": HARDENING.read_text()} if name in install_array("HARDENED") else {}
-    if name in app_fleet.SERVICE_UNITS:
-        found[app_fleet.REDIS_DROP_IN] = app_fleet.redis_drop_in()
-    return found
+    """The unit's drop-ins on an instance: the hardening from the AMI (install.sh)."""
+    return {"10-hardening.conf": HARDENING.read_text()} if name in install_array("HARDENED") else {}
 
 
 def installed(name: str) -> configparser.ConfigParser:
@@ -95,12 +75,21 @@ def instance_env(r, stack, tmp_path) -> dict[str, str]:
     return parse_env(env_file(user_data(r, stack)), tmp_path)
 
 
+@pytest.fixture
+def started_env(instance_env, tmp_path) -> dict[str, str]:
+    """The units' environment once pynomaly-db-credentials has run: the Redis token file exists (here in tmp)."""
+    token = tmp_path / "redis-password"
+    token.write_text("not-the-real-token\n")
+    return {**instance_env, ENV_NAMES["redis_password_file"]: str(token)}
+
+
 def test_env_file_points_the_service_at_this_stacks_tiers(r, instance_env, cfg):
     out = r.outputs
     env = instance_env
     dsn = dict(item.split("=", 1) for item in shlex.split(env[ENV_NAMES["db_dsn"]]))
     assert dsn["host"] == out[keys.DB_WRITER_ENDPOINT] and dsn["port"] == "5432"
-    assert dsn["sslmode"] == "require" and dsn["service"] == env["PGSERVICE"]
+    assert dsn["sslmode"] == "verify-full" and dsn["service"] == env["PGSERVICE"]
+    assert env["PGSSLROOTCERT"] == pod_specs.RDS_CA_FILE  # the bundle the credentials unit copies beside it
     assert "," not in dsn["host"] and not {"user", "password", "passfile"} & dsn.keys()
     assert env[ENV_NAMES["redis_url"]] == f"rediss://{out[keys.REDIS_PRIMARY_ENDPOINT]}:6379/0"
     assert env[ENV_NAMES["queue_url"]] == out[keys.QUEUE_URL]
@@ -110,6 +99,10 @@ def test_env_file_points_the_service_at_this_stacks_tiers(r, instance_env, cfg):
     # Where the credentials unit finds the password, and where it writes it for libpq: the pods' file.
     assert env["DB_SECRET_ARN"] == out[keys.DB_SECRET_ARN]
     assert env["PGSERVICEFILE"] == pod_specs.PG_SERVICE_FILE
+    # ... and the Redis AUTH token: the same unit refreshes it (every SECRET_REFRESH_S) into the file the service
+    # reads on every new connection, so a rotated token needs no restart.
+    assert env[pod_specs.REDIS_SECRET_ENV] == out[keys.REDIS_AUTH_SECRET_ARN]
+    assert env[ENV_NAMES["redis_password_file"]] == pod_specs.REDIS_PASSWORD_FILE
     assert env["AWS_DEFAULT_REGION"] == cfg.region
 
 
@@ -120,14 +113,11 @@ def test_the_cloudwatch_agent_scrapes_the_worker_for_the_processing_lag(r, stack
     assert len(targets) == 2  # the API (through the proxy) and the worker
 
 
-def test_the_service_loader_accepts_the_env_file_as_the_units_run_it(instance_env, tmp_path):
-    token = tmp_path / "redis-password"  # what LoadCredential hands the unit
-    token.write_text("not-the-real-token\n")
+def test_the_service_loader_accepts_the_env_file_as_the_units_run_it(instance_env, started_env):
     redis_file = ENV_NAMES["redis_password_file"]
-    drop_in = installed(app_fleet.SERVICE_UNITS[0])["Service"]["Environment"]
-    assert drop_in.startswith(f"{redis_file}=%d/")
-    settings = load_settings({**instance_env, redis_file: str(token)})
-    assert settings.redis_password_file == str(token) and settings.redis_password is None
+    assert instance_env[redis_file] == pod_specs.REDIS_PASSWORD_FILE  # where pynomaly-db-credentials writes it
+    settings = load_settings(started_env)
+    assert settings.redis_password_file == started_env[redis_file] and settings.redis_password is None
     assert settings.aws_endpoint_url is None  # the real AWS endpoints
     for field in ("queue_url", "artifacts_bucket"):  # the worker's and the jobs API's required settings
         assert require(settings, field)
@@ -142,7 +132,8 @@ def test_no_secret_value_reaches_theuser_data(r, stack):
     assert token in secrets
     assert not [s for s in secrets if len(s) >= 8 and s in script]
     names = [line.split("=", 1)[0] for line in heredoc(script, "ENV").splitlines()]
-    assert not [n for n in names if re.search("PASSWORD|TOKEN|SECRET(?!_ARN)", n)], names
+    # names of where a secret is (a file, an ARN) are fine; a variable holding one is not
+    assert not [n for n in names if re.search("PASSWORD(?!_FILE$)|TOKEN|SECRET(?!_ARN$)", n)], names
 
 
 def test_units_start_only_after_the_env_file_and_the_db_credentials(r, stack):
@@ -154,8 +145,8 @@ def test_units_start_only_after_the_env_file_and_the_db_credentials(r, stack):
     credentials = script.index(f"systemctl start {CREDENTIALS_SERVICE} ||")
     (starts,) = re.findall(r"^systemctl start (?!.*\|\|)(.*)$", script, re.M)
     assert set(starts.split()) == {CREDENTIALS_TIMER, *app_fleet.SERVICE_UNITS}
-    assert script.index("get-secret-value") < written < credentials < script.index(f"systemctl start {starts}")
-    assert script.index("getent group") < script.index("get-secret-value")  # an unbaked AMI fails first
+    # an unbaked AMI fails first; the credentials (DB password, Redis token) are written before the service starts
+    assert script.index("getent group") < written < credentials < script.index(f"systemctl start {starts}")
 
 
 # -- the units -----------------------------------------------------------------------------------------------------
@@ -185,9 +176,9 @@ def test_service_units_are_hardened_and_wait_for_the_env_file(name):
 
 
 @pytest.mark.parametrize("name", app_fleet.SERVICE_UNITS)
-def test_stop_timeout_outlasts_the_graceful_shutdown(name, instance_env):
+def test_stop_timeout_outlasts_the_graceful_shutdown(name, started_env):
     service = installed(name)["Service"]
-    drain = load_settings(instance_env).shutdown_timeout_s  # PYNOMALY_SHUTDOWN_TIMEOUT_S as the units get it
+    drain = load_settings(started_env).shutdown_timeout_s  # PYNOMALY_SHUTDOWN_TIMEOUT_S as the units get it
     assert seconds(service["TimeoutStopSec"]) >= drain + 5
     assert service["KillMode"] == "mixed"  # SIGTERM to the main process; the detector's children keep serving
 
@@ -264,3 +255,35 @@ def test_bake_script_passes_shellcheck():
 def test_a_value_the_env_file_cannot_hold_is_refused_by_name():
     with pytest.raises(ValueError, match="PYNOMALY_QUEUE_URL, PYNOMALY_X"):
         app_fleet.env_file_text({"PYNOMALY_X": "", ENV_NAMES["queue_url"]: "a\nb", ENV_NAMES["port"]: "8000"})
+
+
+def test_the_credentials_unit_keeps_the_redis_token_current_where_the_service_reads_it(
+    instance_env, tmp_path, monkeypatch
+):
+    """pynomaly-db-credentials with the units' environment (ARNs and paths swapped for moto's and tmp's): it writes
+    the token, and after a rotation its next run (the timer) writes the new one, which the service's next Redis
+    connection reads: no restart."""
+    redis_file = ENV_NAMES["redis_password_file"]
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+        db_arn = sm.create_secret(Name="db", SecretString=json.dumps({"username": "u", "password": "p"}))["ARN"]
+        redis_arn = sm.create_secret(Name="redis", SecretString="first-token")["ARN"]
+        env = {
+            **instance_env,
+            "DB_SECRET_ARN": db_arn,
+            pod_specs.REDIS_SECRET_ENV: redis_arn,
+            "PGSERVICEFILE": str(tmp_path / "pg_service.conf"),
+            redis_file: str(tmp_path / "redis-password"),
+            "PGSSLROOTCERT": str(tmp_path / "rds-ca.pem"),
+            "DB_CA_SOURCE": certifi.where(),  # the bundle the AMI carries, here a stand-in
+            "AWS_ACCESS_KEY_ID": "t",
+            "AWS_SECRET_ACCESS_KEY": "t",
+        }
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        db_credentials.main([])
+        provider = PasswordFile(load_settings(env).redis_password_file)
+        assert provider.get_credentials() == ("first-token",)
+        sm.put_secret_value(SecretId=redis_arn, SecretString="rotated-token")
+        db_credentials.main([])  # the timer's next run
+        assert provider.get_credentials() == ("rotated-token",)

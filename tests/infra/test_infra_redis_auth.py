@@ -1,16 +1,27 @@
 """The Redis AUTH token reaches its clients: a KMS-encrypted Secrets Manager secret that only the app fleet's
-role and the API/worker pods' IRSA role may read, fetched by the fleet's user data at boot."""
+role and the API/worker pods' IRSA role may read, refreshed into a file on the instances and in the pods."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 
-from infra_helpers import as_list, inputs, plain_strings, policy, rid, secret_values, statements, user_data
+from infra_helpers import (
+    as_list,
+    env_file,
+    inputs,
+    parse_env,
+    plain_strings,
+    policy,
+    rid,
+    secret_values,
+    statements,
+    user_data,
+)
 
-from infra import app_fleet
+from infra import pod_specs
 from pynomaly_cli.offline import SECRET
 from pynomaly_ops import outputs as keys
+from service.config import ENV_NAMES
 
 
 def _secret_arn(r, stack) -> str:
@@ -55,25 +66,13 @@ def test_fleet_role_reads_exactly_that_secret_and_its_key(r, stack):
     assert r.named(f"{stack}-keys-cache").state["arn"] in as_list(data_keys["Resource"])
 
 
-def test_user_data_fetches_the_token_into_a_root_only_file_for_the_units(r, stack, cfg):
+def test_the_instances_take_the_token_from_the_refreshing_credentials_unit_not_the_boot(r, stack, tmp_path):
+    # At boot only (the user data fetching it into a file handed to the units) a rotated token would need every
+    # instance restarted; pynomaly-db-credentials refreshes it with the DB password, as the pods' sidecar does.
     script = user_data(r, stack)
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # the boot script parses
-    path = app_fleet.REDIS_PASSWORD_PATH
-    fetch = re.search(r"\(umask 077 && .*?aws secretsmanager get-secret-value(.*?)\)\n", script, re.S)
-    assert fetch, script
-    args = fetch.group(1).split()
-    assert args[args.index("--secret-id") + 1] == _secret_arn(r, stack)
-    assert args[args.index("--region") + 1] == cfg.region
-    assert args[-2:] == [">", path] and "--output" in args and "text" in args
-    assert f"chmod 0400 {path}" in script and "install -d -m 0700 /etc/pynomaly" in script
-    # The token itself is never in the launch template.
-    assert _token(r, stack) not in script
-    for unit in app_fleet.SERVICE_UNITS:
-        drop_in = re.search(
-            rf"cat > /etc/systemd/system/{unit}\.d/[\w.-]+\.conf <<'DROPIN'\n(.*?)DROPIN\n", script, re.S
-        )
-        assert drop_in, unit
-        assert f"LoadCredential={app_fleet.REDIS_CREDENTIAL}:{path}" in drop_in.group(1)
-        assert f"Environment=PYNOMALY_REDIS_PASSWORD_FILE=%d/{app_fleet.REDIS_CREDENTIAL}" in drop_in.group(1)
-    # Fetched before anything else starts, and before the units restart with it.
-    assert script.index("get-secret-value") < script.index("systemctl daemon-reload") < script.index("restart")
+    assert "get-secret-value" not in script and "LoadCredential" not in script
+    assert _token(r, stack) not in script  # the token itself is never in the launch template
+    env = parse_env(env_file(script), tmp_path)
+    assert env[pod_specs.REDIS_SECRET_ENV] == _secret_arn(r, stack)
+    assert env[ENV_NAMES["redis_password_file"]] == pod_specs.REDIS_PASSWORD_FILE

@@ -14,8 +14,10 @@ import stat
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import boto3
+import certifi
 import psycopg
 import pytest
 from moto import mock_aws
@@ -93,7 +95,9 @@ def _expand(arg: str, env: dict[str, str]) -> str:
 
 @pytest.fixture
 def postgres():
-    server = PostgresServer(password="from-secrets-manager").init().start().create_app_database()
+    server = PostgresServer(password="from-secrets-manager").init()
+    server.ca_file = server.enable_tls()  # type: ignore[attr-defined]  # the stand-in for the RDS CA bundle
+    server.start().create_app_database()
     # Owned by the application role, as on RDS (the master user creates the schema).
     server.psql("SET ROLE pynomaly; CREATE TABLE detections (id int primary key, score float)", "pynomaly")
     server.psql("INSERT INTO detections VALUES (1, 0.9)", "pynomaly")
@@ -134,7 +138,7 @@ def test_backup_cronjob_steps_dump_the_database_to_the_bucket(prod, postgres, mo
     }
     (tmp_path / "backup").mkdir()
     dsn = re.sub(r"host=\S+ port=\d+", f"host=127.0.0.1 port={postgres.port}", config["PYNOMALY_DB_DSN"])
-    dsn = dsn.replace("sslmode=require", "sslmode=disable")  # the test server has no TLS
+    assert "sslmode=verify-full" in dsn  # the server is verified against the CA bundle, for real below
     executables = {"python": sys.executable, "pg_dump": str(PG_BIN / "pg_dump")}
 
     def local(value: str) -> str:
@@ -145,7 +149,7 @@ def test_backup_cronjob_steps_dump_the_database_to_the_bucket(prod, postgres, mo
     for container in [*spec["initContainers"], *spec["containers"]]:
         env = {**config, "PYNOMALY_DB_DSN": dsn}
         env |= {e["name"]: local(e["value"]) for e in container["env"] if "value" in e}
-        env |= {"DB_SECRET_ARN": local_arn} if "DB_SECRET_ARN" in env else {}
+        env |= {"DB_SECRET_ARN": local_arn, "DB_CA_SOURCE": str(postgres.ca_file)} if "DB_SECRET_ARN" in env else {}
         env |= {**moto.aws_env(), "AWS_ENDPOINT_URL": moto.endpoint_url, "PATH": os.environ["PATH"]}
         command = [local(_expand(arg, env)) for arg in container["command"]]
         command[0] = executables.get(command[0], command[0])
@@ -155,8 +159,14 @@ def test_backup_cronjob_steps_dump_the_database_to_the_bucket(prod, postgres, mo
     # The service file let libpq log in with the secret's password (as the API's pool does).
     service_file = tmp_path / "db" / "pg_service.conf"
     monkeypatch.setenv("PGSERVICEFILE", str(service_file))
+    monkeypatch.setenv("PGSSLROOTCERT", local(pod_specs.RDS_CA_FILE))  # the copy the init container left
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (postgres.user,)
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    # A server whose certificate does not chain to the bundle is refused, not talked to.
+    monkeypatch.setenv("PGSSLROOTCERT", certifi.where())
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(dsn)
 
     (obj,) = s3.list_objects_v2(Bucket=bucket, Prefix="postgres/")["Contents"]
     assert obj["Key"].endswith("-pynomaly.dump") and obj["Size"] > 0
@@ -166,3 +176,32 @@ def test_backup_cronjob_steps_dump_the_database_to_the_bucket(prod, postgres, mo
         [str(PG_BIN / "pg_restore"), "--list", str(dump)], capture_output=True, text=True, check=True
     )
     assert "TABLE public detections" in listing.stdout and "TABLE DATA public detections" in listing.stdout
+
+
+def test_the_ca_bundle_is_copied_beside_the_credentials_and_a_missing_one_stops_the_pod(aws, tmp_path):
+    sm = boto3.client("secretsmanager")
+    arn = sm.create_secret(Name="db", SecretString=json.dumps({"username": "u", "password": "p"}))["ARN"]
+    out, ca = tmp_path / "db" / "pg_service.conf", tmp_path / "db" / "rds-ca.pem"
+    common = ["--secret-arn", arn, "--out", str(out), "--ca-out", str(ca)]
+    db_credentials.main([*common, "--ca-source", certifi.where()])
+    assert ca.read_text() == Path(certifi.where()).read_text()
+    assert db_credentials.CA_SOURCE == pod_specs.RDS_CA_SOURCE  # the script's default is where the image puts it
+    with pytest.raises(SystemExit, match=r"the RDS CA bundle .* cannot be read"):
+        db_credentials.main([*common, "--ca-source", str(tmp_path / "missing.pem")])
+    (tmp_path / "portal.html").write_text("<html>sign in to the Wi-Fi</html>")
+    with pytest.raises(SystemExit, match="holds no PEM certificate"):
+        db_credentials.main([*common, "--ca-source", str(tmp_path / "portal.html")])
+
+
+def test_every_container_that_connects_verifies_the_server_with_the_copied_bundle(prod):
+    for kind in ("Deployment", "CronJob"):
+        for obj in prod.all(kind):
+            spec = (
+                obj["spec"]["template"]["spec"]
+                if kind == "Deployment"
+                else obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            )
+            for container in [*spec.get("initContainers", []), *spec["containers"]]:
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                if "PGSERVICEFILE" in env:
+                    assert env["PGSSLROOTCERT"] == pod_specs.RDS_CA_FILE, container["name"]
