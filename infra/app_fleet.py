@@ -289,8 +289,8 @@ AGENT
     return base64.b64encode(script.encode()).decode()
 
 
-# The group's own CloudWatch metrics (capacity and instances by state), for the dashboard and the runbooks.
 REFRESH_TIMEOUT_BASE_S = 900  # pulumi up waits this long, plus two warm-ups per instance, for the outcome
+# The group's own CloudWatch metrics (capacity and instances by state), for the dashboard and the runbooks.
 GROUP_METRICS = [
     aws.autoscaling.Metric.GROUP_IN_SERVICE_INSTANCES,
     aws.autoscaling.Metric.GROUP_DESIRED_CAPACITY,

@@ -47,7 +47,6 @@ APP = "locust"
 MOUNT = "/opt/pynomaly/load"
 SUITE = REPO_ROOT / "loadtests"
 LOCUSTFILE = f"{MOUNT}/loadtests/locustfile.py"
-MASTER_RESOURCES = {"cpu": "500m", "memory": "512Mi"}  # it merges the workers' reports and judges the run
 KEY_DIR = "/run/pynomaly-load"
 # A worker serves no port a probe could ask; the master drops one whose heartbeats stop (Locust's own check)
 # and `load run --remote` waits for the workers it needs. Checkov's skip annotations, with the reason.
@@ -144,7 +143,7 @@ class LoadGenerators(Tier):
         return self._container(
             "master",
             command,
-            MASTER_RESOURCES,
+            pod_specs.LOCUST_MASTER_RESOURCES,
             ports=[
                 {"name": "web", "containerPort": LOCUST_WEB_PORT},
                 {"name": "bus", "containerPort": LOCUST_BUS_PORT},

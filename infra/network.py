@@ -23,7 +23,6 @@ from infra.tier import Tier, assume_role_policy, policy_document
 from pynomaly_ops.settings import ZONE_COUNT
 from pynomaly_ops.settings import Network as NetworkSettings
 
-AZ_COUNT = ZONE_COUNT
 # AZ IDs where EKS creates no control plane (EKS user guide, "VPC and subnet requirements"); use1-az3 also
 # lacks most current instance types. By ID: the name that maps to use1-az3 differs from account to account.
 NO_EKS_ZONE_IDS = frozenset({"use1-az3", "usw1-az2", "cac1-az3"})
@@ -80,16 +79,17 @@ def choose_zones(names: Sequence[str], zone_ids: Sequence[str], pinned: Sequence
             raise ZoneChoiceError(f"{key}: {', '.join(unsupported)} cannot hold an EKS control plane; pin others")
         return [(z, by_id[z]) for z in pinned]
     usable = sorted((z for z in by_id if z not in NO_EKS_ZONE_IDS), key=_zone_number)
-    if len(usable) < AZ_COUNT:
+    if len(usable) < ZONE_COUNT:
         found = ", ".join(usable)
-        raise ZoneChoiceError(f"the region has {len(usable)} usable AZs ({found}); the stack needs {AZ_COUNT}")
-    return [(z, by_id[z]) for z in usable[:AZ_COUNT]]
+        raise ZoneChoiceError(f"the region has {len(usable)} usable AZs ({found}); the stack needs {ZONE_COUNT}")
+    return [(z, by_id[z]) for z in usable[:ZONE_COUNT]]
 
 
 def subnet_cidrs(vpc_cidr: str) -> dict[str, list[str]]:
     """Nine equal subnets (16ths of the VPC): public, app, data x 3 AZs."""
     blocks = list(ipaddress.ip_network(vpc_cidr).subnets(prefixlen_diff=4))
-    return {tier: [str(b) for b in blocks[i * AZ_COUNT : (i + 1) * AZ_COUNT]] for i, tier in enumerate(SUBNET_TIERS)}
+    n = ZONE_COUNT
+    return {tier: [str(b) for b in blocks[i * n : (i + 1) * n]] for i, tier in enumerate(SUBNET_TIERS)}
 
 
 class Network(Tier):
@@ -201,7 +201,7 @@ class Network(Tier):
 
     def _app_routes(self, nat_per_az: bool) -> list[aws.ec2.RouteTable]:
         nats = []
-        for i in range(AZ_COUNT if nat_per_az else 1):
+        for i in range(ZONE_COUNT if nat_per_az else 1):
             eip = aws.ec2.Eip(
                 self.name_of(f"nat-eip-{i}"), domain="vpc", tags=self.tagged(f"nat-eip-{i}"), opts=self.child
             )

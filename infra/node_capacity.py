@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from infra import pod_specs
 from pynomaly_ops.baselines import Baselines
 from pynomaly_ops.settings import ZONE_COUNT, StackSettings
 
@@ -30,9 +31,9 @@ VM_MEMORY_OVERHEAD = 0.075
 # Per node, on every node: the VPC CNI (aws-node) and kube-proxy as the EKS add-ons install them (host network).
 DAEMONSET_CPU_M = 25 + 100
 DAEMONSET_PODS = 2
-# The API and worker pods' credentials sidecar (infra/pod_specs.py SIDECAR_REQUESTS: a test keeps them equal).
-SIDECAR = ("50m", "64Mi")
-LOADGEN_MASTER = ("500m", "512Mi")  # infra/load_generators.py MASTER_RESOURCES
+# What the pods request besides their main container (tests/k8s/test_pod_requests.py checks the rendered pods).
+SIDECAR = (pod_specs.SIDECAR_REQUESTS["cpu"], pod_specs.SIDECAR_REQUESTS["memory"])  # the credentials sidecar
+LOADGEN_MASTER = (pod_specs.LOCUST_MASTER_RESOURCES["cpu"], pod_specs.LOCUST_MASTER_RESOURCES["memory"])
 COREDNS = ("100m", "70Mi")  # the EKS CoreDNS add-on's requests, two replicas
 MAX_SUGGESTED_NODES = 100
 

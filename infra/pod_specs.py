@@ -37,6 +37,7 @@ ZONE_KEY = "topology.kubernetes.io/zone"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 SIDECAR_REQUESTS = {"cpu": "50m", "memory": "64Mi"}
 SIDECAR_LIMITS = {"cpu": "200m", "memory": "128Mi"}
+LOCUST_MASTER_RESOURCES = {"cpu": "500m", "memory": "512Mi"}  # it merges the workers' reports and judges the run
 # Pod Security Admission on a namespace: every pod in it must meet the restricted profile.
 RESTRICTED_NAMESPACE = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
 

@@ -18,7 +18,6 @@ from local.recorders import ensure_loopback_url
 from pynomaly_ops.naming import LOAD_ALLOW_REMOTE_ENV
 from pynomaly_ops.outputs import StackOutputs
 
-ALLOW_REMOTE_ENV = LOAD_ALLOW_REMOTE_ENV
 API_KEY_ENV = "PYNOMALY_API_KEY"
 LOCAL = "local"
 
@@ -42,12 +41,12 @@ class Target:
 
 def checked_url(url: str) -> str:
     url = url.rstrip("/")
-    if os.environ.get(ALLOW_REMOTE_ENV) == "1":
+    if os.environ.get(LOAD_ALLOW_REMOTE_ENV) == "1":
         return url
     try:
         return ensure_loopback_url(url)
     except ValueError as exc:
-        raise TargetError(f"{exc} (set {ALLOW_REMOTE_ENV}=1 to load a remote target you operate)") from None
+        raise TargetError(f"{exc} (set {LOAD_ALLOW_REMOTE_ENV}=1 to load a remote target you operate)") from None
 
 
 def local(state_dir: str | Path | None = None) -> Target:

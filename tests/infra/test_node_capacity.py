@@ -6,7 +6,6 @@ import pytest
 from infra_helpers import NO_CLUSTER, rendered
 
 from infra import node_capacity as nc
-from infra.pod_specs import SIDECAR_REQUESTS
 from pynomaly_cli.offline import PLACEHOLDERS, OfflineError
 from pynomaly_ops import baselines
 from pynomaly_ops import settings as stack_settings
@@ -35,10 +34,6 @@ def test_the_table_holds_the_vpc_cni_pod_limits():
     types = nc.instance_types()
     assert (types["m6i.large"].max_pods, types["m6i.xlarge"].max_pods, types["m6i.4xlarge"].max_pods) == (29, 58, 234)
     assert types["t3.medium"] == nc.InstanceType(vcpus=2, memory_mib=4096, max_pods=17)
-
-
-def test_the_sidecar_counted_is_the_one_the_pods_run():
-    assert (SIDECAR_REQUESTS["cpu"], SIDECAR_REQUESTS["memory"]) == nc.SIDECAR
 
 
 def test_every_stack_holds_the_hpa_maximum():

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from loadtests import targets
 from loadtests.workload import BAD, DETECT, MIXES, Generator
 from pynomaly_cli.cli import app
+from pynomaly_ops.naming import LOAD_ALLOW_REMOTE_ENV
 
 
 def _bodies(seed, n=150, repeat=0.0):
@@ -69,7 +70,7 @@ runner = CliRunner()
     ],
 )
 def test_usage_errors_exit_2_with_the_valid_values(args, expected, monkeypatch):
-    monkeypatch.delenv(targets.ALLOW_REMOTE_ENV, raising=False)
+    monkeypatch.delenv(LOAD_ALLOW_REMOTE_ENV, raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")  # no Pulumi CLI here: --stack needs --outputs
     result = runner.invoke(app, ["load", "run", *args])
     assert result.exit_code == 2, result.output
