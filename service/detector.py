@@ -1,16 +1,27 @@
-"""The detector: scikit-learn's IsolationForest, fitted per request with a fixed random_state,
-so the same input always gives the same scores.
+"""The detector: scores every point and flags the anomalous ones, in a pool of processes.
 
-Fitting is CPU-bound and largely pure Python inside scikit-learn, so the API runs
-it in a small pool of processes: it neither blocks the event loop nor holds the
-API process's GIL (health checks stay responsive, and both cores are used).
-The pool's processes ignore SIGINT/SIGTERM so a graceful shutdown of the API can
-let in-flight detections finish.
+Two methods (``method`` in a request; ``auto`` picks by the input's shape):
 
-Cost: scikit-learn spends about 1.3 ms of Python per tree whatever the data size, so
-the default forest is small (``PYNOMALY_DETECTOR_TREES``, 5) to serve 50 requests/s
-of 1,000 points on two cores; clear outliers are flagged as with 100 trees, while the
-ranking of subtle ones is noisier. A request may ask for up to 200 trees.
+- ``residual``, the default for a ``series``: each point's departure from its local or seasonal
+  pattern in robust standard deviations (:mod:`service.residual`); flagged above 5 by default.
+- ``isolation_forest``, the default for ``rows``: scikit-learn's IsolationForest, fitted per request
+  with a fixed random_state (the same input always gives the same scores). Scores are the Liu et al.
+  anomaly score: about 0.5 for an ordinary point, near 1 for one isolated at once; flagged above
+  ``FOREST_THRESHOLD`` by default. (scikit-learn's own ``contamination="auto"`` cuts at 0.5, which a
+  third to a half of the points of a short or repetitive series reach.)
+
+Either way ``contamination`` (a share) flags that share of the highest scores instead, and
+``threshold`` sets the cut. The reply carries the method, the cut used and, for ``residual``, which
+baseline explained the series.
+
+Fitting a forest is CPU-bound and largely pure Python inside scikit-learn, so the API runs detection
+in a small pool of processes: it neither blocks the event loop nor holds the API process's GIL (health
+checks stay responsive, and both cores are used). The pool's processes ignore SIGINT/SIGTERM so a
+graceful shutdown of the API can let in-flight detections finish.
+
+Cost: the residual method is numpy, about a millisecond for 1,000 points. scikit-learn spends about
+1.3 ms of Python per tree whatever the data size, so the default forest is small
+(``PYNOMALY_DETECTOR_TREES``, 5); a request may ask for up to 200 trees.
 """
 
 from __future__ import annotations
@@ -30,34 +41,76 @@ from service.errors import ApiError
 log = logging.getLogger(__name__)
 RANDOM_STATE = 42
 MAX_SAMPLES = 256  # the IsolationForest paper's sub-sample size; more adds cost, not accuracy
+FOREST_THRESHOLD = 0.7  # isolated in about half the average path length; see the README's detection figures
+RESIDUAL = "residual"
+FOREST = "isolation_forest"
+
+
+def resolve_method(method: str, univariate: bool) -> str:
+    """``auto``: the residual method for a series, the forest for rows (it needs no order)."""
+    if method == "auto":
+        return RESIDUAL if univariate else FOREST
+    return method
 
 
 def detect(data: list[float] | list[list[float]], options: dict[str, Any]) -> dict[str, Any]:
     """Per-point anomaly scores (higher = more anomalous) and flags, plus the fit+score time."""
-    # Imported here, not at the top: only the processes that detect pay for loading scikit-learn.
+    # Imported here, not at the top: only the processes that detect pay for loading numpy and scikit-learn.
     import numpy as np
-    from sklearn.ensemble import IsolationForest
 
     started = time.perf_counter()
-    x = np.asarray(data, dtype=float)
-    if x.ndim == 1:  # a univariate series: one feature per point
-        x = x.reshape(-1, 1)
-    model = IsolationForest(
-        n_estimators=options["n_estimators"],
-        max_samples=min(MAX_SAMPLES, len(x)),
-        contamination=options["contamination"],
-        random_state=RANDOM_STATE,
-        n_jobs=1,
-    ).fit(x)
-    raw = model.score_samples(x)  # scored once: predict() would score again
-    flags = raw < model.offset_
+    x = _unit_scaled(np.asarray(data, dtype=float))
+    method = resolve_method(options.get("method", "auto"), x.ndim == 1)
+    if method == RESIDUAL:
+        from service import residual
+
+        fit = residual.score(x)
+        scores, default_cut, model = fit.scores, residual.DEFAULT_Z, fit.baseline
+    else:
+        scores, model = _forest_scores(x, options["n_estimators"]), f"{options['n_estimators']} trees"
+        default_cut = FOREST_THRESHOLD
+    threshold = _threshold(scores, options.get("contamination", "auto"), options.get("threshold"), default_cut)
+    flags = scores > threshold
     return {
-        "scores": np.round(-raw, 6).tolist(),
+        "scores": np.round(scores, 6).tolist(),
         "flags": flags.tolist(),
-        "threshold": round(float(-model.offset_), 6),
+        "method": method,
+        "model": model,
+        "threshold": round(float(threshold), 6),
         "n_flagged": int(flags.sum()),
         "inference_ms": (time.perf_counter() - started) * 1000,
     }
+
+
+def _unit_scaled(x: Any) -> Any:
+    """Divided by the largest magnitude (per feature): both methods are scale-free, and values near the
+    float limit (1e308 is a valid number) would overflow in the sums the residual baseline takes."""
+    import numpy as np
+
+    scale = np.abs(x).max(axis=0, initial=0.0)
+    return x / np.where(scale > 0, scale, 1.0)
+
+
+def _forest_scores(x: Any, trees: int) -> Any:
+    from sklearn.ensemble import IsolationForest
+
+    if x.ndim == 1:  # a univariate series: one feature per point
+        x = x.reshape(-1, 1)
+    model = IsolationForest(
+        n_estimators=trees, max_samples=min(MAX_SAMPLES, len(x)), random_state=RANDOM_STATE, n_jobs=1
+    ).fit(x)
+    return -model.score_samples(x)
+
+
+def _threshold(scores: Any, contamination: float | str, threshold: float | None, default: float) -> float:
+    """The cut: an explicit threshold, else the (1 - contamination) quantile of the scores, else the default."""
+    import numpy as np
+
+    if threshold is not None:
+        return threshold
+    if contamination != "auto":
+        return float(np.percentile(scores, 100 * (1 - float(contamination))))
+    return default
 
 
 def _ignore_signals() -> None:
@@ -88,9 +141,11 @@ class Detector:
         # spawn, not fork: the API process has threads (DB pool, uvicorn) that fork would not copy safely
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(self._processes, mp_context=context, initializer=_ignore_signals)
-        warm_up = {"n_estimators": 1, "contamination": "auto"}
-        for future in [pool.submit(detect, [[0.0], [1.0]], warm_up) for _ in range(self._processes)]:
-            future.result()  # import scikit-learn in every child before the first request
+        forest, series = {"method": FOREST, "n_estimators": 1}, {"method": RESIDUAL}
+        for _ in range(self._processes):  # import numpy and scikit-learn in every child before the first request
+            futures = [pool.submit(detect, [[0.0], [1.0]], forest), pool.submit(detect, [0.0, 1.0], series)]
+            for future in futures:
+                future.result()
         return pool
 
     def run(self, data: Any, options: dict[str, Any]) -> dict[str, Any]:

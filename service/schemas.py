@@ -7,11 +7,12 @@ import hashlib
 import json
 import uuid
 from array import array
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from pynomaly_ops.environment import ENV_NAMES
+from service.detector import FOREST, resolve_method
 from service.errors import ApiError
 
 MAX_FEATURES = 100
@@ -24,15 +25,48 @@ Row = Annotated[list[Finite], Field(min_length=1, max_length=MAX_FEATURES)]
 Data = list[float] | list[list[float]]
 
 
+def _is(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": [field], "properties": {field: schema}}
+
+
+ARRAY, NUMBER, INTEGER = {"type": "array"}, {"type": "number"}, {"type": "integer"}
+# What the validators below enforce, for the OpenAPI document: exactly one input, and no option that
+# contradicts another.
+REQUEST_RULES: dict[str, Any] = {
+    "oneOf": [_is("series", ARRAY), _is("rows", ARRAY)],
+    "not": {
+        "anyOf": [
+            {"allOf": [_is("threshold", NUMBER), _is("contamination", NUMBER)]},
+            {"allOf": [_is("method", {"const": "residual"}), _is("rows", ARRAY)]},
+            {"allOf": [_is("method", {"const": "residual"}), _is("n_estimators", INTEGER)]},
+        ]
+    },
+}
+CONTAMINATION_SCHEMA = {
+    "anyOf": [{"const": "auto"}, {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CONTAMINATION}],
+    "default": "auto",
+    "description": "flag this share of the highest scores instead of cutting at the threshold",
+}
+
+
 class DetectRequest(BaseModel):
     """One univariate ``series`` or multivariate ``rows`` (one list of features per point)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=REQUEST_RULES)
 
     series: Annotated[list[Finite], Field(min_length=1)] | None = None
     rows: Annotated[list[Row], Field(min_length=1)] | None = None
-    contamination: float | str = "auto"
-    n_estimators: Annotated[int, Field(strict=True, ge=1, le=MAX_TREES)] | None = None
+    method: Literal["auto", "residual", "isolation_forest"] = Field(
+        "auto",
+        description="auto: residual for a series, isolation_forest for rows or when n_estimators is sent",
+    )
+    contamination: Annotated[float | str, WithJsonSchema(CONTAMINATION_SCHEMA)] = "auto"
+    threshold: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="flag scores above this (default: 4 robust sigma for residual, 0.7 for the forest)"
+    )
+    n_estimators: Annotated[int, Field(strict=True, ge=1, le=MAX_TREES)] | None = Field(
+        None, description="trees of the forest (default PYNOMALY_DETECTOR_TREES)"
+    )
 
     @field_validator("contamination", mode="before")
     @classmethod
@@ -42,12 +76,35 @@ class DetectRequest(BaseModel):
             return value
         raise ValueError(f'must be "auto" or a number in (0, {MAX_CONTAMINATION}], the expected share of anomalies')
 
+    @field_validator("n_estimators", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """183.0 is an integer to JSON Schema (and so to generated clients): accepted as 183."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
     @field_validator("rows")
     @classmethod
     def _rectangular(cls, rows: list[list[float]] | None) -> list[list[float]] | None:
         if rows is not None and len({len(r) for r in rows}) > 1:
             raise ValueError("every row must have the same number of features")
         return rows
+
+    @model_validator(mode="after")
+    def _consistent_options(self) -> DetectRequest:
+        if self.threshold is not None and self.contamination != "auto":
+            raise ValueError("send either 'threshold' (a score cut) or 'contamination' (a share to flag), not both")
+        if self.method == "residual" and self.rows is not None:
+            raise ValueError("method 'residual' scores a series: send 'series', or method 'isolation_forest' for rows")
+        if self.n_estimators is not None and self.method == "residual":
+            raise ValueError("'n_estimators' is for method 'isolation_forest': send that method, or drop it")
+        return self
+
+    @property
+    def resolved_method(self) -> str:
+        """``auto``: the forest for rows, or when its tree count is asked for; else the residual method."""
+        if self.method == "auto" and self.n_estimators is not None:
+            return FOREST
+        return resolve_method(self.method, univariate=self.rows is None)
 
     @property
     def data(self) -> Data:
@@ -83,7 +140,15 @@ class DetectRequest(BaseModel):
             )
 
     def resolved_options(self, default_trees: int) -> dict[str, Any]:
-        return {"contamination": self.contamination, "n_estimators": self.n_estimators or default_trees}
+        """The options the detection runs with, defaults filled in: stored with it and part of its cache key."""
+        options: dict[str, Any] = {
+            "method": self.resolved_method,
+            "contamination": self.contamination,
+            "threshold": self.threshold,
+        }
+        if options["method"] == FOREST:
+            options["n_estimators"] = self.n_estimators or default_trees
+        return options
 
     def input_hash(self, options: dict[str, Any]) -> str:
         """Same data and options, same hash: the cache key and the job's idempotency check."""

@@ -54,7 +54,10 @@ def test_the_cache_key_depends_on_data_and_options():
     options = a.resolved_options(25)
     assert a.input_hash(options) == DetectRequest(series=[1.0, 2.0, 3.0]).input_hash(options)
     assert a.input_hash(options) != DetectRequest(series=[1, 2, 4]).input_hash(options)
-    assert a.input_hash(options) != a.input_hash(a.resolved_options(26))
+    assert a.input_hash(options) == a.input_hash(a.resolved_options(26))  # trees are the forest's option only
+    assert a.input_hash(options) != DetectRequest(series=[1, 2, 3], threshold=3).input_hash(options | {"threshold": 3})
+    forest = DetectRequest(series=[1, 2, 3], method="isolation_forest")
+    assert forest.input_hash(forest.resolved_options(25)) != forest.input_hash(forest.resolved_options(26))
     assert a.input_hash(options) != DetectRequest(rows=[[1], [2], [3]]).input_hash(options)
 
 
