@@ -14,21 +14,22 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import auth, db, metrics, store
+from service import auth, db, metrics, openapi, store
 from service.cache import ResultCache
 from service.config import ConfigError, Settings, load_settings
 from service.detector import Detector
@@ -82,12 +83,21 @@ async def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-async def api_key(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
+BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
+
+
+async def api_key(
+    request: Request,
+    services: ServicesDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],  # declares the scheme in OpenAPI
+) -> str:
     """The caller's key name; also refuses /api/v1 until the schema is in place.
 
     Async, with the database look-up in the threadpool only on a cache miss: most
-    requests then make a single threadpool hop (the endpoint's), not two.
+    requests then make a single threadpool hop (the endpoint's), not two. The raw
+    header is checked here, so a malformed one gets this service's own 401.
     """
+    authorization = request.headers.get("authorization")
     if not services.schema.ready.is_set():
         raise DependencyUnavailable("database", f"schema not ready yet ({services.schema.last_error})")
     name = services.keys.cached(authorization)
@@ -111,16 +121,19 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.services.close()
             log.info("instance %s stopped", settings.instance_id)
 
-    app = FastAPI(title="Pynomaly reference service", lifespan=lifespan)
+    app = FastAPI(title="Pynomaly reference service", version="1", lifespan=lifespan)
     _add_error_handlers(app)
     _add_routes(app)
+    openapi.install(app, settings.max_series_length, settings.max_body_bytes)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     return app
 
 
-def _error_response(error: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+def _error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if error.status == 503:
         headers["Retry-After"] = "1"
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
@@ -138,15 +151,19 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error_response(ApiError(exc.status_code, code, str(exc.detail)))
+        return _error_response(ApiError(exc.status_code, code, str(exc.detail)), exc.headers)  # 405: Allow
 
 
 def _add_routes(app: FastAPI) -> None:
-    @app.get("/health")
+    @app.get("/health", response_model=openapi.Health)
     async def health(request: Request) -> dict[str, str]:
         return {"status": "ok", "instance": request.app.state.services.settings.instance_id}
 
-    @app.get("/ready")
+    @app.get(
+        "/ready",
+        response_model=openapi.Readiness,
+        responses={503: {"model": openapi.Readiness, "description": "the database or the queue is not ready"}},
+    )
     def ready(services: ServicesDep) -> JSONResponse:
         checks = {
             "database": _check_database(services),
@@ -158,20 +175,36 @@ def _add_routes(app: FastAPI) -> None:
         body = {"status": status, "instance": services.settings.instance_id, "checks": checks}
         return JSONResponse(body, status_code=200 if essential_ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=openapi.PROMETHEUS_TEXT)
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/api/v1/detect")
+    @app.post(
+        "/api/v1/detect",
+        response_model=openapi.Detection,
+        responses=openapi.errors(400, 401, 413, 422, 503),
+    )
     def detect(body: DetectRequest, key_name: KeyDep, services: ServicesDep) -> Response:
         return Response(_detect(services, body, key_name), media_type="application/json")
 
-    @app.post("/api/v1/jobs", status_code=202)
+    @app.post(
+        "/api/v1/jobs",
+        status_code=202,
+        response_model=openapi.JobReply,
+        responses={
+            200: {"model": openapi.JobReply, "description": "this job_id was submitted before: the same job"},
+            **openapi.errors(400, 401, 409, 413, 422, 503),
+        },
+    )
     def submit_job(body: JobRequest, key_name: KeyDep, services: ServicesDep) -> JSONResponse:
         job, created = _submit(services, body, key_name)
         return JSONResponse({"job": job}, status_code=202 if created else 200)
 
-    @app.get("/api/v1/jobs/{job_id}")
+    @app.get(
+        "/api/v1/jobs/{job_id}",
+        response_model=openapi.JobStatus,
+        responses=openapi.errors(401, 404, 422, 503),
+    )
     def job_status(job_id: uuid.UUID, key_name: KeyDep, services: ServicesDep, result: bool = False) -> JSONResponse:
         job = store.get_job(services.pool, job_id, key_name)
         if job is None:
@@ -223,6 +256,8 @@ def _detect(services: Services, body: DetectRequest, key_name: str) -> bytes:
         "n_points": len(body.data),
         "cached": cached,
         "options": options,
+        "method": result["method"],
+        "model": result["model"],
         "threshold": result["threshold"],
         "n_flagged": result["n_flagged"],
         "inference_ms": round(result["inference_ms"], 3),
