@@ -227,6 +227,74 @@ DRILLS: tuple[Drill, ...] = (
         ),
     ),
 )
+RECOVERY_DRILLS: tuple[Drill, ...] = (
+    Drill(
+        "backup-verification",
+        "004 Database Backup Verification; 001 Backup and Recovery; 000 Backup & Recovery",
+        "none: the daily procedure (a backup taken, then restored into a scratch database and compared)",
+        (
+            Objective(
+                "RPO: the newest backup's age when verified (s)",
+                "backup age (s)",
+                "<=",
+                lambda b: b.recovery.backups.max_age_s,
+                "recovery.backups.max_age_s",
+            ),
+            Objective(
+                "restore RTO: download to a readable, verified database (s)",
+                "backup restored and verified (s)",
+                "<=",
+                lambda b: b.recovery.backups.restore_rto_s,
+                "recovery.backups.restore_rto_s",
+            ),
+            Objective(
+                "rows missing or extra after the restore",
+                "rows missing or extra",
+                "==",
+                lambda b: b.recovery.backups.rows_differing,
+                "recovery.backups.rows_differing",
+            ),
+            Objective(
+                "tables whose content differs from the backup's",
+                "tables differing",
+                "==",
+                lambda b: b.recovery.backups.rows_differing,
+                "recovery.backups.rows_differing",
+            ),
+            _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
+        ),
+    ),
+    Drill(
+        "object-restore",
+        "001 Backup and Recovery, Data Corruption (artifacts bucket); 000 Backup & Recovery",
+        "objects in the versioned artifacts bucket deleted and overwritten",
+        (
+            Objective(
+                "RPO: objects differing from their last good version",
+                "objects differing from their last good version",
+                "==",
+                lambda b: b.recovery.object_restore.objects_differing,
+                "recovery.object_restore.objects_differing",
+            ),
+            Objective(
+                "objects without a good version to restore",
+                "objects without a good version",
+                "==",
+                lambda b: b.recovery.object_restore.objects_differing,
+                "recovery.object_restore.objects_differing",
+            ),
+            Objective(
+                "restore RTO: every object back from its history (s)",
+                "objects restored (s)",
+                "<=",
+                lambda b: b.recovery.object_restore.rto_s,
+                "recovery.object_restore.rto_s",
+            ),
+            _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
+        ),
+    ),
+)
+DRILLS += RECOVERY_DRILLS
 BY_NAME = {d.name: d for d in DRILLS}
 
 

@@ -16,15 +16,42 @@ import numpy as np
 
 from drills import session
 from drills.measures import FAULT, WINDOW_S
-from local import faults, probes
+from local import faults, probes, recovery
 from local.recorders import error_rate_percent, p95_latency_s
 from pynomaly_ops.baselines import load
 
 
-def inject(fault: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run ``local.faults.<fault>`` and mark it as the drill's fault on the timeline."""
-    result = getattr(faults, fault)(**(arguments or {}))
+def inject(
+    fault: str, arguments: dict[str, Any] | None = None, from_events: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run ``local.faults.<fault>`` and mark it as the drill's fault on the timeline; ``from_events`` takes
+    arguments from earlier steps (see :func:`recover`)."""
+    result = getattr(faults, fault)(**(arguments or {}), **_from_events(from_events))
     session.mark(FAULT, {"fault": fault, **result})
+    return result
+
+
+def _from_events(wanted: dict[str, str] | None) -> dict[str, Any]:
+    """``{"prefix": "objects seeded.prefix"}``: the argument ``prefix`` is the ``prefix`` an earlier step's
+    result marked as ``objects seeded`` holds (the last dot separates the event from the key)."""
+    out = {}
+    for argument, source in (wanted or {}).items():
+        event, _, key = source.rpartition(".")
+        detail = next((e["detail"] for e in reversed(session.current().events) if e["event"] == event), None)
+        if not isinstance(detail, dict) or key not in detail:
+            raise session.DrillError(f"this step needs {key!r} from the step marked {event!r}, which did not run")
+        out[argument] = detail[key]
+    return out
+
+
+def recover(
+    procedure: str, event: str, arguments: dict[str, Any] | None = None, from_events: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the recovery procedure ``local.recovery.<procedure>`` and mark its result as ``event``: its
+    ``seconds`` (an RTO) and ``figures`` become the drill's measurements. ``from_events`` passes what
+    earlier steps returned (the seeded objects, the fault's time) as arguments."""
+    result = getattr(recovery, procedure)(**(arguments or {}), **_from_events(from_events))
+    session.mark(event, result)
     return result
 
 

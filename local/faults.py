@@ -8,6 +8,7 @@ saying what it did, with the wall-clock ``time`` of the fault (pass it as ``sinc
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -258,3 +259,23 @@ def _roll_out(stack: Stack, program: Program, release: str) -> dict[str, Any]:
     changes = stack.supervisor.apply_config()
     stack.supervisor.start_programs([program.name])  # programs are not autostarted: the stack starts them
     return {"name": program.name, "release": release, "changes": changes, "time": at}
+
+
+def corrupt_objects(prefix: str, state_dir: str | None = None) -> dict[str, Any]:
+    """001 "Data Corruption" in the artifacts bucket: of the objects under ``prefix``, every other one deleted
+    (a delete marker) and the rest overwritten with garbage. Starts on a whole second: S3 dates versions to
+    the second, and the restore tells good versions from bad by that date (the fault's ``time``)."""
+    wiring = running_stack(state_dir).wiring
+    s3, bucket = aws.s3(wiring), wiring.artifacts_bucket
+    keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                  for o in page.get("Contents", []))  # fmt: skip
+    if not keys:
+        raise FaultError(f"no objects under s3://{bucket}/{prefix} to corrupt")
+    at = math.ceil(time.time())
+    time.sleep(at - time.time())  # to the next whole second (see above), not a wait for a state
+    deleted, overwritten = keys[::2], keys[1::2]
+    for key in deleted:
+        s3.delete_object(Bucket=bucket, Key=key)
+    for key in overwritten:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"\x00corrupted\x00")
+    return {"name": f"s3://{bucket}/{prefix}", "deleted": len(deleted), "overwritten": len(overwritten), "time": at}

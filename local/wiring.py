@@ -65,13 +65,17 @@ class Wiring:
     def db_members(self) -> list[str]:
         return [ZONES[zone] for zone in PATRONI_MEMBERS.values()]
 
-    def db_dsn(self, user: str = APP_DB_USER, password: str | None = None, dbname: str = APP_DB) -> str:
-        """libpq multi-host conninfo: the client finds the writable member itself."""
+    def db_dsn(
+        self, user: str = APP_DB_USER, password: str | None = None, dbname: str = APP_DB, with_password: bool = True
+    ) -> str:
+        """libpq multi-host conninfo: the client finds the writable member itself. ``with_password`` off is
+        for a command line (give the password in PGPASSWORD: argv is readable by every local user)."""
         password = password or self.layout.secrets["app_db_password"]
         hosts = ",".join(self.db_members)
         ports = ",".join(str(self.ports["postgres"]) for _ in self.db_members)
+        secret = f"password={password} " if with_password else ""
         return (
-            f"host={hosts} port={ports} dbname={dbname} user={user} password={password} "
+            f"host={hosts} port={ports} dbname={dbname} user={user} {secret}"
             "target_session_attrs=read-write connect_timeout=3"
         )
 

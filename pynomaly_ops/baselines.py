@@ -197,6 +197,17 @@ class QueueBacklog(_Strict):
     drain_within: Literal["processing_lag_s"]
 
 
+class Backups(_Strict):
+    max_age_s: float = Field(gt=0)
+    restore_rto_s: float = Field(gt=0)
+    rows_differing: int = NonNegative
+
+
+class ObjectRestore(_Strict):
+    rto_s: float = Field(gt=0)
+    objects_differing: int = NonNegative
+
+
 class Recovery(_Strict):
     source: str
     database_failover: DatabaseFailover
@@ -207,6 +218,8 @@ class Recovery(_Strict):
     bad_deploy: BadDeploy
     maintenance: Maintenance
     queue_backlog: QueueBacklog
+    backups: Backups
+    object_restore: ObjectRestore
     drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only
     abort_after_s: float = Field(gt=0)
 

@@ -16,7 +16,7 @@ from chaoslib.loader import load_experiment
 from drill_testkit import event, requests, session, write_run, writes_summary
 
 from drills import catalog, measures, steps
-from local import faults, probes
+from local import faults, probes, recovery
 from pynomaly_ops.alarms import Target, catalogue, for_target
 from pynomaly_ops.baselines import load
 
@@ -101,8 +101,11 @@ def _nested(provider: dict[str, Any], arguments: dict[str, Any]) -> tuple[Any, d
     if provider["module"] != "drills.steps":
         return None
     func = provider["func"]
+    from_events = dict.fromkeys(arguments.get("from_events", {}), "from an earlier step")
     if func == "inject":
-        return getattr(faults, arguments["fault"], None), arguments.get("arguments", {})
+        return getattr(faults, arguments["fault"], None), arguments.get("arguments", {}) | from_events
+    if func == "recover":
+        return getattr(recovery, arguments["procedure"], None), arguments.get("arguments", {}) | from_events
     if func == "act":
         return getattr(faults, arguments["action"], None), arguments.get("arguments", {})
     if func == "await_":
@@ -170,6 +173,8 @@ def _timed_events(experiment: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
         func = provider.get("func")
         if func in ("await_", "await_fault_argument"):
             events.append((arguments["event"], {}))
+        elif func == "recover":
+            events.append((arguments["event"], dict.fromkeys(recovery.FIGURES.get(arguments["procedure"], ()), 0)))
         elif func in ("await_p95_under_warning", "await_jobs_done", "await_alarm"):
             default = inspect.signature(getattr(steps, func)).parameters["event"].default
             figures = dict.fromkeys(steps.JOB_FIGURES, 0) if func == "await_jobs_done" else {}
@@ -196,3 +201,17 @@ def test_every_objective_is_a_figure_the_drills_own_records_give(drill, tmp_path
             f"{drill.name}: objective {objective.what!r} reads {objective.measured!r}, which its experiment "
             f"never measures; measured: {sorted(k for k, v in m.items() if v is not None)}"
         )
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_what_a_step_takes_from_earlier_steps_is_marked_before_it(path):
+    marked: set[str] = set()
+    for activity in _experiment(path)["method"]:
+        arguments = activity["provider"].get("arguments", {})
+        for argument, source in arguments.get("from_events", {}).items():
+            event_name = source.rpartition(".")[0]
+            assert event_name in marked, f"{path.name} {activity['name']}: {argument} from {source!r}, not marked yet"
+        if activity["provider"].get("func") == "inject":
+            marked.add(measures.FAULT)
+        elif "event" in arguments:
+            marked.add(arguments["event"])
