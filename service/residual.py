@@ -3,20 +3,22 @@ standard deviations.
 
 A time series' anomalies are departures from what the neighbouring points say the value should be, not
 rare values: a spike inside a random walk's range, or an off-beat value in a repeating pattern, is an
-ordinary value seen without its order. So each point gets a *baseline*, the median of its neighbours,
-and its score is ``|x - baseline| / sigma``, where ``sigma`` is 1.4826 x the median absolute deviation
-of all residuals (the robust estimate of their standard deviation: outliers cannot inflate it). This is
-the Hampel identifier generalised with a seasonal baseline, as in Twitter's S-H-ESD.
+ordinary value seen without its order. So each point gets a *baseline* from its neighbours (never from
+itself), and its score is ``|x - baseline| / sigma``, where ``sigma`` is 1.4826 x the median absolute
+deviation of all residuals (the robust estimate of their standard deviation: outliers cannot inflate it).
+This is the Hampel identifier generalised with a seasonal baseline, as in Twitter's S-H-ESD.
 
 Several baselines are tried and the one whose residuals are smallest (lowest ``sigma``) wins, so the
 series says which structure it has, without a tuned test for seasonality:
 
-- local: the median of a centred window of ``w`` points (noise, trends, level shifts, random walks);
-- seasonal: the median of the same phase ``SEASONS`` periods either side, for the period whose
-  autocorrelation peaks (repeating patterns, seasonal signals), then the local median of what is left.
+- local(w): the median of the means of the pairs of points 1 to (w - 1) / 2 either side (noise, trends,
+  level shifts, random walks);
+- seasonal(p): the median of the same-phase pair means up to ``SEASONS`` periods either side, for the
+  periods the autocorrelation peaks at (repeating patterns, daily and weekly cycles), alone or followed
+  by a local baseline on what it leaves.
 
 A point is flagged when its score exceeds the threshold, by default ``DEFAULT_Z``. Pure numpy, O(n x w):
-about a millisecond for 1,000 points.
+3 to 9 ms for 1,000 points (benchmarks/detection_quality.py reports it per family).
 """
 
 from __future__ import annotations
