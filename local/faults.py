@@ -271,8 +271,8 @@ def corrupt_objects(prefix: str, state_dir: str | None = None) -> dict[str, Any]
                   for o in page.get("Contents", []))  # fmt: skip
     if not keys:
         raise FaultError(f"no objects under s3://{bucket}/{prefix} to corrupt")
-    at = math.ceil(time.time())
-    time.sleep(at - time.time())  # to the next whole second (see above), not a wait for a state
+    at = math.floor(time.time()) + 1
+    time.sleep(max(0.0, at - time.time()))  # to the next whole second (see above), not a wait for a state
     deleted, overwritten = keys[::2], keys[1::2]
     for key in deleted:
         s3.delete_object(Bucket=bucket, Key=key)

@@ -56,8 +56,13 @@ def _admin(wiring: Wiring, dbname: str = APP_DB) -> tuple[str, dict[str, str]]:
 
 
 def _connect(wiring: Wiring, dbname: str = APP_DB, autocommit: bool = False) -> psycopg.Connection:
-    dsn, env = _admin(wiring, dbname)
-    return psycopg.connect(dsn, password=env["PGPASSWORD"], autocommit=autocommit)
+    dsn = wiring.db_dsn(user="postgres", password=wiring.layout.secrets["postgres_password"], dbname=dbname)
+    return psycopg.connect(dsn, autocommit=autocommit)
+
+
+def _manifest(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+    """What ``logical_backup`` recorded beside the dump ``key``."""
+    return json.loads(s3.get_object(Bucket=bucket, Key=f"{key}.manifest.json")["Body"].read())
 
 
 def _run(args: list[str], env: dict[str, str], what: str) -> None:
@@ -106,7 +111,7 @@ def logical_backup(state_dir: str | None = None) -> dict[str, Any]:
     digest = hashlib.sha256(body).hexdigest()
     manifest = {"key": key, "taken_at": at, "sha256": digest, "bytes": len(body), "tables": tables}
     s3 = aws.s3(wiring)
-    s3.put_object(Bucket=wiring.backups_bucket, Key=key, Body=body, Metadata={"sha256": digest})
+    s3.put_object(Bucket=wiring.backups_bucket, Key=key, Body=body)
     s3.put_object(Bucket=wiring.backups_bucket, Key=f"{key}.manifest.json", Body=json.dumps(manifest).encode())
     return {"key": key, "bytes": len(body), "tables": len(tables), "seconds": time.monotonic() - started, "time": at}
 
@@ -120,9 +125,7 @@ def latest_backup(state_dir: str | None = None) -> dict[str, Any]:
     if not dumps:
         raise RecoveryError(f"no logical backup in s3://{wiring.backups_bucket}/{LOGICAL_PREFIX}: take one first")
     newest = max(dumps, key=lambda o: o["Key"])  # keys are UTC timestamps
-    manifest = json.loads(
-        s3.get_object(Bucket=wiring.backups_bucket, Key=f"{newest['Key']}.manifest.json")["Body"].read()
-    )
+    manifest = _manifest(s3, wiring.backups_bucket, newest["Key"])
     return {"key": newest["Key"], "age_s": time.time() - manifest["taken_at"], "bytes": newest["Size"]}
 
 
@@ -163,7 +166,7 @@ def verify_backup(key: str | None = None, state_dir: str | None = None) -> dict[
     key = key or latest_backup(state_dir)["key"]
     s3 = aws.s3(wiring)
     started = time.monotonic()
-    manifest = json.loads(s3.get_object(Bucket=wiring.backups_bucket, Key=f"{key}.manifest.json")["Body"].read())
+    manifest = _manifest(s3, wiring.backups_bucket, key)
     body = s3.get_object(Bucket=wiring.backups_bucket, Key=key)["Body"].read()
     if hashlib.sha256(body).hexdigest() != manifest["sha256"]:
         raise RecoveryError(
@@ -182,7 +185,7 @@ def verify_backup(key: str | None = None, state_dir: str | None = None) -> dict[
     recorded = manifest["tables"]
     differing = sorted(t for t in recorded.keys() | restored.keys() if recorded.get(t) != restored.get(t))
     rows = {t: (recorded.get(t, {}).get("rows", 0), restored.get(t, {}).get("rows", 0)) for t in differing}
-    rows_differing = sum(abs(a - b) for a, b in rows.values())
+    rows_differing = sum(abs(before - after) for before, after in rows.values())
     return {
         "key": key,
         "seconds": seconds,

@@ -7,7 +7,7 @@ Two methods (``method`` in a request; ``auto`` picks by the input's shape):
 - ``isolation_forest``, the default for ``rows``: scikit-learn's IsolationForest, fitted per request
   with a fixed random_state (the same input always gives the same scores). Scores are the Liu et al.
   anomaly score: about 0.5 for an ordinary point, near 1 for one isolated at once; flagged above
-  ``FOREST_THRESHOLD`` by default. (scikit-learn's own ``contamination="auto"`` cuts at 0.5, which a
+  0.7 by default (``DEFAULT_THRESHOLDS``). (scikit-learn's own ``contamination="auto"`` cuts at 0.5, which a
   third to a half of the points of a short or repetitive series reach.)
 
 Either way ``contamination`` (a share) flags that share of the highest scores instead, and
@@ -41,15 +41,19 @@ from service.errors import ApiError
 log = logging.getLogger(__name__)
 RANDOM_STATE = 42
 MAX_SAMPLES = 256  # the IsolationForest paper's sub-sample size; more adds cost, not accuracy
-FOREST_THRESHOLD = 0.7  # isolated in about half the average path length; see the README's detection figures
 RESIDUAL = "residual"
 FOREST = "isolation_forest"
+# The score a point must pass to be flagged when a request sets no cut (the README's detection figures):
+# residual, robust sigmas (Gaussian noise passes 4 once in 16,000 points); forest, the Liu et al. score
+# (isolated in about half the average path length).
+DEFAULT_THRESHOLDS = {RESIDUAL: 4.0, FOREST: 0.7}
 
 
-def resolve_method(method: str, univariate: bool) -> str:
-    """``auto``: the residual method for a series, the forest for rows (it needs no order)."""
+def resolve_method(method: str, univariate: bool, trees_asked: bool) -> str:
+    """``auto``: the forest for rows (it needs no order) or when its tree count is asked for; else the
+    residual method."""
     if method == "auto":
-        return RESIDUAL if univariate else FOREST
+        return FOREST if trees_asked or not univariate else RESIDUAL
     return method
 
 
@@ -60,15 +64,16 @@ def detect(data: list[float] | list[list[float]], options: dict[str, Any]) -> di
 
     started = time.perf_counter()
     x = _unit_scaled(np.asarray(data, dtype=float))
-    method = resolve_method(options.get("method", "auto"), x.ndim == 1)
+    # A job queued before the method existed has none: it was a forest job, and its options say how many trees.
+    method = resolve_method(options.get("method", "auto"), x.ndim == 1, "n_estimators" in options)
     if method == RESIDUAL:
         from service import residual
 
         fit = residual.score(x)
-        scores, default_cut, model = fit.scores, residual.DEFAULT_Z, fit.baseline
+        scores, model = fit.scores, fit.baseline
     else:
         scores, model = _forest_scores(x, options["n_estimators"]), f"{options['n_estimators']} trees"
-        default_cut = FOREST_THRESHOLD
+    default_cut = DEFAULT_THRESHOLDS[method]
     threshold = _threshold(scores, options.get("contamination", "auto"), options.get("threshold"), default_cut)
     flags = scores > threshold
     return {

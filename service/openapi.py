@@ -112,7 +112,6 @@ ERROR_MEANINGS = {
     404: "no such job for this API key",
     409: "a job with this job_id exists with different input",
     413: "the body is over the byte limit, or the series over the point limit: split it",
-    415: "the body is not application/json",
     422: "a field is missing, of the wrong type or out of range (every problem is listed)",
     503: "the detector is saturated or a dependency is unavailable: retry after Retry-After seconds",
 }
@@ -124,19 +123,20 @@ PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
 def install(app: FastAPI, max_series_length: int, max_body_bytes: int) -> None:
     """Generate the document once, with this instance's limits written into the request schemas."""
 
+    limits = (
+        f"\n\nAt most {max_series_length} points ({ENV_NAMES['max_series_length']}) and"
+        f" {max_body_bytes} bytes ({ENV_NAMES['max_body_bytes']}); every row the same length."
+    )
+
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=DESCRIPTION, routes=app.routes)
             for name in ("DetectRequest", "JobRequest"):
-                properties = schema["components"]["schemas"][name]["properties"]
-                for field in ("series", "rows"):
-                    for option in properties[field]["anyOf"]:
-                        if option.get("type") == "array":
-                            option["maxItems"] = max_series_length
-                schema["components"]["schemas"][name]["description"] += (
-                    f"\n\nAt most {max_series_length} points ({ENV_NAMES['max_series_length']}) and"
-                    f" {max_body_bytes} bytes ({ENV_NAMES['max_body_bytes']}); every row the same length."
-                )
+                request = schema["components"]["schemas"][name]
+                arrays = [o for f in ("series", "rows") for o in request["properties"][f]["anyOf"] if "items" in o]
+                for option in arrays:
+                    option["maxItems"] = max_series_length
+                request["description"] += limits
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -17,7 +17,7 @@ series says which structure it has, without a tuned test for seasonality:
   periods the autocorrelation peaks at (repeating patterns, daily and weekly cycles), alone or followed
   by a local baseline on what it leaves.
 
-A point is flagged when its score exceeds the threshold, by default ``DEFAULT_Z``. Pure numpy, O(n x w):
+A point is flagged when its score exceeds the threshold (service/detector.py). Pure numpy, O(n x w):
 3 to 9 ms for 1,000 points (benchmarks/detection_quality.py reports it per family).
 """
 
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_Z = 4.0  # Gaussian noise passes 4 sigma once in 16,000 points; see the README for the measured rates
 LOCAL_WINDOWS = (3, 5, 7, 11, 25)  # points, odd: the point itself and (w - 1) / 2 neighbours on each side
 SEASONAL_THEN_LOCAL = (7, 25)  # windows tried on what a seasonal baseline leaves
 SEASONS = 3  # same-phase neighbours each side for a seasonal baseline

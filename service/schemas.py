@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from pynomaly_ops.environment import ENV_NAMES
-from service.detector import FOREST, resolve_method
+from service.detector import DEFAULT_THRESHOLDS, FOREST, RESIDUAL, resolve_method
 from service.errors import ApiError
 
 MAX_FEATURES = 100
@@ -62,7 +62,9 @@ class DetectRequest(BaseModel):
     )
     contamination: Annotated[float | str, WithJsonSchema(CONTAMINATION_SCHEMA)] = "auto"
     threshold: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] | None = Field(
-        None, description="flag scores above this (default: 4 robust sigma for residual, 0.7 for the forest)"
+        None,
+        description=f"flag scores above this (default: {DEFAULT_THRESHOLDS[RESIDUAL]:g} robust sigmas for residual,"
+        f" {DEFAULT_THRESHOLDS[FOREST]:g} for the forest)",
     )
     n_estimators: Annotated[int, Field(strict=True, ge=1, le=MAX_TREES)] | None = Field(
         None, description="trees of the forest (default PYNOMALY_DETECTOR_TREES)"
@@ -101,10 +103,7 @@ class DetectRequest(BaseModel):
 
     @property
     def resolved_method(self) -> str:
-        """``auto``: the forest for rows, or when its tree count is asked for; else the residual method."""
-        if self.method == "auto" and self.n_estimators is not None:
-            return FOREST
-        return resolve_method(self.method, univariate=self.rows is None)
+        return resolve_method(self.method, univariate=self.rows is None, trees_asked=self.n_estimators is not None)
 
     @property
     def data(self) -> Data:

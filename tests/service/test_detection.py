@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from service import residual
-from service.detector import FOREST, FOREST_THRESHOLD, RESIDUAL, detect
+from service.detector import DEFAULT_THRESHOLDS, FOREST, RESIDUAL, detect
 from service.schemas import DetectRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -89,7 +89,7 @@ def test_the_forest_remains_for_rows_and_on_request():
     rows = rng.normal(0, 1, (300, 3)).tolist()
     rows[42] = [15.0, -15.0, 15.0]
     result = detect(rows, DetectRequest(rows=rows).resolved_options(5))
-    assert result["method"] == FOREST and result["threshold"] == FOREST_THRESHOLD
+    assert result["method"] == FOREST and result["threshold"] == DEFAULT_THRESHOLDS[FOREST]
     assert 42 in flagged(result) and result["n_flagged"] <= 3  # sklearn's own 0.5 cut flagged about a third
     series = [r[0] for r in rows]
     asked = DetectRequest(series=series, method="isolation_forest", n_estimators=9).resolved_options(5)
