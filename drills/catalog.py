@@ -293,6 +293,42 @@ RECOVERY_DRILLS: tuple[Drill, ...] = (
             _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
         ),
     ),
+    Drill(
+        "point-in-time-recovery",
+        "001 Backup and Recovery, Data Corruption; 000 Backup & Recovery",
+        "a DELETE of every row of a table (the drill's own), to be undone by recovering to the moment before",
+        (
+            Objective(
+                "RPO: T's WAL in the archive after (s)",
+                "RPO: T's WAL archived after (s)",
+                "<=",
+                lambda b: b.recovery.point_in_time.rpo_s.local,
+                "recovery.point_in_time.rpo_s.local",
+            ),
+            Objective(
+                "restore RTO: base backup and WAL to a readable database at T (s)",
+                "recovered to the target (s)",
+                "<=",
+                lambda b: b.recovery.point_in_time.restore_rto_s,
+                "recovery.point_in_time.restore_rto_s",
+            ),
+            Objective(
+                "rows written before T missing or altered",
+                "rows written before T missing",
+                "==",
+                lambda b: b.recovery.point_in_time.rows_differing,
+                "recovery.point_in_time.rows_differing",
+            ),
+            Objective(
+                "rows written after T present",
+                "rows written after T present",
+                "==",
+                lambda b: b.recovery.point_in_time.rows_differing,
+                "recovery.point_in_time.rows_differing",
+            ),
+            _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
+        ),
+    ),
 )
 DRILLS += RECOVERY_DRILLS
 BY_NAME = {d.name: d for d in DRILLS}

@@ -16,7 +16,7 @@ import numpy as np
 
 from drills import session
 from drills.measures import FAULT, WINDOW_S
-from local import faults, probes, recovery
+from local import faults, pitr, probes, recovery
 from local.recorders import error_rate_percent, p95_latency_s
 from pynomaly_ops.baselines import load
 
@@ -44,13 +44,19 @@ def _from_events(wanted: dict[str, str] | None) -> dict[str, Any]:
     return out
 
 
+RECOVERY_PROCEDURES = (recovery, pitr)
+
+
 def recover(
     procedure: str, event: str, arguments: dict[str, Any] | None = None, from_events: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run the recovery procedure ``local.recovery.<procedure>`` and mark its result as ``event``: its
-    ``seconds`` (an RTO) and ``figures`` become the drill's measurements. ``from_events`` passes what
-    earlier steps returned (the seeded objects, the fault's time) as arguments."""
-    result = getattr(recovery, procedure)(**(arguments or {}), **_from_events(from_events))
+    """Run the recovery procedure ``local.recovery.<procedure>`` (or ``local.pitr.<procedure>``) and mark its
+    result as ``event``: its ``seconds`` (an RTO) and ``figures`` become the drill's measurements.
+    ``from_events`` passes what earlier steps returned (the seeded objects, the fault's time) as arguments."""
+    module = next((m for m in RECOVERY_PROCEDURES if hasattr(m, procedure)), None)
+    if module is None:
+        raise session.DrillError(f"no recovery procedure {procedure!r} in local.recovery or local.pitr")
+    result = getattr(module, procedure)(**(arguments or {}), **_from_events(from_events))
     session.mark(event, result)
     return result
 

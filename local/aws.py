@@ -3,6 +3,7 @@ created in moto with the same names and settings."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Literal, NamedTuple
 
@@ -77,7 +78,9 @@ def ensure_buckets(wiring: Wiring) -> None:
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     for bucket in (wiring.artifacts_bucket, wiring.backups_bucket):
         if bucket not in existing:
-            client.create_bucket(Bucket=bucket)
+            # the database's WAL archiver may have made it first (barman-cloud creates a missing bucket)
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket=bucket)
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         client.put_bucket_lifecycle_configuration(
             Bucket=bucket,

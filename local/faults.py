@@ -16,7 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from local import aws, health, probes, render
+from psycopg import sql
+
+from local import aws, health, pitr, probes, recovery, render
 from local.layout import REGIONAL
 from local.programs import PATRONI_MEMBERS, Program, api_program, patroni_program
 from local.stack import Stack, running_stack
@@ -279,3 +281,12 @@ def corrupt_objects(prefix: str, state_dir: str | None = None) -> dict[str, Any]
     for key in overwritten:
         s3.put_object(Bucket=bucket, Key=key, Body=b"\x00corrupted\x00")
     return {"name": f"s3://{bucket}/{prefix}", "deleted": len(deleted), "overwritten": len(overwritten), "time": at}
+
+
+def delete_drill_rows(state_dir: str | None = None) -> dict[str, Any]:
+    """001 "Data Corruption": a DELETE of every row of a table, the drill's own (see :data:`local.pitr.PITR_TABLE`)."""
+    wiring = running_stack(state_dir).wiring
+    with recovery.connect_superuser(wiring, autocommit=True) as conn:
+        deleted = conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(pitr.PITR_TABLE))).rowcount
+        lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+    return {"name": pitr.PITR_TABLE, "rows_deleted": deleted, "lsn": lsn, "time": time.time()}

@@ -36,6 +36,8 @@ MAX_SOCKET_DIR = 60
 
 ZONES: dict[str, str] = {"a": "127.0.1.1", "b": "127.0.2.1", "c": "127.0.3.1"}
 REGIONAL = "127.0.0.1"  # the load balancer, SQS/S3 and monitoring are regional
+# moto accepts any credentials; the service and the database's WAL archiver are given these.
+AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 # Default ports. A zonal server listens on the same port on its zone's address;
 # the i-th API instance / worker uses port + i.
@@ -47,6 +49,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "redis_writer": 16479,  # HAProxy -> role:master
     "redis_reader": 16480,  # HAProxy -> role:slave
     "postgres": 15432,
+    "pitr_restore": 15435,  # a point-in-time restore's own instance (local/pitr.py), never a member's port
     "patroni": 18008,
     "etcd": 12379,
     "etcd_peer": 12380,

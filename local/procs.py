@@ -63,6 +63,12 @@ def stack_pids(layout: Layout) -> dict[int, str]:
     return found
 
 
+def pids_under(path: Path) -> dict[int, str]:
+    """pid -> command line of every live process whose command line names something under ``path``."""
+    prefix = f"{path}/"
+    return {pid: line for pid in _pids() if prefix in (line := cmdline(pid)) and _alive(pid)}
+
+
 def _alive(pid: int) -> bool:
     stat = _read(PROC / str(pid) / "stat").decode(errors="replace")
     return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from local.layout import REGIONAL, ZONES, Layout
+from local.layout import AWS_ENV, REGIONAL, ZONES, Layout
 from pynomaly_ops.environment import environment
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Barman's cloud tools (Debian barman-cli-cloud): the WAL archive and base backups behind point-in-time
+# recovery (local/pitr.py). PostgreSQL runs them as the database user, so they are the system's, not the venv's.
+BARMAN_BIN = Path("/usr/bin")
+BARMAN_PACKAGE = "barman-cli-cloud"
+WAL_ARCHIVE_SERVER = "pynomaly-local"  # Barman's name for the cluster: its folder in the archive
 PATRONI_MEMBERS = {"pg-a": "a", "pg-b": "b"}
 REDIS_NODES = {"redis-a": "a", "redis-b": "b"}  # redis-a starts as the primary
 SENTINELS = {"sentinel-a": "a", "sentinel-b": "b", "sentinel-c": "c"}
@@ -312,7 +317,7 @@ def database_programs(layout: Layout) -> list[Program]:
             zone=zone,
             user=layout.db_user,
             directory=layout.member_dir(member),
-            env={"HOME": str(layout.member_dir(member))},
+            env={"HOME": str(layout.member_dir(member))} | AWS_ENV,  # the WAL archiver writes to the local S3
             stop_wait_s=30,
             wrapped=PATRONI,
         )

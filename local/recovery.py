@@ -51,12 +51,13 @@ class RecoveryError(RuntimeError):
 def _admin(wiring: Wiring, dbname: str = APP_DB) -> tuple[str, dict[str, str]]:
     """A superuser conninfo for the writer without its password, and the environment that carries it."""
     password = wiring.layout.secrets["postgres_password"]
-    dsn = wiring.db_dsn(user="postgres", password=password, dbname=dbname, with_password=False)
+    dsn = wiring.writer_dsn("postgres", password, dbname, with_password=False)
     return dsn, os.environ | {"PGPASSWORD": password}
 
 
-def _connect(wiring: Wiring, dbname: str = APP_DB, autocommit: bool = False) -> psycopg.Connection:
-    dsn = wiring.db_dsn(user="postgres", password=wiring.layout.secrets["postgres_password"], dbname=dbname)
+def connect_superuser(wiring: Wiring, dbname: str = APP_DB, autocommit: bool = False) -> psycopg.Connection:
+    """A superuser connection to ``dbname`` on the primary."""
+    dsn = wiring.writer_dsn("postgres", wiring.layout.secrets["postgres_password"], dbname)
     return psycopg.connect(dsn, autocommit=autocommit)
 
 
@@ -65,14 +66,26 @@ def _manifest(s3: Any, bucket: str, key: str) -> dict[str, Any]:
     return json.loads(s3.get_object(Bucket=bucket, Key=f"{key}.manifest.json")["Body"].read())
 
 
-def _run(args: list[str], env: dict[str, str], what: str) -> None:
+def run_tool(
+    args: list[str],
+    env: dict[str, str],
+    what: str,
+    user: str | None = None,
+    cwd: Path | None = None,
+    package: str = "postgresql-client-15",
+) -> str:
+    """Run a tool (as ``user``, the database user, when it must own what it writes); its output, or an error
+    that ends with the tool's own message."""
     try:
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+        done = subprocess.run(
+            args, env=env, user=user, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+        )
     except FileNotFoundError:
-        raise RecoveryError(f"{args[0]} not found: apt-get install postgresql-client-15") from None
+        raise RecoveryError(f"{args[0]} not found: apt-get install {package}") from None
     if done.returncode != 0:
         tool = Path(args[0]).name
         raise RecoveryError(f"{what} failed ({tool} exit {done.returncode}): {done.stderr.strip()[-800:]}")
+    return done.stdout
 
 
 def table_fingerprints(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
@@ -99,13 +112,16 @@ def logical_backup(state_dir: str | None = None) -> dict[str, Any]:
     key = f"{LOGICAL_PREFIX}{stamp}.dump"
     dsn, env = _admin(wiring)
     # autocommit: the BEGIN below is the transaction's first statement, so its isolation level holds
-    with _connect(wiring, autocommit=True) as conn, tempfile.TemporaryDirectory(prefix="pynomaly-backup-") as tmp:
+    with (
+        connect_superuser(wiring, autocommit=True) as conn,
+        tempfile.TemporaryDirectory(prefix="pynomaly-backup-") as tmp,
+    ):
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
         tables = table_fingerprints(conn)
         dump = Path(tmp) / "backup.dump"
         # --snapshot: the dump sees exactly what the manifest was computed on, while writes go on
-        _run([str(PG_BIN / "pg_dump"), "-Fc", f"--snapshot={snapshot}", "-f", str(dump), "-d", dsn], env, "pg_dump")
+        run_tool([str(PG_BIN / "pg_dump"), "-Fc", f"--snapshot={snapshot}", "-f", str(dump), "-d", dsn], env, "pg_dump")
         conn.execute("ROLLBACK")
         body = dump.read_bytes()
     digest = hashlib.sha256(body).hexdigest()
@@ -133,7 +149,7 @@ def latest_backup(state_dir: str | None = None) -> dict[str, Any]:
 def scratch_database(wiring: Wiring) -> Iterator[str]:
     """A new, empty database on the writer, dropped on the way out whatever happened."""
     name = f"{SCRATCH_PREFIX}{secrets.token_hex(4)}"
-    with _connect(wiring, "postgres", autocommit=True) as conn:
+    with connect_superuser(wiring, "postgres", autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield name
@@ -142,7 +158,7 @@ def scratch_database(wiring: Wiring) -> Iterator[str]:
 
 
 def _drop(wiring: Wiring, names: list[str]) -> None:
-    with _connect(wiring, "postgres", autocommit=True) as conn:
+    with connect_superuser(wiring, "postgres", autocommit=True) as conn:
         for name in names:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -150,7 +166,7 @@ def _drop(wiring: Wiring, names: list[str]) -> None:
 def drop_scratch_databases(state_dir: str | None = None) -> dict[str, Any]:
     """Drop every scratch database a verification made (a rollback: an interrupted run leaves none behind)."""
     wiring = running_stack(state_dir).wiring
-    with _connect(wiring, "postgres", autocommit=True) as conn:
+    with connect_superuser(wiring, "postgres", autocommit=True) as conn:
         pattern = SCRATCH_PREFIX.replace("_", r"\_") + "%"
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))]
     _drop(wiring, names)
@@ -178,8 +194,8 @@ def verify_backup(key: str | None = None, state_dir: str | None = None) -> dict[
         dump.write_bytes(body)
         dsn, env = _admin(wiring, scratch)
         restore = [str(PG_BIN / "pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error", "-d", dsn]
-        _run([*restore, str(dump)], env, f"restoring {key}")
-        with _connect(wiring, scratch) as conn:
+        run_tool([*restore, str(dump)], env, f"restoring {key}")
+        with connect_superuser(wiring, scratch) as conn:
             restored = table_fingerprints(conn)
         seconds = time.monotonic() - started
     recorded = manifest["tables"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from local.programs import (
     etcd_client_urls,
 )
 from local.rules import rules
+from local.wiring import Wiring
 from pynomaly_ops.baselines import default_path, load
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -120,6 +122,13 @@ def haproxy_cfg(layout: Layout, app: list[Program]) -> str:
     )
 
 
+def wal_archiving(layout: Layout) -> dict[str, object]:
+    """The members' archive_command (PostgreSQL fills in %p, the segment's path) and archive_timeout: half
+    the RPO objective, the other half left for the upload and a retry."""
+    command = Wiring(layout).barman("barman-cloud-wal-archive", "%p", options=("--gzip",))
+    return {"command": shlex.join(command), "timeout_s": int(load().recovery.point_in_time.rpo_s.local // 2)}
+
+
 def write_patroni(layout: Layout) -> None:
     for member, zone in PATRONI_MEMBERS.items():
         text = render(
@@ -131,6 +140,7 @@ def write_patroni(layout: Layout) -> None:
             secrets=layout.secrets,
             db=load().database,
             timing={"ttl": PATRONI_TTL_S, "loop_wait": PATRONI_LOOP_WAIT_S, "retry_timeout": PATRONI_RETRY_TIMEOUT_S},
+            archive=wal_archiving(layout),
         )
         write(layout.member_dir(member) / "patroni.yml", text, 0o600, layout.db_user)
 

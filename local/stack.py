@@ -21,6 +21,8 @@ from local.haproxy import HAProxy
 from local.layout import REGIONAL, ZONES, Layout, state_dir_from
 from local.procs import holder, kill_all, listeners, stack_pids
 from local.programs import (
+    BARMAN_BIN,
+    BARMAN_PACKAGE,
     ETCD_MEMBERS,
     FLEET_GROUP,
     PATRONI_MEMBERS,
@@ -40,6 +42,8 @@ from pynomaly_ops.baselines import load
 
 PHASE_TIMEOUT_S = {Phase.BASE: 30, Phase.DATABASE: 60, Phase.APP: 60}
 DRAIN_TIMEOUT_S = 30
+# A primary's last WAL segment reaches the archive within seconds; past this the stop goes on without it.
+POSTMASTER_STOP_S = 30
 
 Say = Callable[[str], None]
 
@@ -261,6 +265,7 @@ class Stack:
         sup = self.supervisor
         if sup.running():
             pid = sup.pid()
+            self._stop_databases()
             sup.rpc.stopAllProcesses(True)
             sup.shutdown()
             if pid:
@@ -273,6 +278,19 @@ class Stack:
         self.verify_down()
         if purge:
             self.purge()
+
+    def _stop_databases(self) -> None:
+        """The service and the database members first, and until every postmaster has exited: a primary
+        archives its last WAL on the way down (Patroni itself exits before that ends), to the S3 stand-in,
+        which must still be up to take it."""
+        pid_files = [self.layout.member_dir(m) / "data" / "postmaster.pid" for m in PATRONI_MEMBERS]
+        try:
+            for phase in (Phase.APP, Phase.DATABASE):  # the service before the database it uses
+                self.supervisor.stop_programs([p.name for p in self.programs() if p.phase == phase])
+            wait_for("PostgreSQL to archive its last WAL and stop", lambda: not any(map(_postmaster_up, pid_files)),
+                     POSTMASTER_STOP_S)  # fmt: skip
+        except Timeout as exc:
+            self.say(f"{exc}: ended with the rest")
 
     def verify_down(self) -> None:
         """Nothing of ours runs: checked by pid and by port."""
@@ -332,10 +350,18 @@ class Stack:
         self.say(f"{program.name} removed")
 
 
+def _postmaster_up(pid_file: Path) -> bool:
+    try:
+        return Path(f"/proc/{int(pid_file.read_text().split()[0])}").exists()
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 # --- checks before start ----------------------------------------------------------
 def check_binaries(programs: list[Program]) -> None:
     required = [(p.executable, p.package) for p in programs]
     required += [(str(PG_BIN / "postgres"), "postgresql-15 (apt-get install postgresql)")]
+    required += [(str(BARMAN_BIN / "barman-cloud-wal-archive"), BARMAN_PACKAGE)]  # the members' archive_command
     missing = [(path, pkg) for path, pkg in required if not os.access(path, os.X_OK)]
     if missing:
         lines = "\n  ".join(f"{path}: install {pkg}" for path, pkg in dict(missing).items())

@@ -69,6 +69,15 @@ class Supervisor:
         """Stop ``name`` (its stop signal, then SIGKILL after its stopwaitsecs) and wait until it has exited."""
         self._call(self.rpc.stopProcess, name, True)
 
+    def stop_programs(self, names: list[str], timeout_s: float = 60) -> None:
+        """Stop ``names`` all at once (each its stop signal, then SIGKILL after its stopwaitsecs) and wait
+        until every one has exited."""
+        for name in names:
+            self._call(self.rpc.stopProcess, name, False)
+        stopping = ("RUNNING", "STARTING", "STOPPING", "BACKOFF")
+        wait_for(f"{', '.join(names)} to stop", lambda: not any(
+            self.info().get(n, {}).get("statename") in stopping for n in names), timeout_s)  # fmt: skip
+
     def add(self, name: str) -> None:
         """Load a newly written program file and start it."""
         self.rpc.reloadConfig()

@@ -3,8 +3,15 @@ the stack outputs (the same keys as ``pulumi stack output --json``)."""
 
 from __future__ import annotations
 
-from local.layout import REGIONAL, STACK, ZONES, Layout
-from local.programs import FLEET_GROUP, PATRONI_MEMBERS, SENTINEL_MASTER, SENTINELS
+from local.layout import AWS_ENV, REGIONAL, STACK, ZONES, Layout
+from local.programs import (
+    BARMAN_BIN,
+    FLEET_GROUP,
+    PATRONI_MEMBERS,
+    SENTINEL_MASTER,
+    SENTINELS,
+    WAL_ARCHIVE_SERVER,
+)
 from local.rules import local_alarms
 from pynomaly_ops import outputs as keys
 from pynomaly_ops.alarms import Target, names_by_key
@@ -17,8 +24,6 @@ from pynomaly_ops.settings import schema
 
 APP_DB = "pynomaly"
 APP_DB_USER = "pynomaly"
-# moto accepts any credentials; its default account id appears in queue URLs.
-AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
 def tier_defaults(tier: str) -> dict[str, object]:
@@ -61,23 +66,38 @@ class Wiring:
     def backups_bucket(self) -> str:
         return resource_name(STACK, "storage", "backups")
 
+    WAL_ARCHIVE_PREFIX = "postgres/barman"  # Barman's archive in the backups bucket: <prefix>/<server>/{base,wals}
+
+    @property
+    def wal_archive_url(self) -> str:
+        return f"s3://{self.backups_bucket}/{self.WAL_ARCHIVE_PREFIX}"
+
+    def barman(self, tool: str, *positional: str, options: tuple[str, ...] = ()) -> list[str]:
+        """A barman-cloud command line against the local S3: ``tool [options] <archive> <server> [positional]``."""
+        where = ("--cloud-provider", "aws-s3", "--endpoint-url", self.aws_endpoint_url)
+        return [str(BARMAN_BIN / tool), *where, *options, self.wal_archive_url, WAL_ARCHIVE_SERVER, *positional]
+
     @property
     def db_members(self) -> list[str]:
         return [ZONES[zone] for zone in PATRONI_MEMBERS.values()]
 
-    def db_dsn(
-        self, user: str = APP_DB_USER, password: str | None = None, dbname: str = APP_DB, with_password: bool = True
-    ) -> str:
-        """libpq multi-host conninfo: the client finds the writable member itself. ``with_password`` off is
-        for a command line (give the password in PGPASSWORD: argv is readable by every local user)."""
+    def db_dsn(self, user: str = APP_DB_USER, password: str | None = None, dbname: str = APP_DB) -> str:
+        """libpq multi-host conninfo: the client finds the writable member itself."""
         password = password or self.layout.secrets["app_db_password"]
         hosts = ",".join(self.db_members)
         ports = ",".join(str(self.ports["postgres"]) for _ in self.db_members)
-        secret = f"password={password} " if with_password else ""
         return (
-            f"host={hosts} port={ports} dbname={dbname} user={user} {secret}"
+            f"host={hosts} port={ports} dbname={dbname} user={user} password={password} "
             "target_session_attrs=read-write connect_timeout=3"
         )
+
+    def writer_dsn(self, user: str, password: str, dbname: str = APP_DB, with_password: bool = True) -> str:
+        """Through the writer endpoint (HAProxy, routed by Patroni's /primary check), as RDS's: always the
+        primary, where a multi-host string may try a standby first, and libpq gives up on a standby that
+        refuses the connection (a database it has not replayed yet) instead of trying the next host.
+        ``with_password`` off is for a command line (give it in PGPASSWORD: argv is readable by every user)."""
+        secret = f"password={password} " if with_password else ""
+        return f"host={REGIONAL} port={self.ports['db_writer']} dbname={dbname} user={user} {secret}connect_timeout=3"
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:

@@ -208,6 +208,17 @@ class ObjectRestore(_Strict):
     objects_differing: int = NonNegative
 
 
+class RecoveryPoint(_Strict):
+    local: float = Field(gt=0)
+    aws: float = Field(gt=0)
+
+
+class PointInTime(_Strict):
+    rpo_s: RecoveryPoint
+    restore_rto_s: float = Field(gt=0)
+    rows_differing: int = NonNegative
+
+
 class Recovery(_Strict):
     source: str
     database_failover: DatabaseFailover
@@ -220,6 +231,7 @@ class Recovery(_Strict):
     queue_backlog: QueueBacklog
     backups: Backups
     object_restore: ObjectRestore
+    point_in_time: PointInTime
     drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only
     abort_after_s: float = Field(gt=0)
 

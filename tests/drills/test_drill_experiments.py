@@ -16,7 +16,7 @@ from chaoslib.loader import load_experiment
 from drill_testkit import event, requests, session, write_run, writes_summary
 
 from drills import catalog, measures, steps
-from local import faults, probes, recovery
+from local import faults, pitr, probes, recovery
 from pynomaly_ops.alarms import Target, catalogue, for_target
 from pynomaly_ops.baselines import load
 
@@ -105,7 +105,8 @@ def _nested(provider: dict[str, Any], arguments: dict[str, Any]) -> tuple[Any, d
     if func == "inject":
         return getattr(faults, arguments["fault"], None), arguments.get("arguments", {}) | from_events
     if func == "recover":
-        return getattr(recovery, arguments["procedure"], None), arguments.get("arguments", {}) | from_events
+        module = next((m for m in steps.RECOVERY_PROCEDURES if hasattr(m, arguments["procedure"])), None)
+        return getattr(module, arguments["procedure"], None), arguments.get("arguments", {}) | from_events
     if func == "act":
         return getattr(faults, arguments["action"], None), arguments.get("arguments", {})
     if func == "await_":
@@ -174,7 +175,8 @@ def _timed_events(experiment: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
         if func in ("await_", "await_fault_argument"):
             events.append((arguments["event"], {}))
         elif func == "recover":
-            events.append((arguments["event"], dict.fromkeys(recovery.FIGURES.get(arguments["procedure"], ()), 0)))
+            counted = recovery.FIGURES | pitr.FIGURES
+            events.append((arguments["event"], dict.fromkeys(counted.get(arguments["procedure"], ()), 0)))
         elif func in ("await_p95_under_warning", "await_jobs_done", "await_alarm"):
             default = inspect.signature(getattr(steps, func)).parameters["event"].default
             figures = dict.fromkeys(steps.JOB_FIGURES, 0) if func == "await_jobs_done" else {}

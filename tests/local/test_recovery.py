@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def _scratch_databases(state: str) -> list[str]:
     wiring = running_stack(state).wiring
-    with recovery._connect(wiring, "postgres") as conn:
+    with recovery.connect_superuser(wiring, "postgres") as conn:
         return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pynomaly_verify%'")]
 
 
