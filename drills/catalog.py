@@ -330,6 +330,59 @@ RECOVERY_DRILLS: tuple[Drill, ...] = (
         ),
     ),
 )
+RECOVERY_DRILLS += (
+    Drill(
+        "disaster-recovery",
+        "001 Disaster Recovery; 004 Disaster Recovery Procedure; 000 Backup & Recovery",
+        "the whole stack lost at once: every process SIGKILLed, its state and database directories deleted"
+        " (the off-site copy of the backups and the backup key survive)",
+        (
+            Objective(
+                "RTO: disaster to a rebuilt service that passes its smoke test (s)",
+                "service rebuilt from backups (s)",
+                "<=",
+                lambda b: b.recovery.disaster.rto_s,
+                "recovery.disaster.rto_s",
+            ),
+            Objective(
+                "RPO: span of acknowledged writes lost (s)",
+                "writes_lost_window_s",
+                "<=",
+                lambda b: b.recovery.point_in_time.rpo_s.local,
+                "recovery.point_in_time.rpo_s.local",
+            ),
+            Objective(
+                "rows in the backup missing after the rebuild",
+                "rows in the backup missing",
+                "==",
+                lambda b: b.recovery.point_in_time.rows_differing,
+                "recovery.point_in_time.rows_differing",
+            ),
+            Objective(
+                "smoke tests failed on the rebuilt stack",
+                "smoke tests failed",
+                "==",
+                lambda b: 0,
+                STRUCTURAL + "the rebuilt service answers /health and finds the smoke test's outlier",
+            ),
+        ),
+    ),
+    Drill(
+        "config-backup",
+        "001 Backup and Recovery (configuration and secrets); 000 Backup & Recovery",
+        "none: the procedure (the stack's configuration exported encrypted, fetched back, decrypted, compared)",
+        (
+            Objective(
+                "configuration files differing from the live ones after a restore",
+                "config files differing",
+                "==",
+                lambda b: b.recovery.config_backup.files_differing,
+                "recovery.config_backup.files_differing",
+            ),
+            _error_rate(lambda b: "warning", "thresholds.error_rate_percent.warning"),
+        ),
+    ),
+)
 DRILLS += RECOVERY_DRILLS
 BY_NAME = {d.name: d for d in DRILLS}
 

@@ -99,6 +99,7 @@ def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
     if writes:
         m["writes_acknowledged"] = writes["acknowledged"]
         m["writes_lost"] = writes["lost_writes"]
+        m["writes_lost_window_s"] = writes.get("lost_window_s")
         m["write_outage_s"] = writes["outage"]["seconds"] or 0.0  # None: no write failed
     for event in rec.session["events"]:  # figures the experiment's own waits measured
         detail = event.get("detail")

@@ -16,7 +16,7 @@ import numpy as np
 
 from drills import session
 from drills.measures import FAULT, WINDOW_S
-from local import faults, pitr, probes, recovery
+from local import config_backup, disaster, faults, pitr, probes, recovery, vault
 from local.recorders import error_rate_percent, p95_latency_s
 from pynomaly_ops.baselines import load
 
@@ -44,18 +44,19 @@ def _from_events(wanted: dict[str, str] | None) -> dict[str, Any]:
     return out
 
 
-RECOVERY_PROCEDURES = (recovery, pitr)
+RECOVERY_PROCEDURES = (recovery, pitr, config_backup, vault, disaster)
 
 
 def recover(
     procedure: str, event: str, arguments: dict[str, Any] | None = None, from_events: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run the recovery procedure ``local.recovery.<procedure>`` (or ``local.pitr.<procedure>``) and mark its
+    """Run the recovery procedure ``<procedure>`` of one of :data:`RECOVERY_PROCEDURES` and mark its
     result as ``event``: its ``seconds`` (an RTO) and ``figures`` become the drill's measurements.
     ``from_events`` passes what earlier steps returned (the seeded objects, the fault's time) as arguments."""
     module = next((m for m in RECOVERY_PROCEDURES if hasattr(m, procedure)), None)
     if module is None:
-        raise session.DrillError(f"no recovery procedure {procedure!r} in local.recovery or local.pitr")
+        modules = ", ".join(m.__name__ for m in RECOVERY_PROCEDURES)
+        raise session.DrillError(f"no recovery procedure {procedure!r} in {modules}")
     result = getattr(module, procedure)(**(arguments or {}), **_from_events(from_events))
     session.mark(event, result)
     return result

@@ -8,6 +8,7 @@ saying what it did, with the wall-clock ``time`` of the fault (pass it as ``sinc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -20,6 +21,7 @@ from psycopg import sql
 
 from local import aws, health, pitr, probes, recovery, render
 from local.layout import REGIONAL
+from local.procs import kill_all, stack_pids
 from local.programs import PATRONI_MEMBERS, Program, api_program, patroni_program
 from local.stack import Stack, running_stack
 from pynomaly_ops.environment import environment
@@ -290,3 +292,19 @@ def delete_drill_rows(state_dir: str | None = None) -> dict[str, Any]:
         deleted = conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(pitr.PITR_TABLE))).rowcount
         lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
     return {"name": pitr.PITR_TABLE, "rows_deleted": deleted, "lsn": lsn, "time": time.time()}
+
+
+def destroy_stack(state_dir: str | None = None) -> dict[str, Any]:
+    """001/004 "Disaster": the whole site lost at once. Every process of the stack SIGKILLed (nothing shuts
+    down cleanly, nothing more is archived), then its state and database directories deleted, as `local down
+    --purge` deletes them; the off-site copy of the backups (local/vault.py) and the backup key stay."""
+    stack = running_stack(state_dir)
+    at, pids = time.time(), list(stack_pids(stack.layout))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    survivors = kill_all(pids, grace_s=10)
+    if survivors:
+        raise FaultError(f"processes of the stack survived SIGKILL: {survivors}")
+    stack.purge()
+    return {"name": str(stack.layout.state_dir), "processes_killed": len(pids), "time": at}

@@ -124,6 +124,9 @@ class Layout:
     secrets: dict[str, str]
     instances: int
     workers: int = 2
+    # A base backup in the archive to build the database from instead of initdb (the disaster-recovery
+    # rebuild, local/disaster.py); cleared once the rebuilt stack is up.
+    bootstrap_backup: str | None = None
 
     FILE = "stack.json"
 

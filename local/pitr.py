@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shlex
 import shutil
 import signal
 import time
@@ -44,6 +43,7 @@ POLL_S = 0.5  # the polling interval of the deadline-bounded waits below
 FIGURES = {
     "await_archived": ("RPO: T's WAL archived after (s)",),
     "restore_to_time": ("rows written before T missing", "rows written after T present"),
+    "known_rows_missing": ("rows in the backup missing",),
 }
 
 
@@ -152,6 +152,19 @@ def write_known_rows(rows: int = 200, state_dir: str | None = None) -> dict[str,
             "target_lsn": lsn, "time": target.timestamp()}  # fmt: skip
 
 
+def known_rows_missing(run: str, rows_before: int, rows_after: int, state_dir: str | None = None) -> dict[str, Any]:
+    """How many of the rows ``write_known_rows`` wrote for ``run`` the live database lacks, or holds altered
+    (after a rebuild: every one was in the backup it came from)."""
+    wiring = running_stack(state_dir).wiring
+    count = sql.SQL("SELECT count(*) FROM {} WHERE run = %s AND payload = md5(run || ':' || id)").format(
+        sql.Identifier(PITR_TABLE)
+    )
+    with connect_superuser(wiring) as conn:
+        intact = conn.execute(count, (run,)).fetchone()[0]  # type: ignore[index]
+    missing = rows_before + rows_after - intact
+    return {"figures": dict(zip(FIGURES["known_rows_missing"], (missing,), strict=True))}
+
+
 def remove_drill_rows(state_dir: str | None = None) -> dict[str, Any]:
     """Drop the drill's table from the live database (a rollback: idempotent)."""
     wiring = running_stack(state_dir).wiring
@@ -180,7 +193,6 @@ def _quote(value: object) -> str:
 def _configure(data: Path, home: Path, port: int, wiring: Wiring, target_time: str) -> None:
     """Make the restored directory recover to ``target_time`` and promote, as a server of its own: its own port
     and socket, no archiving into the live archive, no standby settings of the member it was copied from."""
-    restore = shlex.join(wiring.barman("barman-cloud-wal-restore", "%f", "%p"))
     settings = {
         "listen_addresses": REGIONAL,
         "port": port,
@@ -189,7 +201,7 @@ def _configure(data: Path, home: Path, port: int, wiring: Wiring, target_time: s
         "ident_file": data / "pg_ident.conf",
         "cluster_name": "pynomaly-pitr",
         "archive_mode": "off",
-        "restore_command": restore,
+        "restore_command": wiring.wal_restore_command,
         "recovery_target_time": target_time,
         "recovery_target_timeline": "latest",
         "recovery_target_action": "promote",

@@ -324,6 +324,18 @@ class WriteAttempt:
         return asdict(self) | {"ok": self.ok}
 
 
+def lost_window_s(attempts: Iterable[WriteAttempt], lost: Sequence[int]) -> float:
+    """The span of time whose acknowledged writes are lost: from the last write the database kept before the
+    first lost one to the last lost one (0 when none is lost). A client's view of the RPO."""
+    if not lost:
+        return 0.0
+    gone = set(lost)
+    acked = [a for a in attempts if a.ok]
+    lost_at = [a.at for a in acked if a.id in gone]
+    kept_before = [a.at for a in acked if a.id < min(gone) and a.id not in gone]
+    return max(lost_at) - (max(kept_before) if kept_before else min(lost_at))
+
+
 def write_outage(attempts: Iterable[WriteAttempt]) -> dict[str, Any]:
     """From the first failed write's start to the acknowledgement of the first write after it. Not recovered:
     until the end of the last attempt. ``seconds`` is None when no write failed."""
@@ -470,6 +482,7 @@ class WriteRecorder:
             "errors": len(failed),
             "outage": write_outage(attempts),
             "lost_writes": None if lost is None else len(lost),
+            "lost_window_s": None if lost is None else lost_window_s(attempts, lost),
             "lost_ids": None if lost is None else list(lost[:20]),
             "error_kinds": sorted({(a.error or "").split(":")[0] for a in failed})[:10],
         }

@@ -42,6 +42,8 @@ from pynomaly_ops.baselines import load
 
 PHASE_TIMEOUT_S = {Phase.BASE: 30, Phase.DATABASE: 60, Phase.APP: 60}
 DRAIN_TIMEOUT_S = 30
+# A database rebuilt from the archive: the base backup's download and the replay of every segment since.
+RESTORE_TIMEOUT_S = 600
 # A primary's last WAL segment reaches the archive within seconds; past this the stop goes on without it.
 POSTMASTER_STOP_S = 30
 
@@ -73,8 +75,11 @@ class Stack:
         return all_programs(self.layout, self.wiring.service_env())
 
     # --- up ----------------------------------------------------------------
-    def up(self) -> float:
-        """Start what is not running and wait until every piece is healthy; returns seconds taken."""
+    def up(self, restore: Callable[[Stack], object] | None = None) -> float:
+        """Start what is not running and wait until every piece is healthy; returns seconds taken.
+
+        ``restore`` (a rebuild from backups, local/disaster.py) runs once the S3 stand-in is up and before the
+        database starts: it puts back the archive the database is then built from."""
         started = time.monotonic()
         programs = self.programs()
         check_binaries(programs)
@@ -83,7 +88,10 @@ class Stack:
         # its slow imports overlap the standby's copy and the other servers' start.
         self._start_phase(programs, Phase.BASE)
         self._wait_healthy([p for p in programs if p.name in ETCD_MEMBERS], "etcd quorum")
-        self._start_database()
+        if restore is not None:
+            self._wait_healthy([p for p in programs if p.name == "moto"], "S3/SQS stand-in")
+            restore(self)
+        self._start_database(RESTORE_TIMEOUT_S if self.layout.bootstrap_backup else PHASE_TIMEOUT_S[Phase.DATABASE])
         self._start_phase(programs, Phase.APP)
         self._provision({p.name: p for p in programs}["moto"])
         self._wait_healthy([p for p in programs if p.phase == Phase.BASE], "base servers")
@@ -104,14 +112,14 @@ class Stack:
         self.say(f"supervisord already running; program changes: {', '.join(changes) or 'none'}")
         self._reload(render.refresh_live_configs(self.layout, programs))
 
-    def _start_database(self) -> None:
+    def _start_database(self, timeout_s: float) -> None:
         self._start_phase([], Phase.DATABASE)
-        # initdb first, alone: on two cores it is several times slower while the
+        # initdb (or a restore) first, alone: on two cores it is several times slower while the
         # service's instances import their libraries.
         self._wait(
             "PostgreSQL primary",
             lambda: "leader" in health.patroni_roles(self.layout.ports["patroni"]).values(),
-            PHASE_TIMEOUT_S[Phase.DATABASE],
+            timeout_s,
             "patroni-a",
         )
 

@@ -3,6 +3,8 @@ the stack outputs (the same keys as ``pulumi stack output --json``)."""
 
 from __future__ import annotations
 
+import shlex
+
 from local.layout import AWS_ENV, REGIONAL, STACK, ZONES, Layout
 from local.programs import (
     BARMAN_BIN,
@@ -76,6 +78,16 @@ class Wiring:
         """A barman-cloud command line against the local S3: ``tool [options] <archive> <server> [positional]``."""
         where = ("--cloud-provider", "aws-s3", "--endpoint-url", self.aws_endpoint_url)
         return [str(BARMAN_BIN / tool), *where, *options, self.wal_archive_url, WAL_ARCHIVE_SERVER, *positional]
+
+    @property
+    def wal_archive_command(self) -> str:
+        """PostgreSQL's archive_command (it fills in %p, the segment's path)."""
+        return shlex.join(self.barman("barman-cloud-wal-archive", "%p", options=("--gzip",)))
+
+    @property
+    def wal_restore_command(self) -> str:
+        """PostgreSQL's restore_command (%f the segment it wants, %p where to put it)."""
+        return shlex.join(self.barman("barman-cloud-wal-restore", "%f", "%p"))
 
     @property
     def db_members(self) -> list[str]:

@@ -219,6 +219,14 @@ class PointInTime(_Strict):
     rows_differing: int = NonNegative
 
 
+class Disaster(_Strict):
+    rto_s: float = Field(gt=0)
+
+
+class ConfigBackup(_Strict):
+    files_differing: int = NonNegative
+
+
 class Recovery(_Strict):
     source: str
     database_failover: DatabaseFailover
@@ -232,6 +240,8 @@ class Recovery(_Strict):
     backups: Backups
     object_restore: ObjectRestore
     point_in_time: PointInTime
+    disaster: Disaster
+    config_backup: ConfigBackup
     drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only
     abort_after_s: float = Field(gt=0)
 

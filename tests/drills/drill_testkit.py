@@ -72,6 +72,7 @@ def writes_summary(acknowledged: int, lost: int | None, outage_s: float | None) 
         },
         "lost_writes": lost,
         "lost_ids": None if lost is None else list(range(1, lost + 1)),
+        "lost_window_s": None if lost is None else 0.1 * lost,
         "error_kinds": [] if outage_s is None else ["OperationalError"],
     }
 

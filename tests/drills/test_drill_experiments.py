@@ -16,7 +16,7 @@ from chaoslib.loader import load_experiment
 from drill_testkit import event, requests, session, write_run, writes_summary
 
 from drills import catalog, measures, steps
-from local import faults, pitr, probes, recovery
+from local import faults, probes
 from pynomaly_ops.alarms import Target, catalogue, for_target
 from pynomaly_ops.baselines import load
 
@@ -175,7 +175,7 @@ def _timed_events(experiment: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
         if func in ("await_", "await_fault_argument"):
             events.append((arguments["event"], {}))
         elif func == "recover":
-            counted = recovery.FIGURES | pitr.FIGURES
+            counted = {k: v for m in steps.RECOVERY_PROCEDURES for k, v in getattr(m, "FIGURES", {}).items()}
             events.append((arguments["event"], dict.fromkeys(counted.get(arguments["procedure"], ()), 0)))
         elif func in ("await_p95_under_warning", "await_jobs_done", "await_alarm"):
             default = inspect.signature(getattr(steps, func)).parameters["event"].default
