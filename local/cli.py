@@ -127,3 +127,42 @@ def maintenance(
     except (StackError, OSError) as exc:
         _fail(exc)
     _say(f"maintenance {switch}")
+
+
+@app.command()
+def backup(state_dir: StateOption = None) -> None:
+    """A base backup of the database, an encrypted backup of the configuration, and the backups bucket copied
+    to the off-site vault: what `rebuild` needs after the stack is lost (docs/disaster-recovery.md)."""
+    from local import config_backup, pitr, vault
+    from local.recovery import RecoveryError
+
+    directory = str(state_dir_from(state_dir))
+    _open(state_dir)  # a clear error when the stack is not there
+    try:
+        with err_console.status("base backup of the primary..."):
+            _say(f"base backup {pitr.base_backup(directory)['backup_id']}")
+        _say(f"configuration backed up to {config_backup.config_backup(directory)['key']}")
+        with err_console.status("copying the backups bucket to the vault..."):
+            copied = vault.replicate_backups(directory)
+    except (StackError, RecoveryError) as exc:
+        _fail(exc)
+    _say(f"{copied['objects_copied']} new object(s) copied to {copied['vault']} ({copied['objects']} in all)")
+
+
+@app.command()
+def rebuild(state_dir: StateOption = None) -> None:
+    """001 Disaster Recovery: rebuild a lost stack from the off-site vault alone (configuration, database to
+    its last archived WAL, service) and smoke-test it. Refuses a state directory that holds a stack."""
+    import time
+
+    from local import disaster
+    from local.recovery import RecoveryError
+
+    try:
+        with err_console.status("rebuilding from the vault (configuration, base backup, WAL replay)..."):
+            result = disaster.rebuild_from_backups(time.time(), str(state_dir_from(state_dir)))
+    except (StackError, Timeout, RecoveryError) as exc:
+        _fail(exc)
+    if result["figures"]["smoke tests failed"]:
+        _fail(RuntimeError("rebuilt, but the smoke test failed: see `pynomaly-ops local status` and the logs"))
+    _say(f"rebuilt from base backup {result['backup_id']} in {result['seconds']:.1f}s; the smoke test passes")

@@ -68,11 +68,10 @@ def rebuild_from_backups(since: float, state_dir: str | None = None) -> dict[str
             f"{directory} holds a stack already: a rebuild never lands on a live stack;"
             " `pynomaly-ops local down --purge` it first if it is really lost (the vault and the key stay)"
         )
-    where, started = vault.vault_dir(directory), time.monotonic()
+    started = time.monotonic()
+    where = vault.newest_copy(vault.vault_dir(directory), CONFIG_PREFIX)  # the cluster last backed up
     objects = vault.vault_objects(where)
     configs = sorted(k for k in objects if k.startswith(CONFIG_PREFIX) and k.endswith(SUFFIX))
-    if not configs:
-        raise RecoveryError(f"no configuration backup in the vault {where}: the stack cannot be rebuilt from it")
     restore_config(objects[configs[-1]].read_bytes(), str(objects[configs[-1]]), directory)
     layout = Layout.load(directory)
     assert layout is not None  # restore_config wrote it

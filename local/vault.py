@@ -4,6 +4,10 @@ keeps a region's backups when the region is lost (001/004 Disaster Recovery).
 The local S3 (moto) lives in memory and dies with the stack, so the disaster-recovery drill replicates the
 backups bucket here before the disaster and puts it back into the rebuilt stack's bucket; ``local down
 --purge`` removes the state and database directories, never this one.
+
+Each database cluster gets a copy of its own (``cluster-<system identifier>/``): a stack created afresh later
+archives WAL segments under the same names as an earlier cluster's, and one archive mixing two clusters'
+timelines cannot be replayed. A rebuilt cluster keeps its identifier, so it goes on in its own copy.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from local import aws
 from local.layout import state_dir_from
-from local.recovery import RecoveryError
+from local.recovery import RecoveryError, connect_superuser
 from local.stack import running_stack
 from local.wiring import Wiring
 
@@ -45,12 +49,18 @@ def _object_path(vault: Path, key: str) -> Path:
     return path
 
 
+def _system_identifier(wiring: Wiring) -> str:
+    with connect_superuser(wiring) as conn:
+        return str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])  # type: ignore[index]
+
+
 def replicate_backups(state_dir: str | None = None) -> dict[str, Any]:
-    """Copy every object of the backups bucket the vault does not hold yet (or holds older content of), as an
-    asynchronous replication pass does; the vault is never pruned, as a replica keeps what its source
-    deletes."""
+    """Copy every object of the backups bucket the cluster's copy in the vault does not hold yet (or holds
+    older content of), as an asynchronous replication pass does; the vault is never pruned, as a replica
+    keeps what its source deletes."""
     stack = running_stack(state_dir)
-    wiring, vault = stack.wiring, vault_dir(stack.layout.state_dir)
+    wiring = stack.wiring
+    vault = vault_dir(stack.layout.state_dir) / f"cluster-{_system_identifier(wiring)}"
     s3, bucket = aws.s3(wiring), wiring.backups_bucket
     started, index, copied, size = time.monotonic(), _index(vault), 0, 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
@@ -67,6 +77,16 @@ def replicate_backups(state_dir: str | None = None) -> dict[str, Any]:
     (vault / INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return {"vault": str(vault), "objects_copied": copied, "bytes_copied": size, "objects": len(index),
             "seconds": time.monotonic() - started, "time": time.time()}  # fmt: skip
+
+
+def newest_copy(root: Path, newest_of: str) -> Path:
+    """The cluster copy under the vault ``root`` whose newest key under ``newest_of`` is the newest of all (keys
+    there are UTC times: the configuration backups')."""
+    copies = {c: max((k for k in _index(c) if k.startswith(newest_of)), default="") for c in root.glob("cluster-*")}
+    if not any(copies.values()):
+        raise RecoveryError(f"no backups under {newest_of} in the vault {root}: nothing to rebuild from"
+                            f" (set {VAULT_ENV} to the vault)")  # fmt: skip
+    return max(copies, key=lambda c: copies[c])
 
 
 def vault_objects(vault: Path, prefix: str = "") -> dict[str, Path]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import aws
+from conftest import aws, cli
 
 from local import config_backup, disaster, vault
 from local.recovery import RecoveryError
@@ -54,14 +54,18 @@ def test_the_vault_copies_the_backups_bucket_and_refuses_a_damaged_object(runnin
     assert first["objects_copied"] >= 1 and first["objects"] == first["objects_copied"]
     assert vault.replicate_backups(running.state)["objects_copied"] == 0  # nothing new: nothing copied
     wiring = running_stack(running.state).wiring
-    assert vault.restore_to_bucket(wiring, tmp_path / "vault")["objects"] == first["objects"]
-    path = next(iter(vault.vault_objects(tmp_path / "vault").values()))
+    copy = vault.newest_copy(tmp_path / "vault", config_backup.CONFIG_PREFIX)
+    assert copy.name == f"cluster-{vault._system_identifier(wiring)}"  # the cluster's own copy
+    assert vault.restore_to_bucket(wiring, copy)["objects"] == first["objects"]
+    path = next(iter(vault.vault_objects(copy).values()))
     path.write_bytes(b"damaged")
     with pytest.raises(RecoveryError, match="is not what was replicated"):
-        vault.restore_to_bucket(wiring, tmp_path / "vault")
+        vault.restore_to_bucket(wiring, copy)
 
 
 def test_a_rebuild_never_lands_on_a_live_stack(running):
     with pytest.raises(RecoveryError, match="holds a stack already: a rebuild never lands on a live stack"):
         disaster.rebuild_from_backups(0.0, running.state)
     assert disaster.ensure_rebuilt(running.state) == {"rebuilt": False}
+    refused = cli(running.env, "rebuild", check=False)  # the operator's command says so too
+    assert refused.returncode == 1 and "a rebuild never lands on a live stack" in " ".join(refused.stderr.split())
