@@ -177,6 +177,9 @@ def remove_drill_rows(state_dir: str | None = None) -> dict[str, Any]:
 def _backup_before(state_dir: str | None, target: datetime) -> dict[str, Any]:
     """The newest base backup that ended before ``target`` (an earlier one cannot replay to a later time)."""
     backups = base_backups(state_dir)
+    if not backups:
+        raise RecoveryError("no base backup in the archive (it starts empty at every `up`): take one first,"
+                            " `pynomaly-ops local backup`")  # fmt: skip
     usable = [b for b in backups if b["end"] < target]
     if not usable:
         raise RecoveryError(
