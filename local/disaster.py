@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from local import render, vault
+from local import pitr, render, vault
 from local.config_backup import CONFIG_PREFIX, SUFFIX, restore_config
 from local.layout import Layout, state_dir_from
 from local.programs import WAL_ARCHIVE_SERVER
@@ -37,15 +36,12 @@ FIGURES = {"rebuild_from_backups": ("smoke tests failed",)}
 def _newest_base_backup(objects: dict[str, Any]) -> str:
     """The newest completed base backup among the vault's objects (by its backup.info's end time)."""
     prefix = f"{Wiring.WAL_ARCHIVE_PREFIX}/{WAL_ARCHIVE_SERVER}/base/"
-    done = []
-    for key, path in objects.items():
-        if key.startswith(prefix) and key.endswith("/backup.info"):
-            info = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-            if info.get("status") == "DONE":
-                done.append((datetime.fromisoformat(info["end_time"]), key.rsplit("/", 2)[-2]))
+    infos = [pitr.backup_info(path.read_text(), key) for key, path in objects.items()
+             if key.startswith(prefix) and key.endswith("/backup.info")]  # fmt: skip
+    done = [i for i in infos if i is not None]
     if not done:
         raise RecoveryError("no completed base backup in the vault: the database cannot be rebuilt from it")
-    return max(done)[1]
+    return max(done, key=lambda i: i["end"])["backup_id"]
 
 
 def smoke_test(wiring: Wiring) -> bool:

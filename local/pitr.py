@@ -58,6 +58,15 @@ def _barman(layout: Layout, args: list[str], what: str, cwd: Path) -> str:
 
 
 # --- the archive: base backups and WAL ----------------------------------------------------------------
+def backup_info(text: str, key: str) -> dict[str, Any] | None:
+    """A completed base backup's ``backup.info`` (Barman's ``key=value`` lines, stored at
+    ``base/<backup id>/backup.info``) with its id and end time; None for one not DONE."""
+    info: dict[str, Any] = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    if info.get("status") != "DONE":
+        return None
+    return info | {"backup_id": key.rsplit("/", 2)[-2], "end": datetime.fromisoformat(info["end_time"])}
+
+
 def base_backups(state_dir: str | None = None) -> list[dict[str, Any]]:
     """The archive's completed base backups, oldest first: each one's ``backup.info`` as Barman wrote it (its
     times to the microsecond, where barman-cloud-backup-list prints them to the second, without a zone)."""
@@ -66,14 +75,8 @@ def base_backups(state_dir: str | None = None) -> list[dict[str, Any]]:
     prefix = f"{wiring.WAL_ARCHIVE_PREFIX}/{WAL_ARCHIVE_SERVER}/base/"
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for o in page.get("Contents", []) if o["Key"].endswith("/backup.info")]  # fmt: skip
-    infos = []
-    for key in keys:
-        text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-        info = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        if info.get("status") == "DONE":
-            backup_id = key.rsplit("/", 2)[-2]  # base/<backup id>/backup.info
-            infos.append(info | {"backup_id": backup_id, "end": datetime.fromisoformat(info["end_time"])})
-    return sorted(infos, key=lambda i: i["end"])
+    infos = [backup_info(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode(), key) for key in keys]
+    return sorted((i for i in infos if i is not None), key=lambda i: i["end"])
 
 
 def base_backup(state_dir: str | None = None) -> dict[str, Any]:
