@@ -20,7 +20,6 @@ from typing import Any
 from psycopg import sql
 
 from local import aws, health, pitr, probes, recovery, render
-from local.layout import REGIONAL
 from local.procs import kill_all, stack_pids
 from local.programs import PATRONI_MEMBERS, Program, api_program, patroni_program
 from local.stack import Stack, running_stack
@@ -118,7 +117,7 @@ def scale_instances(count: int, state_dir: str | None = None) -> dict[str, Any]:
 def flush_cache(state_dir: str | None = None) -> dict[str, Any]:
     """FLUSHALL on the Redis primary, through the primary endpoint (001: "Clear Redis cache")."""
     layout = running_stack(state_dir).layout
-    client = health.redis_client(REGIONAL, layout.ports["redis_writer"])
+    client = health.redis_client(layout.regional, layout.ports["redis_writer"])
     at = time.time()
     keys = int(client.dbsize())
     client.flushall()

@@ -8,7 +8,7 @@ import socket
 import httpx
 import redis
 
-from local.layout import ZONES
+from local.layout import Layout
 from local.programs import ETCD_MEMBERS, PATRONI_MEMBERS, SENTINEL_MASTER, Check, Program
 
 PROBE_TIMEOUT_S = 1.0
@@ -75,29 +75,30 @@ def probe(program: Program, haproxy_ok=None) -> bool:
 
 
 # --- cluster questions ------------------------------------------------------------
-def patroni_cluster(patroni_port: int) -> dict:
+def patroni_cluster(layout: Layout) -> dict:
     """Patroni's view of the cluster, from whichever member answers."""
     last: Exception | None = None
     for zone in PATRONI_MEMBERS.values():
         try:
-            return httpx.get(f"http://{ZONES[zone]}:{patroni_port}/cluster", timeout=PROBE_TIMEOUT_S).json()
+            url = f"http://{layout.zone_address(zone)}:{layout.ports['patroni']}/cluster"
+            return httpx.get(url, timeout=PROBE_TIMEOUT_S).json()
         except (httpx.HTTPError, ValueError) as exc:
             last = exc
     raise ConnectionError(f"no Patroni member answers: {last}")
 
 
-def patroni_roles(patroni_port: int) -> dict[str, str]:
+def patroni_roles(layout: Layout) -> dict[str, str]:
     """member name -> role ("leader", "sync_standby", "replica"), running members only."""
-    members = patroni_cluster(patroni_port).get("members", [])
+    members = patroni_cluster(layout).get("members", [])
     return {m["name"]: m["role"] for m in members if m.get("state") in ("running", "streaming")}
 
 
-def patroni_leader(patroni_port: int) -> str | None:
+def patroni_leader(layout: Layout) -> str | None:
     """The running member that holds the leader key, if any."""
-    return next((m for m, r in patroni_roles(patroni_port).items() if r == "leader"), None)
+    return next((m for m, r in patroni_roles(layout).items() if r == "leader"), None)
 
 
-def etcd_leader(etcd_port: int) -> str:
+def etcd_leader(layout: Layout) -> str:
     """The etcd member that leads the Raft group, as the members that answer see it.
 
     Raises ConnectionError when none answers, when the leader itself does not (its id has no name
@@ -107,7 +108,8 @@ def etcd_leader(etcd_port: int) -> str:
     leaders: set[str] = set()
     for name, zone in ETCD_MEMBERS.items():
         try:
-            status = httpx.post(f"http://{ZONES[zone]}:{etcd_port}/v3/maintenance/status", json={}, timeout=2).json()
+            url = f"http://{layout.zone_address(zone)}:{layout.ports['etcd']}/v3/maintenance/status"
+            status = httpx.post(url, json={}, timeout=2).json()
         except (httpx.HTTPError, ValueError):
             continue  # a frozen or dead member: ask the others
         names[status["header"]["member_id"]] = name
@@ -117,9 +119,9 @@ def etcd_leader(etcd_port: int) -> str:
     return names[leader]
 
 
-def database_ready(patroni_port: int) -> bool:
+def database_ready(layout: Layout) -> bool:
     """A leader and a synchronous standby: the Multi-AZ shape."""
-    roles = set(patroni_roles(patroni_port).values())
+    roles = set(patroni_roles(layout).values())
     return "leader" in roles and "sync_standby" in roles
 
 

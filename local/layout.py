@@ -34,8 +34,16 @@ DB_USER_WHEN_ROOT = "postgres"
 # state directory is deeper than this.
 MAX_SOCKET_DIR = 60
 
-ZONES: dict[str, str] = {"a": "127.0.1.1", "b": "127.0.2.1", "c": "127.0.3.1"}
-REGIONAL = "127.0.0.1"  # the load balancer, SQS/S3 and monitoring are regional
+ZONE_NAMES = ("a", "b", "c")
+# Without --zones every zone is a loopback address of this network namespace; the load balancer, SQS/S3 and
+# monitoring are regional, on 127.0.0.1.
+LOOPBACK_ZONES: dict[str, str] = {"a": "127.0.1.1", "b": "127.0.2.1", "c": "127.0.3.1"}
+LOOPBACK_REGIONAL = "127.0.0.1"
+# With --zones (local/zones.py) each zone is a network namespace on one bridge, in 10.213.<net_id>.0/24:
+# the bridge (the regional side, in this namespace) is .1, zone a .11, b .12, c .13. No route leads off the
+# machine: the namespaces have no default route and the root namespace forwards nothing from the bridge.
+ZONED_PREFIX = "10.213"
+ZONED_NETWORK = f"{ZONED_PREFIX}.0.0/16"
 # moto accepts any credentials; the service and the database's WAL archiver are given these.
 AWS_ENV = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
@@ -127,8 +135,36 @@ class Layout:
     # A base backup in the archive to build the database from instead of initdb (the disaster-recovery
     # rebuild, local/disaster.py); cleared once the rebuilt stack is up.
     bootstrap_backup: str | None = None
+    # Each zone in its own network namespace (`local up --zones`, root only); net_id numbers its subnet.
+    zoned: bool = False
+    net_id: int | None = None
 
     FILE = "stack.json"
+
+    # --- addresses ---------------------------------------------------------
+    @property
+    def zones(self) -> dict[str, str]:
+        """zone -> the address its servers listen on."""
+        if not self.zoned:
+            return dict(LOOPBACK_ZONES)
+        return {zone: f"{self._subnet}.{11 + i}" for i, zone in enumerate(ZONE_NAMES)}
+
+    def zone_address(self, zone: str) -> str:
+        return self.zones[zone]
+
+    @property
+    def regional(self) -> str:
+        """Where the regional servers listen, reachable from every zone (zoned: the bridge's address)."""
+        return f"{self._subnet}.1" if self.zoned else LOOPBACK_REGIONAL
+
+    @property
+    def client_network(self) -> str:
+        """The addresses the stack's own clients connect from (PostgreSQL's pg_hba)."""
+        return f"{self._subnet}.0/24" if self.zoned else "127.0.0.0/8"
+
+    @property
+    def _subnet(self) -> str:
+        return f"{ZONED_PREFIX}.{self.net_id}"
 
     # --- paths -------------------------------------------------------------
     @property
@@ -188,7 +224,7 @@ class Layout:
         return cls(**data)
 
     @classmethod
-    def create(cls, state_dir: Path, instances: int) -> Layout:
+    def create(cls, state_dir: Path, instances: int, zoned: bool = False) -> Layout:
         """A new layout for ``state_dir``: ports from the environment, fresh secrets."""
         state_dir = state_dir.resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -200,15 +236,24 @@ class Layout:
         if len(str(run_dir)) > MAX_SOCKET_DIR:
             run_dir = Path("/tmp") / f"pynomaly-local-{_digest(state_dir)}"
         names = ("postgres_password", "replication_password", "app_db_password", "api_key")
+        ports = ports_from_env()
         return cls(
             state_dir=state_dir,
             db_dir=db_dir,
             run_dir=run_dir,
             db_user=db_user,
-            ports=ports_from_env(),
+            ports=ports,
             secrets={n: secrets.token_urlsafe(24) for n in names},
             instances=instances,
+            zoned=zoned,
+            net_id=net_id_for(ports) if zoned else None,
         )
+
+
+def net_id_for(ports: Mapping[str, int]) -> int:
+    """A zoned stack's subnet number, from its load balancer's port: two stacks that can run side by side
+    (different ports) get different subnets, and the same ports always get the same one."""
+    return (ports["lb"] // 10) % 250 + 1
 
 
 def state_dir_from(option: Path | None) -> Path:

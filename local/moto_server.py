@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from werkzeug.serving import make_server
 
 from local.aws import ensure_resources, queue_depths, sqs
-from local.layout import REGIONAL, Layout
+from local.layout import Layout
 from local.programs import MOTO_HEALTH_PATH
 from local.wiring import Wiring
 from pynomaly_ops.metrics import QUEUE_IN_FLIGHT, QUEUE_VISIBLE
@@ -91,7 +91,7 @@ def serve(layout: Layout, stop: threading.Event) -> None:
     port = layout.ports["moto"]
     os.environ.setdefault("MOTO_PORT", str(port))  # as moto's own CLI does: some responses name the port
     app = ReadyGate(DomainDispatcherApplication(create_backend_app))
-    server = make_server(REGIONAL, port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(layout.regional, port, app, threaded=True, request_handler=MotoRequestHandler)
     threading.Thread(target=server.serve_forever, name="moto", daemon=True).start()
     started = time.monotonic()
     try:
@@ -102,8 +102,9 @@ def serve(layout: Layout, stop: threading.Event) -> None:
     app.ready.set()
     registry = CollectorRegistry()
     registry.register(QueueDepths(Wiring(layout)))
-    start_http_server(layout.ports["moto_metrics"], addr=REGIONAL, registry=registry)
-    print(f"moto on {REGIONAL}:{port}: queues and buckets in place ({time.monotonic() - started:.1f}s)", flush=True)
+    start_http_server(layout.ports["moto_metrics"], addr=layout.regional, registry=registry)
+    took = time.monotonic() - started
+    print(f"moto on {layout.regional}:{port}: queues and buckets in place ({took:.1f}s)", flush=True)
     while not stop.wait(1.0):
         pass
     server.shutdown()

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from local import aws, health, probes
-from local.layout import AWS_ENV, REGIONAL, Layout
+from local.layout import AWS_ENV, Layout
 from local.procs import holder, pids_under
 from local.programs import BARMAN_PACKAGE, PG_BIN, WAL_ARCHIVE_SERVER
 from local.recovery import COMMAND_TIMEOUT_S, RecoveryError, connect_superuser, run_tool
@@ -200,7 +200,7 @@ def _configure(data: Path, home: Path, port: int, wiring: Wiring, target_time: s
     """Make the restored directory recover to ``target_time`` and promote, as a server of its own: its own port
     and socket, no archiving into the live archive, no standby settings of the member it was copied from."""
     settings = {
-        "listen_addresses": REGIONAL,
+        "listen_addresses": wiring.layout.regional,
         "port": port,
         "unix_socket_directories": home / "run",
         "hba_file": data / "pg_hba.conf",
@@ -278,10 +278,10 @@ def restored_server(layout: Layout, wiring: Wiring, backup_id: str, target_time:
     database directory and on the ``pitr_restore`` port; yields its conninfo. Stopped and removed on the way
     out, whatever happened."""
     port = layout.ports["pitr_restore"]
-    if not health.port_free(REGIONAL, port):
+    if not health.port_free(layout.regional, port):
         raise RecoveryError(
-            f"{REGIONAL}:{port}, the restore's port, is taken by {holder(REGIONAL, port)}: a restore never shares"
-            " a port; if an interrupted drill left it, remove_restores ends it"
+            f"{layout.regional}:{port}, the restore's port, is taken by {holder(layout.regional, port)}:"
+            " a restore never shares a port; if an interrupted drill left it, remove_restores ends it"
         )
     root = own_dir(layout.db_dir / RESTORES, layout.db_user, 0o755)
     home = root / f"pitr-{secrets.token_hex(4)}"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from local import aws, health
-from local.layout import REGIONAL, ZONES, Layout
+from local.layout import Layout
 from local.programs import ETCD_MEMBERS, PATRONI_MEMBERS, REDIS_NODES, SENTINELS, patroni_program
 from local.recorders import (
     DEFAULT_RATE_PER_S,
@@ -55,7 +55,7 @@ def stack_outputs(state_dir: str | None = None) -> dict[str, Any]:
 # --- PostgreSQL and etcd ----------------------------------------------------------
 def patroni_leader(state_dir: str | None = None) -> str:
     """The Patroni member (``pg-a``, ``pg-b``) that is the PostgreSQL primary."""
-    leader = health.patroni_leader(_layout(state_dir).ports["patroni"])
+    leader = health.patroni_leader(_layout(state_dir))
     if leader is None:
         raise ProbeError("no running Patroni member holds the leader key")
     return leader
@@ -63,7 +63,7 @@ def patroni_leader(state_dir: str | None = None) -> str:
 
 def database_ready(state_dir: str | None = None) -> bool:
     """A leader and a synchronous standby: the Multi-AZ shape."""
-    return health.database_ready(_layout(state_dir).ports["patroni"])
+    return health.database_ready(_layout(state_dir))
 
 
 def postmaster_pid(member: str, state_dir: str | None = None) -> int | None:
@@ -77,13 +77,14 @@ def postmaster_pid(member: str, state_dir: str | None = None) -> int | None:
 
 def etcd_leader(state_dir: str | None = None) -> str:
     """The etcd member (``etcd-a``...) that leads the Raft group: the worst one to lose."""
-    return health.etcd_leader(_layout(state_dir).ports["etcd"])
+    return health.etcd_leader(_layout(state_dir))
 
 
 def etcd_healthy(state_dir: str | None = None) -> bool:
     """Every etcd member answers /health with 200 (it sees a leader: a quorum)."""
-    port = _layout(state_dir).ports["etcd"]
-    return all(health.http_ok(f"http://{ZONES[zone]}:{port}/health") for zone in ETCD_MEMBERS.values())
+    layout = _layout(state_dir)
+    port = layout.ports["etcd"]
+    return all(health.http_ok(f"http://{layout.zone_address(z)}:{port}/health") for z in ETCD_MEMBERS.values())
 
 
 def database_logs(state_dir: str | None = None, lines: int = 40) -> str:
@@ -103,7 +104,7 @@ def database_logs_on_timeout(state_dir: str | None = None) -> Iterator[None]:
 
 # --- Redis --------------------------------------------------------------------------
 def _sentinels(layout: Layout) -> list[tuple[str, int]]:
-    return [(ZONES[zone], layout.ports["sentinel"]) for zone in SENTINELS.values()]
+    return [(layout.zone_address(zone), layout.ports["sentinel"]) for zone in SENTINELS.values()]
 
 
 def redis_primary(state_dir: str | None = None) -> str:
@@ -119,7 +120,7 @@ def redis_primary_program(state_dir: str | None = None) -> str:
     layout = _layout(state_dir)
     primary = redis_primary(state_dir)
     for name, zone in REDIS_NODES.items():
-        if primary == f"{ZONES[zone]}:{layout.ports['redis']}":
+        if primary == f"{layout.zone_address(zone)}:{layout.ports['redis']}":
             return name
     raise ProbeError(f"the Redis primary {primary} is none of {sorted(REDIS_NODES)}")
 
@@ -128,7 +129,8 @@ def redis_role(name: str, state_dir: str | None = None) -> str:
     """``master`` or ``slave``, as the Redis node of program ``name`` says itself."""
     if name not in REDIS_NODES:
         raise ProbeError(f"{name!r} is not a Redis node; one of {sorted(REDIS_NODES)}")
-    client = health.redis_client(ZONES[REDIS_NODES[name]], _layout(state_dir).ports["redis"])
+    layout = _layout(state_dir)
+    client = health.redis_client(layout.zone_address(REDIS_NODES[name]), layout.ports["redis"])
     role = client.role()[0]
     return role.decode() if isinstance(role, bytes) else str(role)
 
@@ -136,7 +138,7 @@ def redis_role(name: str, state_dir: str | None = None) -> str:
 def redis_endpoint_writable(state_dir: str | None = None) -> bool:
     """A write through the primary endpoint (the load balancer's port) succeeds: replicas refuse writes."""
     layout = _layout(state_dir)
-    return bool(health.redis_client(REGIONAL, layout.ports["redis_writer"]).set("probe", "1"))
+    return bool(health.redis_client(layout.regional, layout.ports["redis_writer"]).set("probe", "1"))
 
 
 # --- processes and the load balancer ------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from local.layout import AWS_ENV, REGIONAL, ZONES, Layout
+from local.layout import AWS_ENV, ZONE_NAMES, Layout
 from pynomaly_ops.environment import environment
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -118,18 +118,17 @@ def binary(name: str) -> str:
 
 def zone_of(index: int) -> str:
     """Zones assigned round robin, like an ASG spreading over AZs."""
-    zones = sorted(ZONES)
-    return zones[index % len(zones)]
+    return ZONE_NAMES[index % len(ZONE_NAMES)]
 
 
 def etcd_client_urls(layout: Layout) -> list[str]:
-    return [f"{ZONES[zone]}:{layout.ports['etcd']}" for zone in ETCD_MEMBERS.values()]
+    return [f"{layout.zone_address(zone)}:{layout.ports['etcd']}" for zone in ETCD_MEMBERS.values()]
 
 
 def etcd_programs(layout: Layout) -> list[Program]:
     """A three-member etcd cluster, one member per zone, each on its zone's address."""
     p = layout.ports
-    peers = ",".join(f"{name}=http://{ZONES[zone]}:{p['etcd_peer']}" for name, zone in ETCD_MEMBERS.items())
+    peers = ",".join(f"{name}=http://{layout.zone_address(z)}:{p['etcd_peer']}" for name, z in ETCD_MEMBERS.items())
     return [
         Program(
             name=name,
@@ -137,17 +136,17 @@ def etcd_programs(layout: Layout) -> list[Program]:
                 "/usr/bin/etcd",
                 f"--name={name}",
                 f"--data-dir={layout.db_dir / name}",
-                f"--listen-client-urls=http://{ZONES[zone]}:{p['etcd']}",
-                f"--advertise-client-urls=http://{ZONES[zone]}:{p['etcd']}",
-                f"--listen-peer-urls=http://{ZONES[zone]}:{p['etcd_peer']}",
-                f"--initial-advertise-peer-urls=http://{ZONES[zone]}:{p['etcd_peer']}",
+                f"--listen-client-urls=http://{layout.zone_address(zone)}:{p['etcd']}",
+                f"--advertise-client-urls=http://{layout.zone_address(zone)}:{p['etcd']}",
+                f"--listen-peer-urls=http://{layout.zone_address(zone)}:{p['etcd_peer']}",
+                f"--initial-advertise-peer-urls=http://{layout.zone_address(zone)}:{p['etcd_peer']}",
                 f"--initial-cluster={peers}",
                 f"--initial-cluster-token=pynomaly-local-{layout.ports['etcd']}",
                 "--log-level=warn",
             ],
             package="etcd-server",
             phase=Phase.BASE,
-            address=ZONES[zone],
+            address=layout.zone_address(zone),
             port=p["etcd"],
             check=Check.HTTP,
             check_path="/health",  # 200 only while the member sees a leader: a quorum
@@ -167,7 +166,7 @@ def base_programs(layout: Layout) -> list[Program]:
             command=[sys.executable, "-m", "local.moto_server", "--state-dir", str(layout.state_dir)],
             package="moto[server] (PyPI, in the project's [local] extra)",
             phase=Phase.BASE,
-            address=REGIONAL,
+            address=layout.regional,
             port=p["moto"],
             check=Check.HTTP,
             check_path=MOTO_HEALTH_PATH,
@@ -178,7 +177,7 @@ def base_programs(layout: Layout) -> list[Program]:
             command=["/usr/sbin/haproxy", "-W", "-db", "-f", str(conf / "haproxy.cfg")],
             package="haproxy",
             phase=Phase.BASE,
-            address=REGIONAL,
+            address=layout.regional,
             port=p["lb_stats"],
             check=Check.HAPROXY,
             stop_signal="USR1",  # soft stop: finish in-flight requests
@@ -189,13 +188,13 @@ def base_programs(layout: Layout) -> list[Program]:
                 "/usr/bin/prometheus",
                 f"--config.file={conf / 'prometheus.yml'}",
                 f"--storage.tsdb.path={layout.state_dir / 'prometheus'}",
-                f"--web.listen-address={REGIONAL}:{p['prometheus']}",
+                f"--web.listen-address={layout.regional}:{p['prometheus']}",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
             ],
             package="prometheus",
             phase=Phase.BASE,
-            address=REGIONAL,
+            address=layout.regional,
             port=p["prometheus"],
             check=Check.HTTP,
             check_path="/-/ready",
@@ -204,7 +203,7 @@ def base_programs(layout: Layout) -> list[Program]:
             name="node-exporter",
             command=[
                 "/usr/bin/prometheus-node-exporter",
-                f"--web.listen-address={REGIONAL}:{p['node_exporter']}",
+                f"--web.listen-address={layout.regional}:{p['node_exporter']}",
                 "--collector.disable-defaults",
                 "--collector.cpu",
                 "--collector.meminfo",
@@ -213,7 +212,7 @@ def base_programs(layout: Layout) -> list[Program]:
             ],
             package="prometheus-node-exporter",
             phase=Phase.BASE,
-            address=REGIONAL,
+            address=layout.regional,
             port=p["node_exporter"],
             check=Check.HTTP,
             check_path="/metrics",
@@ -222,12 +221,12 @@ def base_programs(layout: Layout) -> list[Program]:
             name="redis-exporter",
             command=[
                 "/usr/bin/prometheus-redis-exporter",
-                f"-web.listen-address={REGIONAL}:{p['redis_exporter']}",
-                f"-redis.addr=redis://{ZONES['a']}:{p['redis']}",
+                f"-web.listen-address={layout.regional}:{p['redis_exporter']}",
+                f"-redis.addr=redis://{layout.zone_address('a')}:{p['redis']}",
             ],
             package="prometheus-redis-exporter",
             phase=Phase.BASE,
-            address=REGIONAL,
+            address=layout.regional,
             port=p["redis_exporter"],
             check=Check.HTTP,
             check_path="/metrics",
@@ -245,7 +244,7 @@ def _redis(layout: Layout, name: str, zone: str) -> Program:
         command=["/usr/bin/redis-server", str(layout.conf_dir / f"{name}.conf")],
         package="redis-server",
         phase=Phase.BASE,
-        address=ZONES[zone],
+        address=layout.zone_address(zone),
         port=layout.ports["redis"],
         check=Check.REDIS,
         zone=zone,
@@ -258,7 +257,7 @@ def _sentinel(layout: Layout, name: str, zone: str) -> Program:
         command=["/usr/bin/redis-sentinel", str(layout.conf_dir / f"{name}.conf")],
         package="redis-sentinel",
         phase=Phase.BASE,
-        address=ZONES[zone],
+        address=layout.zone_address(zone),
         port=layout.ports["sentinel"],
         check=Check.SENTINEL,
         zone=zone,
@@ -266,7 +265,7 @@ def _sentinel(layout: Layout, name: str, zone: str) -> Program:
 
 
 def _postgres_exporter(layout: Layout, member: str, zone: str) -> Program:
-    addr, p = ZONES[zone], layout.ports
+    addr, p = layout.zone_address(zone), layout.ports
     dsn = (
         f"postgresql://postgres:{layout.secrets['postgres_password']}@{addr}:{p['postgres']}/postgres"
         "?sslmode=disable&connect_timeout=2"
@@ -310,7 +309,7 @@ def database_programs(layout: Layout) -> list[Program]:
             command=_patroni_command(layout, member),
             package="patroni",
             phase=Phase.DATABASE,
-            address=ZONES[zone],
+            address=layout.zone_address(zone),
             port=layout.ports["patroni"],
             check=Check.HTTP,
             check_path="/health",
@@ -330,7 +329,7 @@ def api_program(layout: Layout, index: int, service_env: dict[str, str]) -> Prog
     name = f"api-{index}"
     port = layout.ports["api"] + index
     env = service_env | environment(
-        host=ZONES[zone],
+        host=layout.zone_address(zone),
         port=port,
         instance_id=name,
         # Detection inline (no process pool): in production each instance has its
@@ -343,7 +342,7 @@ def api_program(layout: Layout, index: int, service_env: dict[str, str]) -> Prog
         command=[sys.executable, "-m", "service.api"],
         package="the project's [service] extra (pip install -e '.[local]')",
         phase=Phase.APP,
-        address=ZONES[zone],
+        address=layout.zone_address(zone),
         port=port,
         check=Check.HTTP,
         check_path="/health",
@@ -357,13 +356,14 @@ def api_program(layout: Layout, index: int, service_env: dict[str, str]) -> Prog
 def worker_program(layout: Layout, index: int, service_env: dict[str, str]) -> Program:
     zone = zone_of(index)
     port = layout.ports["worker_metrics"] + index
-    env = service_env | environment(host=ZONES[zone], worker_metrics_port=port, instance_id=f"worker-{index}")
+    host = layout.zone_address(zone)
+    env = service_env | environment(host=host, worker_metrics_port=port, instance_id=f"worker-{index}")
     return Program(
         name=f"worker-{index}",
         command=[sys.executable, "-m", "service.worker"],
         package="the project's [service] extra (pip install -e '.[local]')",
         phase=Phase.APP,
-        address=ZONES[zone],
+        address=layout.zone_address(zone),
         port=port,
         check=Check.HTTP,
         check_path="/metrics",

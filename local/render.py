@@ -11,7 +11,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from local.layout import MARKER_ENV, REGIONAL, STACK, ZONES, Layout
+from local.layout import MARKER_ENV, STACK, Layout
 from local.programs import (
     FLEET_GROUP,
     PATRONI_LOOP_WAIT_S,
@@ -72,8 +72,8 @@ def refresh_live_configs(layout: Layout, programs: list[Program]) -> list[str]:
     return changed
 
 
-def _node(name: str, zone: str, directory: Path, **extra: object) -> dict[str, object]:
-    return {"name": name, "address": ZONES[zone], "dir": directory, **extra}
+def _node(layout: Layout, name: str, zone: str, directory: Path, **extra: object) -> dict[str, object]:
+    return {"name": name, "address": layout.zone_address(zone), "dir": directory, **extra}
 
 
 def own_dir(path: Path, owner: str | None, mode: int = 0o700) -> Path:
@@ -114,11 +114,11 @@ def haproxy_cfg(layout: Layout, app: list[Program]) -> str:
         "haproxy.cfg.j2",
         layout=layout,
         ports=layout.ports,
-        regional=REGIONAL,
+        regional=layout.regional,
         fleet_backend=FLEET_GROUP,
         app_servers=[p for p in app if p.group == FLEET_GROUP],
-        pg_members=[{"name": m, "address": ZONES[z]} for m, z in PATRONI_MEMBERS.items()],
-        redis_nodes=[{"name": n, "address": ZONES[z]} for n, z in REDIS_NODES.items()],
+        pg_members=[{"name": m, "address": layout.zone_address(z)} for m, z in PATRONI_MEMBERS.items()],
+        redis_nodes=[{"name": n, "address": layout.zone_address(z)} for n, z in REDIS_NODES.items()],
     )
 
 
@@ -157,9 +157,10 @@ def write_patroni(layout: Layout) -> None:
     for member, zone in PATRONI_MEMBERS.items():
         text = render(
             "patroni.yml.j2",
-            member=_node(member, zone, layout.member_dir(member)),
+            member=_node(layout, member, zone, layout.member_dir(member)),
             ports=layout.ports,
             etcd_hosts=etcd_client_urls(layout),
+            client_network=layout.client_network,
             pg_bin=PG_BIN,
             secrets=layout.secrets,
             db=load().database,
@@ -173,19 +174,19 @@ def write_patroni(layout: Layout) -> None:
 def write_redis(layout: Layout) -> None:
     """Fresh replication topology: redis-a primary, redis-b its replica; the
     Sentinels learn the rest. Only called when nothing is running."""
-    primary = ZONES[next(iter(REDIS_NODES.values()))]
+    primary = layout.zone_address(next(iter(REDIS_NODES.values())))
     for name, zone in REDIS_NODES.items():
         d = layout.state_dir / "redis" / name
         d.mkdir(parents=True, exist_ok=True)
-        replica_of = "" if ZONES[zone] == primary else primary
-        node = _node(name, zone, d, replica_of=replica_of)
+        replica_of = "" if layout.zone_address(zone) == primary else primary
+        node = _node(layout, name, zone, d, replica_of=replica_of)
         write(layout.conf_dir / f"{name}.conf", render("redis.conf.j2", node=node, ports=layout.ports))
     for name, zone in SENTINELS.items():
         d = layout.state_dir / "redis" / name
         d.mkdir(parents=True, exist_ok=True)
         text = render(
             "sentinel.conf.j2",
-            node=_node(name, zone, d),
+            node=_node(layout, name, zone, d),
             ports=layout.ports,
             master_name=SENTINEL_MASTER,
             primary_address=primary,
@@ -205,16 +206,16 @@ def write_prometheus(layout: Layout, programs: list[Program]) -> None:
     text = render(
         "prometheus.yml.j2",
         stack=STACK,
-        regional=REGIONAL,
+        regional=layout.regional,
         ports=p,
         rules_file=layout.conf_dir / "rules.yml",
         api_targets_file=layout.conf_dir / "api-targets.json",
         worker_targets=[f"{x.address}:{x.port}" for x in programs if x.name.startswith("worker-")],
-        patroni_targets=[f"{ZONES[z]}:{p['patroni']}" for z in PATRONI_MEMBERS.values()],
+        patroni_targets=[f"{layout.zone_address(z)}:{p['patroni']}" for z in PATRONI_MEMBERS.values()],
         postgres_exporter_targets=[
             f"{by_name[n].address}:{by_name[n].port}" for n in by_name if n.startswith("postgres-exporter-")
         ],
-        redis_targets=[f"{ZONES[z]}:{p['redis']}" for z in REDIS_NODES.values()],
+        redis_targets=[f"{layout.zone_address(z)}:{p['redis']}" for z in REDIS_NODES.values()],
     )
     write(layout.conf_dir / "prometheus.yml", text)
 

@@ -18,7 +18,7 @@ from local import health, render
 from local.aws import ensure_resources
 from local.database import ensure_app_database
 from local.haproxy import HAProxy
-from local.layout import REGIONAL, ZONES, Layout, state_dir_from
+from local.layout import Layout, state_dir_from
 from local.procs import holder, kill_all, listeners, stack_pids
 from local.programs import (
     BARMAN_BIN,
@@ -118,14 +118,14 @@ class Stack:
         # service's instances import their libraries.
         self._wait(
             "PostgreSQL primary",
-            lambda: "leader" in health.patroni_roles(self.layout.ports["patroni"]).values(),
+            lambda: "leader" in health.patroni_roles(self.layout).values(),
             timeout_s,
             "patroni-a",
         )
 
     def _provision(self, moto: Program) -> None:
         """The Multi-AZ shape, then the application's database, queues and buckets."""
-        ready = lambda: health.database_ready(self.layout.ports["patroni"])  # noqa: E731
+        ready = lambda: health.database_ready(self.layout)  # noqa: E731
         self._wait("PostgreSQL leader + synchronous standby", ready, PHASE_TIMEOUT_S[Phase.DATABASE], "patroni-a")
         self._wait("S3/SQS stand-in", lambda: health.probe(moto), PHASE_TIMEOUT_S[Phase.BASE], "moto")
         # The leader's role shows before its promotion completes: retry until writable.
@@ -254,15 +254,15 @@ class Stack:
         """Cluster roles for the status table: Patroni role, Redis role, LB state."""
         roles: dict[str, str] = {}
         try:
-            for member, role in health.patroni_roles(self.layout.ports["patroni"]).items():
+            for member, role in health.patroni_roles(self.layout).items():
                 roles[patroni_program(member)] = role
         except ConnectionError:
             pass
-        sentinels = [(a, self.layout.ports["sentinel"]) for a in ZONES.values()]
+        sentinels = self.wiring.sentinels
         primary = health.redis_primary(sentinels)
         if primary:
             for name in ("redis-a", "redis-b"):
-                zone_addr = ZONES[name[-1]]
+                zone_addr = self.layout.zone_address(name[-1])
                 roles[name] = "primary" if primary[0] == zone_addr else "replica"
         with contextlib.suppress(OSError):
             roles |= {n: f"lb:{s}" for n, s in self.haproxy.server_status().items()}
@@ -380,9 +380,10 @@ def bound_ports(layout: Layout, programs: list[Program]) -> list[tuple[str, str,
     """(name, address, port) of every socket the stack listens on."""
     p = layout.ports
     ports = [(prog.name, prog.address, prog.port) for prog in programs]
-    ports += [(name, REGIONAL, p[name]) for name in ("lb", "db_writer", "db_reader", "redis_writer", "redis_reader")]
-    ports += [(f"{name}-peer", ZONES[zone], p["etcd_peer"]) for name, zone in ETCD_MEMBERS.items()]
-    ports += [(f"postgres-{z}", ZONES[z], p["postgres"]) for z in PATRONI_MEMBERS.values()]
+    endpoints = ("lb", "db_writer", "db_reader", "redis_writer", "redis_reader")
+    ports += [(name, layout.regional, p[name]) for name in endpoints]
+    ports += [(f"{name}-peer", layout.zone_address(zone), p["etcd_peer"]) for name, zone in ETCD_MEMBERS.items()]
+    ports += [(f"postgres-{z}", layout.zone_address(z), p["postgres"]) for z in PATRONI_MEMBERS.values()]
     return ports
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shlex
 
-from local.layout import AWS_ENV, REGIONAL, STACK, ZONES, Layout
+from local.layout import AWS_ENV, STACK, Layout
 from local.programs import (
     BARMAN_BIN,
     FLEET_GROUP,
@@ -50,7 +50,7 @@ class Wiring:
     # --- endpoints ---------------------------------------------------------
     @property
     def aws_endpoint_url(self) -> str:
-        return f"http://{REGIONAL}:{self.ports['moto']}"
+        return f"http://{self.layout.regional}:{self.ports['moto']}"
 
     @property
     def queue_names(self) -> tuple[str, str]:
@@ -91,7 +91,7 @@ class Wiring:
 
     @property
     def db_members(self) -> list[str]:
-        return [ZONES[zone] for zone in PATRONI_MEMBERS.values()]
+        return [self.layout.zone_address(zone) for zone in PATRONI_MEMBERS.values()]
 
     def db_dsn(self, user: str = APP_DB_USER, password: str | None = None, dbname: str = APP_DB) -> str:
         """libpq multi-host conninfo: the client finds the writable member itself."""
@@ -109,14 +109,15 @@ class Wiring:
         refuses the connection (a database it has not replayed yet) instead of trying the next host.
         ``with_password`` off is for a command line (give it in PGPASSWORD: argv is readable by every user)."""
         secret = f"password={password} " if with_password else ""
-        return f"host={REGIONAL} port={self.ports['db_writer']} dbname={dbname} user={user} {secret}connect_timeout=3"
+        host, port = self.layout.regional, self.ports["db_writer"]
+        return f"host={host} port={port} dbname={dbname} user={user} {secret}connect_timeout=3"
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:
-        return [(ZONES[zone], self.ports["sentinel"]) for zone in SENTINELS.values()]
+        return [(self.layout.zone_address(zone), self.ports["sentinel"]) for zone in SENTINELS.values()]
 
     def regional(self, port_name: str) -> str:
-        return f"{REGIONAL}:{self.ports[port_name]}"
+        return f"{self.layout.regional}:{self.ports[port_name]}"
 
     # --- the service -------------------------------------------------------
     def service_env(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ import yaml
 from conftest import assert_covers_every_threshold
 
 from local import render
-from local.layout import SHARED_DB_ROOT, ZONES, Layout, ports_from_env, traversable_by
+from local.layout import SHARED_DB_ROOT, Layout, ports_from_env, traversable_by
 from local.programs import Phase, Program, base_programs
 from local.rules import _expression, rules
 from local.stack import StackError, bound_ports, check_binaries, check_ports
@@ -56,7 +56,7 @@ def test_a_taken_port_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("PYNOMALY_LOCAL_PORT_OFFSET", "2000")
     layout = Layout.create(tmp_path / "s", instances=1)
     with socket.socket() as s:
-        s.bind((ZONES["a"], layout.ports["redis"]))
+        s.bind((layout.zone_address("a"), layout.ports["redis"]))
         s.listen()
         with pytest.raises(StackError, match=rf"127\.0\.1\.1:{layout.ports['redis']} \(redis-a\) is taken by pid"):
             check_ports(bound_ports(layout, base_programs(layout)))
