@@ -7,12 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local.recorders import RequestRecord, error_rate_percent, outage_windows, p95_latency_s
+from local.recorders import (
+    RequestRecord,
+    WriteAttempt,
+    error_rate_percent,
+    outage_windows,
+    p95_latency_s,
+    write_outage,
+)
 from pynomaly_ops.alarms import SERVICE_DOWN
 from pynomaly_ops.baselines import Baselines
 
 WINDOW_S = 5.0  # the rolling window p95 and error rate are plotted and judged over
 FAULT = "fault injected"
+# A lost zone coming back: what happens after it (a second outage?) is measured apart from the fault's.
+ZONE_BACK = ("zone healed", "zone powered on")
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,14 @@ def user_recovery_s(records: list[RequestRecord], since: float) -> float:
     return 0.0 if not after else max(0.0, after[-1]["start_at"] + after[-1]["seconds"] - since)
 
 
+def _write_outage_since(run_dir: Path, since: float) -> float:
+    """The first write outage that starts after ``since`` (0: none), from the drill's writes.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "writes.jsonl").read_text().splitlines() if line]
+    fields = ("id", "t", "at", "latency_s", "error")
+    after = [WriteAttempt(**{k: r[k] for k in fields}) for r in rows if r["at"] >= since]
+    return write_outage(after)["seconds"] or 0.0
+
+
 def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
     """Every figure a drill's objectives and report use."""
     rec = Records.read(run_dir)
@@ -101,6 +118,9 @@ def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
         m["writes_lost"] = writes["lost_writes"]
         m["writes_lost_window_s"] = writes.get("lost_window_s")
         m["write_outage_s"] = writes["outage"]["seconds"] or 0.0  # None: no write failed
+        back_at = next((at for e in ZONE_BACK if (at := rec.event_at(e)) is not None), None)
+        if back_at is not None:
+            m["write outage after the zone came back (s)"] = _write_outage_since(run_dir, back_at)
     for event in rec.session["events"]:  # figures the experiment's own waits measured
         detail = event.get("detail")
         if isinstance(detail, dict):

@@ -62,19 +62,31 @@ def recover(
     return result
 
 
-def act(action: str, arguments: dict[str, Any] | None = None, event: str | None = None) -> dict[str, Any]:
+def act(
+    action: str,
+    arguments: dict[str, Any] | None = None,
+    event: str | None = None,
+    from_events: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run ``local.faults.<action>`` as a recovery step (a rollback, a procedure), marked as ``event``."""
-    result = getattr(faults, action)(**(arguments or {}))
+    extra = _from_events(from_events) if from_events else {}
+    result = getattr(faults, action)(**(arguments or {}), **extra)
     if session._SESSION is not None:
         session.mark(event or action, result)
     return result
 
 
-def await_(probe: str, event: str, arguments: dict[str, Any] | None = None, since_event: str = FAULT) -> dict[str, Any]:
+def await_(
+    probe: str,
+    event: str,
+    arguments: dict[str, Any] | None = None,
+    since_event: str = FAULT,
+    from_events: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Run the deadline-bounded wait ``local.probes.<probe>``, timed from ``since_event`` (the fault by
-    default); mark it as ``event``."""
+    default); mark it as ``event``. ``from_events`` passes what earlier steps returned (see :func:`recover`)."""
     wait = getattr(probes, probe)
-    kwargs = dict(arguments or {})
+    kwargs = dict(arguments or {}) | _from_events(from_events)
     since = next((e["at"] for e in session.current().events if e["event"] == since_event), None)
     if "since" in inspect.signature(wait).parameters and since is not None:
         kwargs.setdefault("since", since)

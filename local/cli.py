@@ -33,17 +33,27 @@ def _say(message: str) -> None:
     err_console.print(f"[green]✓[/] {message}")
 
 
-def _open(state_dir: Path | None, create: bool = False):
+def _open(state_dir: Path | None, create: bool = False, zoned: bool | None = None):
     try:
-        return open_stack(state_dir_from(state_dir), _say, create=create)
+        return open_stack(state_dir_from(state_dir), _say, create=create, zoned=zoned)
     except (StackError, LayoutError) as exc:
         _fail(exc)
 
 
 @app.command()
-def up(state_dir: StateOption = None) -> None:
+def up(
+    state_dir: StateOption = None,
+    zones: Annotated[
+        bool,
+        typer.Option(
+            "--zones",
+            help="Each zone in its own network namespace (root only): what the AZ drills need. A stack keeps the"
+            " shape it was made with.",
+        ),
+    ] = False,
+) -> None:
     """Start every piece (idempotent) and wait until all are healthy."""
-    stack = _open(state_dir, create=True)
+    stack = _open(state_dir, create=True, zoned=True if zones else None)
     try:
         with err_console.status("bringing the local stack up..."):
             seconds = stack.up()
@@ -62,11 +72,16 @@ def status(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("name", "zone", "address", "state", "pid", "health", "role")
+    zoned = any(r["link"] != "-" for r in rows)
+    table = Table("name", "zone", *(["link"] if zoned else []), "address", "state", "pid", "health", "role")
     for r in rows:
         mark = "[green]ok[/]" if r["healthy"] else "[red]failing[/]"
-        table.add_row(r["name"], r["zone"], r["address"], r["state"], str(r["pid"] or "-"), mark, r["role"])
+        link = [r["link"]] if zoned else []
+        table.add_row(r["name"], r["zone"], *link, r["address"], r["state"], str(r["pid"] or "-"), mark, r["role"])
     console.print(table)
+    if zoned:
+        links = {r["zone"]: r["link"] for r in rows if r["zone"] != "-"}
+        console.print("zones: " + ", ".join(f"{z} {state}" for z, state in sorted(links.items())))
     if not all(r["healthy"] for r in rows):
         raise typer.Exit(1)
 

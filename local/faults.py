@@ -9,9 +9,13 @@ saying what it did, with the wall-clock ``time`` of the fault (pass it as ``sinc
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +26,10 @@ from psycopg import sql
 from local import aws, health, pitr, probes, recovery, render
 from local.procs import kill_all, stack_pids
 from local.programs import PATRONI_MEMBERS, Program, api_program, patroni_program
+from local.recorders import WriteRecorder
 from local.stack import Stack, running_stack
+from local.waiting import Timeout, wait_for
+from local.wiring import APP_DB, APP_DB_USER, DEAD_PEER_DETECTION
 from pynomaly_ops.environment import environment
 
 
@@ -307,3 +314,151 @@ def destroy_stack(state_dir: str | None = None) -> dict[str, Any]:
         raise FaultError(f"processes of the stack survived SIGKILL: {survivors}")
     stack.purge()
     return {"name": str(stack.layout.state_dir), "processes_killed": len(pids), "time": at}
+
+
+# --- availability zones (a zoned stack: `local up --zones`) -------------------------------------------
+SPLIT_BRAIN_TABLE = "drill_split_brain"
+SPLIT_BRAIN_STOP_S = 40  # a write hanging on the old primary ends with its demotion, or at the writer's cap
+
+
+def _zoned(state_dir: str | None) -> Stack:
+    stack = running_stack(state_dir)
+    if not stack.layout.zoned:
+        raise FaultError(
+            "this local stack has no zones to break: the AZ faults need `pynomaly-ops local up --zones` (as root;"
+            " an existing unzoned stack first needs `local down --purge`)"
+        )
+    return stack
+
+
+def _zone_and_member(zone: str | None, state_dir: str | None) -> tuple[str, str | None]:
+    """The zone asked for, else the database primary's (the worst to lose); and its database member, if any."""
+    if zone is None:
+        try:
+            zone = PATRONI_MEMBERS[probes.patroni_leader(state_dir)]
+        except (probes.ProbeError, ConnectionError) as exc:
+            raise FaultError(f"no primary to find the zone of: {exc}") from None
+    member = next((m for m, z in PATRONI_MEMBERS.items() if z == zone), None)
+    return zone, member
+
+
+def _split_brain_dir(stack: Stack) -> Path:
+    return stack.layout.run_dir / "split-brain"
+
+
+def _start_split_brain_writer(stack: Stack, zone: str) -> int:
+    """A client in ``zone`` writing straight to the zone's member (any role), running before the cut."""
+    layout = stack.layout
+    d = _split_brain_dir(stack)
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    dsn = (
+        f"host={layout.zone_address(zone)} port={layout.ports['postgres']} dbname={APP_DB} user={APP_DB_USER}"
+        f" target_session_attrs=any connect_timeout=2 {DEAD_PEER_DETECTION}"
+    )
+    out = d / "attempts.jsonl"
+    command = [sys.executable, "-m", "local.split_brain", "--dsn", dsn, "--table", SPLIT_BRAIN_TABLE, "--out", str(out)]
+    env = os.environ | {"PGPASSWORD": layout.secrets["app_db_password"]}
+    with (d / "writer.log").open("w") as log:
+        process = subprocess.Popen(stack.zones.enter(zone, command), env=env, stdout=log, stderr=log)
+    (d / "pid").write_text(f"{process.pid}\n")
+    try:
+        wait_for("the split-brain writer's first writes", lambda: Path(f"{out}.ready").exists() or process.poll(), 30)
+    except Timeout:
+        process.kill()
+        raise FaultError(
+            f"the split-brain writer wrote nothing in 30s: {(d / 'writer.log').read_text()[-500:]}"
+        ) from None
+    if process.poll() is not None:
+        raise FaultError(f"the split-brain writer exited: {(d / 'writer.log').read_text()[-500:]}")
+    return process.pid
+
+
+def partition_zone(zone: str | None = None, split_brain: bool = True, state_dir: str | None = None) -> dict[str, Any]:
+    """Cut ``zone`` (default: the database primary's) off the network: its cable down, everything inside
+    running. With ``split_brain``, a client inside the zone keeps writing to the zone's member through the cut
+    (count it with :func:`stop_split_brain_writes`). Returns the zone and its ``member``."""
+    stack = _zoned(state_dir)
+    zone, member = _zone_and_member(zone, state_dir)
+    writer = _start_split_brain_writer(stack, zone) if split_brain and member else None
+    stack.zones.cut(zone)
+    at = time.time()
+    if writer is not None:
+        (_split_brain_dir(stack) / "cut_at").write_text(f"{at}\n")
+    return {"name": f"zone {zone}", "zone": zone, "member": member, "split_brain_writer": writer, "time": at}
+
+
+def heal_zone(zone: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
+    """Cable ``zone`` back (default: every cut zone). Idempotent: a rollback. Returns the leader at the heal."""
+    stack = _zoned(state_dir)
+    zones = [zone] if zone else [z for z in stack.layout.zones if stack.zones.link_state(z) == "cut"]
+    for z in zones:
+        stack.zones.heal(z)
+    at = time.time()
+    try:
+        leader = probes.patroni_leader(state_dir)
+    except (probes.ProbeError, ConnectionError):
+        leader = None
+    return {"healed": zones, "leader": leader, "time": at}
+
+
+def power_off_zone(zone: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
+    """An AZ power interruption: every process in ``zone`` (default: the database primary's) SIGKILLed at
+    once and its cable down; the supervisor's restarts wait for :func:`power_on_zone`."""
+    stack = _zoned(state_dir)
+    zone, member = _zone_and_member(zone, state_dir)
+    killed = stack.zones.power_off(zone)
+    return {
+        "name": f"zone {zone}",
+        "zone": zone,
+        "member": member,
+        "processes_killed": len(killed),
+        "time": time.time(),
+    }
+
+
+def power_on_zone(zone: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
+    """Power back (default: every zone that is off). Idempotent: a rollback; the zone's servers then start."""
+    stack = _zoned(state_dir)
+    zones = [zone] if zone else [z for z in stack.layout.zones if stack.zones.link_state(z) == "powered off"]
+    for z in zones:
+        stack.zones.power_on(z)
+    return {"powered_on": zones, "time": time.time()}
+
+
+def stop_split_brain_writes(count: bool = True, state_dir: str | None = None) -> dict[str, Any]:
+    """Stop the split-brain writer (idempotent: a rollback) and, with ``count``, once the cluster is whole
+    again: how many of its writes started after the cut were acknowledged, and how many survive."""
+    stack = _zoned(state_dir)
+    d = _split_brain_dir(stack)
+    if not (d / "pid").exists():
+        return {"stopped": False, "figures": {}}
+    pid = int((d / "pid").read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(Timeout):
+        wait_for("the split-brain writer to stop", lambda: _gone(pid), SPLIT_BRAIN_STOP_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    (d / "pid").unlink()
+    if not count:
+        return {"stopped": True, "figures": {}}
+    cut_at = float((d / "cut_at").read_text())
+    attempts = [json.loads(line) for line in (d / "attempts.jsonl").read_text().splitlines() if line]
+    during = [a for a in attempts if a["at"] >= cut_at]
+    recorder = WriteRecorder(stack.wiring.db_dsn(), SPLIT_BRAIN_TABLE)
+    surviving = {a["id"] for a in during} & recorder.stored_ids()
+    recorder.drop_table()
+    figures = {
+        "split-brain writes acknowledged": sum(a["ok"] for a in during),
+        "split-brain writes surviving": len(surviving),
+    }
+    return {"stopped": True, "attempts_during_cut": len(during), "figures": figures, "time": time.time()}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it
+        return waited == pid
+    except ChildProcessError:  # started by another process (a rollback in a new run)
+        return not Path(f"/proc/{pid}").exists()

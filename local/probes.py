@@ -208,6 +208,38 @@ def wait_for_new_database_primary(
     return {"leader": leader, "old": old, "seconds": elapsed()}
 
 
+def wait_for_zone_rejoined(
+    zone: str,
+    timeout_s: float = 120,
+    since: float | None = None,
+    leader: str | None = None,
+    state_dir: str | None = None,
+) -> dict[str, Any]:
+    """Until ``zone`` is whole again after a cut or a power loss: each of its servers healthy, the database a
+    leader and a synchronous standby, every API instance in the load balancer. ``figures`` count the changes
+    of database leader seen meanwhile, from ``leader`` (the one at the heal)."""
+    stack = running_stack(state_dir)
+    elapsed, layout = _clock(since), stack.layout
+    programs = [p for p in stack.programs() if p.zone == zone]
+    leaders = [leader] if leader else []
+
+    def whole() -> bool:
+        now = health.patroni_leader(layout)
+        if now and (not leaders or leaders[-1] != now):
+            leaders.append(now)
+        return (
+            all(health.probe(p, stack.haproxy.ok) for p in programs)
+            and health.database_ready(layout)
+            and instance_count(state_dir, "UP") == layout.instances
+        )
+
+    with database_logs_on_timeout(state_dir):
+        wait_for(f"zone {zone} back: its servers, the database's Multi-AZ shape, every instance", whole, timeout_s, 1.0)
+    changes = max(0, len(leaders) - 1)
+    return {"zone": zone, "leader": leaders[-1] if leaders else None, "seconds": elapsed(),
+            "figures": {"leader changes on heal": changes}}  # fmt: skip
+
+
 def wait_for_new_redis_primary(
     old: str, timeout_s: float = 30, since: float | None = None, state_dir: str | None = None
 ) -> dict[str, Any]:

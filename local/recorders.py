@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from local import zones
 from local.waiting import wait_for
 
 DEFAULT_RATE_PER_S = 20.0
@@ -57,12 +58,13 @@ class RecorderError(RuntimeError):
 
 # --- loopback only ----------------------------------------------------------------
 def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 or ``localhost``; names are not resolved (a name could point anywhere)."""
+    """127.0.0.0/8, ::1, ``localhost``, or an address of the zones of a zoned local stack on this machine (its
+    own network namespaces, local/zones.py); names are not resolved (a name could point anywhere)."""
     host = host.strip().strip("[]").lower()
     if host in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host).is_loopback or zones.is_project_address(host)
     except ValueError:
         return False
 
@@ -73,7 +75,8 @@ def ensure_loopback_url(url: str) -> str:
         raise NotLoopbackError(f"refusing {url!r}: not an http(s) URL with a host")
     if not is_loopback_host(parts.hostname):
         raise NotLoopbackError(
-            f"refusing {url!r}: host {parts.hostname!r} is not a loopback address (127.0.0.0/8, ::1, localhost); "
+            f"refusing {url!r}: host {parts.hostname!r} is not a loopback address (127.0.0.0/8, ::1, localhost) "
+            "nor one of a zoned local stack's; "
             "this machine's rules forbid traffic elsewhere"
         )
     return url

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from local import zones
 from local.layout import MARKER_ENV, STACK, Layout
 from local.programs import (
     FLEET_GROUP,
@@ -233,7 +234,7 @@ def write_api_targets(layout: Layout, programs: list[Program]) -> None:
 
 def write_program(layout: Layout, program: Program) -> Path:
     path = layout.programs_dir / f"{program.name}.conf"
-    write(path, render("program.conf.j2", p=program, log_dir=layout.log_dir), 0o600)
+    write(path, render("program.conf.j2", p=zones.confine(layout, program), log_dir=layout.log_dir), 0o600)
     return path
 
 

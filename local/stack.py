@@ -38,6 +38,7 @@ from local.programs import (
 from local.supervisor import Supervisor, log_tail
 from local.waiting import Timeout, wait_for
 from local.wiring import Wiring
+from local.zones import ZoneError, Zones
 from pynomaly_ops.baselines import load
 
 PHASE_TIMEOUT_S = {Phase.BASE: 30, Phase.DATABASE: 60, Phase.APP: 60}
@@ -71,8 +72,17 @@ class Stack:
     def haproxy(self) -> HAProxy:
         return HAProxy(self.layout.haproxy_socket)
 
+    @property
+    def zones(self) -> Zones:
+        return Zones(self.layout)
+
     def programs(self) -> list[Program]:
         return all_programs(self.layout, self.wiring.service_env())
+
+    def _in_this_namespace(self, sockets: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """The sockets this namespace can check: a zone's live in its own (made fresh, or emptied of orphans)."""
+        zonal = set(self.layout.zones.values()) if self.layout.zoned else set()
+        return [s for s in sockets if s[1] not in zonal]
 
     # --- up ----------------------------------------------------------------
     def up(self, restore: Callable[[Stack], object] | None = None) -> float:
@@ -83,6 +93,12 @@ class Stack:
         started = time.monotonic()
         programs = self.programs()
         check_binaries(programs)
+        if self.layout.zoned:
+            try:
+                made = self.zones.create()
+            except ZoneError as exc:
+                raise StackError(str(exc)) from None
+            self.say(f"zones a, b, c on bridge {self.zones.bridge}: {', '.join(made) or 'already in place'}")
         self._prepare(programs)
         # Start early, wait late: the service retries its database and queue, so
         # its slow imports overlap the standby's copy and the other servers' start.
@@ -141,7 +157,7 @@ class Stack:
             if survivors:
                 raise StackError(f"could not end processes of a previous run: {survivors}; kill them and retry")
         self._clear_stale_files()
-        check_ports(bound_ports(self.layout, programs))
+        check_ports(self._in_this_namespace(bound_ports(self.layout, programs)))
         render.render_all(self.layout, programs)
         self.supervisor.start()
         self.say("supervisord started")
@@ -233,6 +249,7 @@ class Stack:
         sup = self.supervisor
         info = sup.info() if sup.running() else {}
         roles = self._roles()
+        links = {z: self.zones.link_state(z) for z in self.layout.zones} if self.layout.zoned else {}
         rows = []
         for p in self.programs():
             state = info.get(p.name, {})
@@ -241,6 +258,7 @@ class Stack:
                 {
                     "name": p.name,
                     "zone": p.zone or "-",
+                    "link": links.get(p.zone, "-"),
                     "address": f"{p.address}:{p.port}",
                     "state": state.get("statename", "STOPPED" if info else "DOWN"),
                     "pid": state.get("pid") or None,
@@ -271,6 +289,8 @@ class Stack:
     # --- down --------------------------------------------------------------
     def down(self, purge: bool = False) -> None:
         sup = self.supervisor
+        if self.layout.zoned:
+            self._reconnect_zones()
         if sup.running():
             pid = sup.pid()
             self._stop_databases()
@@ -284,8 +304,22 @@ class Stack:
             self.say(f"ending {len(leftovers)} leftover process(es)")
             kill_all(list(leftovers))
         self.verify_down()
+        if self.layout.zoned:
+            try:
+                removed = self.zones.remove()
+            except ZoneError as exc:
+                raise StackError(str(exc)) from None
+            self.say(f"zones removed: {', '.join(removed) or 'none was left'}")
         if purge:
             self.purge()
+
+    def _reconnect_zones(self) -> None:
+        """A cut zone is cabled back before the stop, so its primary can archive its last WAL; a powered-off
+        one stays off (its programs are only waiting to start)."""
+        for zone in self.layout.zones:
+            if self.zones.link_state(zone) == "cut":
+                self.zones.heal(zone)
+                self.say(f"zone {zone} reconnected for an orderly stop")
 
     def _stop_databases(self) -> None:
         """The service and the database members first, and until every postmaster has exited: a primary
@@ -302,7 +336,9 @@ class Stack:
 
     def verify_down(self) -> None:
         """Nothing of ours runs: checked by pid and by port."""
-        pids = stack_pids(self.layout)
+        pids = set(stack_pids(self.layout))
+        if self.layout.zoned:
+            pids |= {pid for zone in self.layout.zones for pid in self.zones.pids(zone)}
         ours = set(bound_ports(self.layout, self.programs()))
         taken = {ap: pid for ap, pid in listeners().items() if (ap[0], ap[1]) in {(a, p) for _, a, p in ours}}
         if pids or taken:
@@ -336,7 +372,7 @@ class Stack:
         """Start them all at once, then put each in the load balancer once healthy."""
         if not programs:
             return
-        check_ports([(p.name, p.address, p.port) for p in programs])
+        check_ports(self._in_this_namespace([(p.name, p.address, p.port) for p in programs]))
         for program in programs:
             render.write_program(self.layout, program)
             self.supervisor.add(program.name)
@@ -400,13 +436,22 @@ def check_ports(sockets: list[tuple[str, str, int]]) -> None:
         )
 
 
-def open_stack(state_dir: Path, say: Say = print, create: bool = False) -> Stack:
+def open_stack(state_dir: Path, say: Say = print, create: bool = False, zoned: bool | None = None) -> Stack:
+    """The stack recorded in ``state_dir`` (``create``: a new one if none is). ``zoned`` True/False: the stack
+    must have (not have) its zones in network namespaces; a recorded stack never changes shape."""
     layout = Layout.load(state_dir)
     if layout is None:
         if not create:
             raise StackError(f"no local stack in {state_dir}: `pynomaly-ops local up` creates one")
-        layout = Layout.create(state_dir, instances=load().scaling.instances_normal)
+        layout = Layout.create(state_dir, instances=load().scaling.instances_normal, zoned=bool(zoned))
         layout.save()
+    elif zoned is not None and zoned != layout.zoned:
+        has, wants = ("has", "without") if layout.zoned else ("has no", "with")
+        raise StackError(
+            f"the local stack in {state_dir} {has} zones in network namespaces, and its etcd and database members"
+            f" keep their addresses: to run it {wants} them, `pynomaly-ops local down --purge` (its data goes),"
+            f" then `local up{' --zones' if not layout.zoned else ''}`"
+        )
     return Stack(layout, say)
 
 

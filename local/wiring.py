@@ -25,6 +25,10 @@ from pynomaly_ops.settings import Storage as StorageSettings
 from pynomaly_ops.settings import schema
 
 APP_DB = "pynomaly"
+# A member cut off by a partition never resets its connections: without these a client waits on a half-open
+# one for the kernel's retransmissions (minutes). Keepalives find an idle connection dead in 4 s; an
+# unacknowledged write gives up after 3 s, and libpq's next connection finds the new primary.
+DEAD_PEER_DETECTION = "keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000"
 APP_DB_USER = "pynomaly"
 
 
@@ -100,7 +104,7 @@ class Wiring:
         ports = ",".join(str(self.ports["postgres"]) for _ in self.db_members)
         return (
             f"host={hosts} port={ports} dbname={dbname} user={user} password={password} "
-            "target_session_attrs=read-write connect_timeout=3"
+            f"target_session_attrs=read-write connect_timeout=3 {DEAD_PEER_DETECTION}"
         )
 
     def writer_dsn(self, user: str, password: str, dbname: str = APP_DB, with_password: bool = True) -> str:

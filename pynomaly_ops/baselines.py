@@ -227,6 +227,15 @@ class ConfigBackup(_Strict):
     files_differing: int = NonNegative
 
 
+class AzOutage(_Strict):
+    """A whole zone lost (cut off or powered off); its write outage and data loss are database_failover's."""
+
+    rejoin_s: float = Field(gt=0)
+    split_brain_writes: int = NonNegative
+    second_outage_s: float = NonNegative
+    leader_changes_on_heal: int = NonNegative
+
+
 class Recovery(_Strict):
     source: str
     database_failover: DatabaseFailover
@@ -242,6 +251,7 @@ class Recovery(_Strict):
     point_in_time: PointInTime
     disaster: Disaster
     config_backup: ConfigBackup
+    az_outage: AzOutage
     drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only
     abort_after_s: float = Field(gt=0)
 
