@@ -39,6 +39,7 @@ class Drill:
     fault: str  # the cause, as the incident report states it
     objectives: tuple[Objective, ...]
     targets: tuple[str, ...] = ("local",)
+    needs_zones: bool = False  # the zones in network namespaces of `local up --zones` (root)
 
     @property
     def experiment(self) -> Path:
@@ -384,6 +385,85 @@ RECOVERY_DRILLS += (
     ),
 )
 DRILLS += RECOVERY_DRILLS
+
+
+def _az_outage(*extra: Objective) -> tuple[Objective, ...]:
+    """What an AZ lost and back must meet: the database's RTO and RPO on the loss, then no second outage, no
+    leader change and the zone whole again within the deadline when it comes back."""
+    rto, rpo = "recovery.database_failover.rto_s", "recovery.database_failover.acknowledged_writes_lost"
+    az = "recovery.az_outage."
+    return (
+        Objective(
+            "write RTO on the zone's loss (s)",
+            "write_outage_s",
+            "<=",
+            lambda b: b.recovery.database_failover.rto_s,
+            rto,
+        ),
+        Objective(
+            "RPO: acknowledged writes lost",
+            "writes_lost",
+            "==",
+            lambda b: b.recovery.database_failover.acknowledged_writes_lost,
+            rpo,
+        ),
+        *extra,
+        Objective(
+            "write outage after the zone came back (s)",
+            "write outage after the zone came back (s)",
+            "<=",
+            lambda b: b.recovery.az_outage.second_outage_s,
+            az + "second_outage_s",
+        ),
+        Objective(
+            "database leader changes after the zone came back",
+            "leader changes on heal",
+            "<=",
+            lambda b: b.recovery.az_outage.leader_changes_on_heal,
+            az + "leader_changes_on_heal",
+        ),
+        Objective(
+            "zone whole again: its members replicas, every instance in service (s)",
+            "zone rejoined (s)",
+            "<=",
+            lambda b: b.recovery.az_outage.rejoin_s,
+            az + "rejoin_s",
+        ),
+    )
+
+
+AZ_DRILLS: tuple[Drill, ...] = (
+    Drill(
+        "az-partition",
+        "000 Emergency Procedures (Database Issues); 003 System Architecture (RDS PostgreSQL Multi-AZ)",
+        "the database primary's availability zone cut off the network (its link down, its processes running)",
+        _az_outage(
+            Objective(
+                "split-brain writes acknowledged by the cut-off old primary",
+                "split-brain writes acknowledged",
+                "==",
+                lambda b: b.recovery.az_outage.split_brain_writes,
+                "recovery.az_outage.split_brain_writes",
+            ),
+            Objective(
+                "split-brain writes surviving on the cluster after the heal",
+                "split-brain writes surviving",
+                "==",
+                lambda b: b.recovery.az_outage.split_brain_writes,
+                "recovery.az_outage.split_brain_writes",
+            ),
+        ),
+        needs_zones=True,
+    ),
+    Drill(
+        "az-power-loss",
+        "000 Emergency Procedures (System Down, Database Issues); 003 System Architecture (Multi-AZ)",
+        "power lost in the database primary's availability zone (every process in it SIGKILLed, its link down)",
+        _az_outage(),
+        needs_zones=True,
+    ),
+)
+DRILLS += AZ_DRILLS
 BY_NAME = {d.name: d for d in DRILLS}
 
 

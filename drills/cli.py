@@ -10,6 +10,7 @@ from rich.table import Table
 
 from drills import catalog
 from local.layout import STATE_ENV
+from local.stack import StackError
 from pynomaly_ops import terminal
 from pynomaly_ops.baselines import load
 
@@ -25,7 +26,10 @@ def list_drills() -> None:
     table = Table("drill", "runbook procedure", "objectives", "targets")
     for d in catalog.DRILLS:
         objectives = "\n".join(f"{o.what} {o.comparison} {o.limit(b):g}" for o in d.objectives)
-        table.add_row(d.name, d.procedure, objectives, ", ".join(d.targets))
+        targets = ", ".join(
+            f"{t} (zones: `local up --zones`)" if d.needs_zones and t == "local" else t for t in d.targets
+        )
+        table.add_row(d.name, d.procedure, objectives, targets)
     console.print(table)
 
 
@@ -49,7 +53,15 @@ def run(
     except catalog.UnknownDrill as exc:
         err_console.print(f"[red]error:[/] {exc.args[0]}")
         raise typer.Exit(2) from None
-    outcomes = run_drills(chosen, lambda m: err_console.print(f"[green]>[/] {m}"), state_dir, reports)
+
+    def say(message: str) -> None:
+        err_console.print(f"[green]>[/] {message}")
+
+    try:
+        outcomes = run_drills(chosen, say, state_dir, reports, skip_needing_zones=run_all)
+    except StackError as exc:
+        err_console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
     table = Table("drill", "verdict", "objectives", "report")
     for o in outcomes:
         figures = "\n".join(

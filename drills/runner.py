@@ -188,12 +188,25 @@ def warm_up(say: Say, state_dir: str | None = None) -> None:
     say(f"warmed up: p95 {sample['p95_ms']:.0f} ms, errors {sample['error_rate_percent']:.1f} %")
 
 
-def run(drills: list[Drill], say: Say, state_dir: Path | None = None, reports: Path | None = None) -> list[Outcome]:
+def run(
+    drills: list[Drill],
+    say: Say,
+    state_dir: Path | None = None,
+    reports: Path | None = None,
+    skip_needing_zones: bool = False,
+) -> list[Outcome]:
     """Run ``drills`` one after the other against the local stack, bringing it up first if it is down and
-    taking it down again afterwards (the target is left as it was found)."""
+    taking it down again afterwards (the target is left as it was found). A drill that needs zones (an AZ
+    drill) needs a stack brought up with them: one is created so if none exists, and an existing stack
+    without zones is refused (StackError), or, with ``skip_needing_zones`` (the monthly ``--all``), the
+    drill is skipped and said so."""
     root = state_dir_from(state_dir)
     os.environ[STATE_ENV] = str(root)  # what the experiments' providers read
-    stack = open_stack(root, say, create=True)
+    zonal = [d.name for d in drills if d.needs_zones]
+    stack = open_stack(root, say, create=True, zoned=True if zonal and not skip_needing_zones else None)
+    if zonal and not stack.layout.zoned:
+        say(f"SKIPPED {', '.join(zonal)}: they need zones in network namespaces (`local up --zones`, as root)")
+        drills = [d for d in drills if not d.needs_zones]
     was_running = stack.supervisor.running()
     if not was_running:
         say("the local stack is down: bringing it up for the drills")

@@ -390,16 +390,25 @@ def partition_zone(zone: str | None = None, split_brain: bool = True, state_dir:
 
 def heal_zone(zone: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
     """Cable ``zone`` back (default: every cut zone). Idempotent: a rollback. Returns the leader at the heal."""
-    stack = _zoned(state_dir)
-    zones = [zone] if zone else [z for z in stack.layout.zones if stack.zones.link_state(z) == "cut"]
+    stack = running_stack(state_dir)
+    zones = [zone] if zone else _zones_in(stack, "cut")
     for z in zones:
         stack.zones.heal(z)
     at = time.time()
+    return {"healed": zones, "leader": _leader_or_none(state_dir), "time": at}
+
+
+def _zones_in(stack: Stack, link_state: str) -> list[str]:
+    """The zones whose link is in ``link_state``; none on a stack without zones (a rollback has nothing to undo)."""
+    return [z for z in stack.layout.zones if stack.layout.zoned and stack.zones.link_state(z) == link_state]
+
+
+def _leader_or_none(state_dir: str | None) -> str | None:
+    """The database leader now, if there is one: what a zone coming back is measured against."""
     try:
-        leader = probes.patroni_leader(state_dir)
+        return probes.patroni_leader(state_dir)
     except (probes.ProbeError, ConnectionError):
-        leader = None
-    return {"healed": zones, "leader": leader, "time": at}
+        return None
 
 
 def power_off_zone(zone: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
@@ -418,18 +427,20 @@ def power_off_zone(zone: str | None = None, state_dir: str | None = None) -> dic
 
 
 def power_on_zone(zone: str | None = None, state_dir: str | None = None) -> dict[str, Any]:
-    """Power back (default: every zone that is off). Idempotent: a rollback; the zone's servers then start."""
-    stack = _zoned(state_dir)
-    zones = [zone] if zone else [z for z in stack.layout.zones if stack.zones.link_state(z) == "powered off"]
+    """Power back (default: every zone that is off). Idempotent: a rollback; the zone's servers then start.
+    Returns the database leader at power-on."""
+    stack = running_stack(state_dir)
+    zones = [zone] if zone else _zones_in(stack, "powered off")
     for z in zones:
         stack.zones.power_on(z)
-    return {"powered_on": zones, "time": time.time()}
+    at = time.time()
+    return {"powered_on": zones, "leader": _leader_or_none(state_dir), "time": at}
 
 
 def stop_split_brain_writes(count: bool = True, state_dir: str | None = None) -> dict[str, Any]:
     """Stop the split-brain writer (idempotent: a rollback) and, with ``count``, once the cluster is whole
     again: how many of its writes started after the cut were acknowledged, and how many survive."""
-    stack = _zoned(state_dir)
+    stack = running_stack(state_dir)
     d = _split_brain_dir(stack)
     if not (d / "pid").exists():
         return {"stopped": False, "figures": {}}

@@ -100,7 +100,10 @@ def assert_down_leaves_nothing_running(env: dict[str, str]) -> None:
 
 def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pynomaly_cli.cli", "local", *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=check, timeout=180)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=180)
+    if check and result.returncode != 0:  # say why: a CalledProcessError hides the command's own message
+        raise AssertionError(f"`local {' '.join(args)}` exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result
 
 
 @pytest.fixture(scope="session")
