@@ -108,9 +108,9 @@ def _nested(provider: dict[str, Any], arguments: dict[str, Any]) -> tuple[Any, d
         module = next((m for m in steps.RECOVERY_PROCEDURES if hasattr(m, arguments["procedure"])), None)
         return getattr(module, arguments["procedure"], None), arguments.get("arguments", {}) | from_events
     if func == "act":
-        return getattr(faults, arguments["action"], None), arguments.get("arguments", {})
+        return getattr(faults, arguments["action"], None), arguments.get("arguments", {}) | from_events
     if func == "await_":
-        return getattr(probes, arguments["probe"], None), arguments.get("arguments", {})
+        return getattr(probes, arguments["probe"], None), arguments.get("arguments", {}) | from_events
     if func == "await_fault_argument":
         passed = {**arguments.get("arguments", {}), arguments["argument"]: "from the fault"}
         passed["timeout_s"] = arguments["timeout_s"]
