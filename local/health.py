@@ -3,13 +3,14 @@ questions (who is the PostgreSQL leader, which Redis node is the primary)."""
 
 from __future__ import annotations
 
+import base64
 import socket
 
 import httpx
 import redis
 
 from local.layout import Layout
-from local.programs import ETCD_MEMBERS, PATRONI_MEMBERS, SENTINEL_MASTER, Check, Program
+from local.programs import ETCD_MEMBERS, PATRONI_LEADER_KEY, PATRONI_MEMBERS, SENTINEL_MASTER, Check, Program
 
 PROBE_TIMEOUT_S = 1.0
 
@@ -75,10 +76,38 @@ def probe(program: Program, haproxy_ok=None) -> bool:
 
 
 # --- cluster questions ------------------------------------------------------------
-def patroni_cluster(layout: Layout) -> dict:
-    """Patroni's view of the cluster, from whichever member answers."""
+def dcs_leader(layout: Layout) -> str | None:
+    """The member that holds Patroni's leader key in etcd (None: no leader), by a linearizable read.
+
+    Only an etcd member in the quorum can answer that read, so a member cut off with its zone never
+    names the leader from its stale copy.
+    """
+    key = base64.b64encode(PATRONI_LEADER_KEY.encode()).decode()
     last: Exception | None = None
-    for zone in PATRONI_MEMBERS.values():
+    for zone in ETCD_MEMBERS.values():
+        try:
+            url = f"http://{layout.zone_address(zone)}:{layout.ports['etcd']}/v3/kv/range"
+            reply = httpx.post(url, json={"key": key}, timeout=PROBE_TIMEOUT_S)
+            reply.raise_for_status()
+            kvs = reply.json().get("kvs", [])
+            return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            last = exc
+    raise ConnectionError(f"no etcd member in the quorum answers: {last}")
+
+
+def patroni_cluster(layout: Layout) -> dict:
+    """Patroni's view of the cluster, asked of the leader-key holder first.
+
+    A member cut off from etcd serves its last view, in which it can still be the leader; the holder's
+    view is current. Without an answer from etcd, whichever member answers.
+    """
+    try:
+        holder = dcs_leader(layout)
+    except ConnectionError:
+        holder = None
+    last: Exception | None = None
+    for _, zone in sorted(PATRONI_MEMBERS.items(), key=lambda member: member[0] != holder):
         try:
             url = f"http://{layout.zone_address(zone)}:{layout.ports['patroni']}/cluster"
             return httpx.get(url, timeout=PROBE_TIMEOUT_S).json()
@@ -119,10 +148,13 @@ def etcd_leader(layout: Layout) -> str:
     return names[leader]
 
 
+def multi_az(roles: dict[str, str]) -> bool:
+    """A leader and a synchronous standby among ``roles`` (from :func:`patroni_roles`): the Multi-AZ shape."""
+    return {"leader", "sync_standby"} <= set(roles.values())
+
+
 def database_ready(layout: Layout) -> bool:
-    """A leader and a synchronous standby: the Multi-AZ shape."""
-    roles = set(patroni_roles(layout).values())
-    return "leader" in roles and "sync_standby" in roles
+    return multi_az(patroni_roles(layout))
 
 
 def redis_primary(sentinels: list[tuple[str, int]]) -> tuple[str, int] | None:

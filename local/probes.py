@@ -29,10 +29,12 @@ from local.recorders import (
 )
 from local.stack import running_stack
 from local.supervisor import log_tail
-from local.waiting import Timeout, wait_for
+from local.waiting import NotYet, Timeout, wait_for
 from pynomaly_ops.outputs import StackOutputs
 
 T = TypeVar("T")
+# The figures a wait returns besides its seconds, by function (as local/faults.py's FIGURES).
+FIGURES = {"wait_for_zone_rejoined": ("leader changes on heal",)}
 DATABASE_LOGS = tuple(patroni_program(m) for m in PATRONI_MEMBERS)
 
 
@@ -224,20 +226,23 @@ def wait_for_zone_rejoined(
     leaders = [leader] if leader else []
 
     def whole() -> bool:
-        now = health.patroni_leader(layout)
+        roles = health.patroni_roles(layout)
+        now = next((m for m, r in roles.items() if r == "leader"), None)
         if now and (not leaders or leaders[-1] != now):
             leaders.append(now)
-        return (
-            all(health.probe(p, stack.haproxy.ok) for p in programs)
-            and health.database_ready(layout)
-            and instance_count(state_dir, "UP") == layout.instances
-        )
+        if down := [p.name for p in programs if not health.probe(p, stack.haproxy.ok)]:
+            raise NotYet(f"not healthy: {', '.join(down)}")
+        if not health.multi_az(roles):
+            raise NotYet(f"database not a leader and a synchronous standby: {roles}")
+        if (up := instance_count(state_dir, "UP")) != layout.instances:
+            raise NotYet(f"{up} of {layout.instances} instances in the load balancer")
+        return True
 
     with database_logs_on_timeout(state_dir):
         wait_for(f"zone {zone} back: its servers, the database's Multi-AZ shape, every instance", whole, timeout_s, 1.0)
     changes = max(0, len(leaders) - 1)
     return {"zone": zone, "leader": leaders[-1] if leaders else None, "seconds": elapsed(),
-            "figures": {"leader changes on heal": changes}}  # fmt: skip
+            "figures": dict(zip(FIGURES["wait_for_zone_rejoined"], (changes,), strict=True))}  # fmt: skip
 
 
 def wait_for_new_redis_primary(

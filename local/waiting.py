@@ -13,6 +13,10 @@ class Timeout(RuntimeError):
     pass
 
 
+class NotYet(Exception):
+    """Raised by a ``ready`` check to say what it still waits for: the timeout message names it."""
+
+
 def wait_for(what: str, ready: Callable[[], T], timeout_s: float, interval_s: float = 0.2) -> T:
     """Poll ``ready`` until it returns something truthy or the deadline passes; returns that value.
 
