@@ -24,13 +24,22 @@ BARMAN_BIN = Path("/usr/bin")
 BARMAN_PACKAGE = "barman-cli-cloud"
 WAL_ARCHIVE_SERVER = "pynomaly-local"  # Barman's name for the cluster: its folder in the archive
 PATRONI_MEMBERS = {"pg-a": "a", "pg-b": "b"}
+# Patroni keeps the cluster under /<namespace>/<scope>/ in etcd; its leader key names the one primary.
+PATRONI_NAMESPACE, PATRONI_SCOPE = "pynomaly", "pynomaly-local"
+PATRONI_LEADER_KEY = f"/{PATRONI_NAMESPACE}/{PATRONI_SCOPE}/leader"
 REDIS_NODES = {"redis-a": "a", "redis-b": "b"}  # redis-a starts as the primary
 SENTINELS = {"sentinel-a": "a", "sentinel-b": "b", "sentinel-c": "c"}
 # One DCS member per zone, as production's control planes are: losing a zone keeps a quorum of two.
 ETCD_MEMBERS = {"etcd-a": "a", "etcd-b": "b", "etcd-c": "c"}
 SENTINEL_MASTER = "pynomaly"
 FLEET_GROUP = "fleet"
-PATRONI = "/usr/bin/patroni"
+# Patroni from PyPI in a virtualenv of its own over Debian's packages (its libraries, PostgreSQL), made by
+# scripts/setup: Debian 12's 3.0.2 overwrites the etcd3 leader key unconditionally when its cached view of the
+# cluster is stale (fixed in 3.0.3, patroni/patroni#2689). The az-partition drill caught it: on the heal the
+# old primary, which still saw itself as leader, took the key back from the new one, a second failover.
+PATRONI_VERSION = "3.0.4"
+PATRONI_VENV = Path("/opt/pynomaly-ops") / f"patroni-{PATRONI_VERSION}"  # outside /root: postgres runs it
+PATRONI = str(PATRONI_VENV / "bin" / "patroni")
 # Patroni timing (patroni.yml): fast failover, ttl >= loop_wait + 2 * retry_timeout. The write RTO follows
 # ttl (the standby takes the leader key once the lost primary's expires): ttl 10 gave a median of 10.7 s over
 # five database-failover drills; 8 brings it under 10 s while a primary still rides out a 3 s stall.
@@ -41,6 +50,11 @@ PATRONI = "/usr/bin/patroni"
 PATRONI_TTL_S = 8
 PATRONI_LOOP_WAIT_S = 2
 PATRONI_RETRY_TIMEOUT_S = 3
+# A primary cut off with its zone demotes by a fast shutdown, which waits for its WAL senders; one sending
+# to a standby across the cut would hold it until wal_sender_timeout (60 s by default): seen live, the
+# shutdown outlived the cut and Patroni 3.0.2 then started a second postmaster and removed the data
+# directory under the first. A sender that hears nothing for a TTL gives up, so the demotion ends in time.
+WAL_SENDER_TIMEOUT_S = PATRONI_TTL_S
 # A member the supervisor restarts after a crash stays away this long, as a lost
 # database host would: the synchronous standby takes over instead of racing the
 # crashed primary's restart for the leader lock. The lock expires at most ttl after
@@ -311,7 +325,7 @@ def database_programs(layout: Layout) -> list[Program]:
         Program(
             name=patroni_program(member),
             command=_patroni_command(layout, member),
-            package="patroni",
+            package=f"patroni {PATRONI_VERSION} in {PATRONI_VENV} (scripts/setup)",
             phase=Phase.DATABASE,
             address=layout.zone_address(zone),
             port=layout.ports["patroni"],

@@ -83,10 +83,20 @@ class Wiring:
         where = ("--cloud-provider", "aws-s3", "--endpoint-url", self.aws_endpoint_url)
         return [str(BARMAN_BIN / tool), *where, *options, self.wal_archive_url, WAL_ARCHIVE_SERVER, *positional]
 
+    # PostgreSQL's shutdown waits for a last archive pass of three tries a segment. From a zone cut off the
+    # network, barman-cloud took 12 s a try to give up, so a cut-off primary's demotion outlasted Patroni's
+    # next loop, which (3.0.2) then demoted it again from its main thread: two postmasters, a failed
+    # pg_rewind, the data directory removed. The archive is first reached with a bounded TCP connect, so an
+    # unreachable one fails the try at once; PostgreSQL keeps the segment and tries again later.
+    ARCHIVE_REACH_S = 1
+
     @property
     def wal_archive_command(self) -> str:
         """PostgreSQL's archive_command (it fills in %p, the segment's path)."""
-        return shlex.join(self.barman("barman-cloud-wal-archive", "%p", options=("--gzip",)))
+        host, _, port = self.aws_endpoint_url.removeprefix("http://").partition(":")
+        reach = ["timeout", str(self.ARCHIVE_REACH_S), "bash", "-c", f": </dev/tcp/{host}/{port}"]
+        archive = self.barman("barman-cloud-wal-archive", "%p", options=("--gzip",))
+        return f"{shlex.join(reach)} && {shlex.join(archive)}"
 
     @property
     def wal_restore_command(self) -> str:
