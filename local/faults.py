@@ -318,6 +318,8 @@ def destroy_stack(state_dir: str | None = None) -> dict[str, Any]:
 
 # --- availability zones (a zoned stack: `local up --zones`) -------------------------------------------
 SPLIT_BRAIN_TABLE = "drill_split_brain"
+# The figures a step returns, by function: a drill's objectives read them (tests check each has a source).
+FIGURES = {"stop_split_brain_writes": ("split-brain writes acknowledged", "split-brain writes surviving")}
 SPLIT_BRAIN_STOP_S = 40  # a write hanging on the old primary ends with its demotion, or at the writer's cap
 
 
@@ -460,10 +462,8 @@ def stop_split_brain_writes(count: bool = True, state_dir: str | None = None) ->
     recorder = WriteRecorder(stack.wiring.db_dsn(), SPLIT_BRAIN_TABLE)
     surviving = {a["id"] for a in during} & recorder.stored_ids()
     recorder.drop_table()
-    figures = {
-        "split-brain writes acknowledged": sum(a["ok"] for a in during),
-        "split-brain writes surviving": len(surviving),
-    }
+    counts = (sum(a["ok"] for a in during), len(surviving))
+    figures = dict(zip(FIGURES["stop_split_brain_writes"], counts, strict=True))
     return {"stopped": True, "attempts_during_cut": len(during), "figures": figures, "time": time.time()}
 
 

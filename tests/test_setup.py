@@ -16,7 +16,7 @@ def test_setup_installs_the_patroni_the_stack_runs():
     line = next(x for x in setup if x.startswith("patroni_version="))
     read = subprocess.run(["bash", "-c", f"{line}; echo $patroni_version"], cwd=ROOT, capture_output=True, text=True)
     assert read.stdout.strip() == PATRONI_VERSION
-    assert PATRONI == f"{PATRONI_VENV}/bin/patroni" and PATRONI_VENV.name == f"patroni-{PATRONI_VERSION}"
+    assert f"{PATRONI_VENV}/bin/patroni" == PATRONI and PATRONI_VENV.name == f"patroni-{PATRONI_VERSION}"
 
 
 def test_patroni_has_the_conditional_leader_key_update():

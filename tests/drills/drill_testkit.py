@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from local.recorders import RequestRecord, write_jsonl
+from local.recorders import RequestRecord, WriteAttempt, write_jsonl
 
 T0 = 1_700_000_000.0  # wall clock of the first request
 M0 = 5_000.0  # the monotonic clock at the same moment
@@ -31,6 +31,15 @@ def requests(
         else:
             records.append(RequestRecord(M0 + s, T0 + s, 200, None, latency(s)))
     return records
+
+
+def write_attempts(seconds: float, failing: Callable[[float], bool] = lambda s: False) -> list[WriteAttempt]:
+    """One INSERT every 1/RATE_PER_S s for ``seconds``, as ``requests``; ``failing(s)`` ones refused."""
+    attempts = []
+    for i in range(round(seconds * RATE_PER_S)):
+        s = i / RATE_PER_S
+        attempts.append(WriteAttempt(i + 1, M0 + s, T0 + s, FAST_S, "refused" if failing(s) else None))
+    return attempts
 
 
 def event(name: str, s: float, detail: Any = None) -> dict[str, Any]:
@@ -77,10 +86,14 @@ def writes_summary(acknowledged: int, lost: int | None, outage_s: float | None) 
     }
 
 
-def write_run(run_dir: Path, records: list[RequestRecord], data: dict[str, Any]) -> Path:
-    """The files ``drills.session.finish`` leaves in a run directory."""
+def write_run(
+    run_dir: Path, records: list[RequestRecord], data: dict[str, Any], writes: list[WriteAttempt] | None = None
+) -> Path:
+    """The files ``drills.session.finish`` leaves in a run directory (``writes.jsonl`` for a drill that writes)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(run_dir / "requests.jsonl", (r.as_dict() for r in records))
+    if writes is not None:
+        write_jsonl(run_dir / "writes.jsonl", (w.as_dict() for w in writes))
     write_jsonl(run_dir / "extra-requests.jsonl", [])
     (run_dir / "session.json").write_text(json.dumps(data, indent=2) + "\n")
     return run_dir

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from chaoslib.experiment import ensure_experiment_is_valid
 from chaoslib.loader import load_experiment
-from drill_testkit import event, requests, session, write_run, writes_summary
+from drill_testkit import event, requests, session, write_attempts, write_run, writes_summary
 
 from drills import catalog, measures, steps
 from local import faults, probes
@@ -173,7 +173,9 @@ def _timed_events(experiment: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
         provider, arguments = activity["provider"], activity["provider"].get("arguments", {})
         func = provider.get("func")
         if func in ("await_", "await_fault_argument"):
-            events.append((arguments["event"], {}))
+            events.append((arguments["event"], dict.fromkeys(probes.FIGURES.get(arguments["probe"], ()), 0)))
+        elif func == "act" and arguments.get("event"):
+            events.append((arguments["event"], dict.fromkeys(faults.FIGURES.get(arguments["action"], ()), 0)))
         elif func == "recover":
             counted = {k: v for m in steps.RECOVERY_PROCEDURES for k, v in getattr(m, "FIGURES", {}).items()}
             events.append((arguments["event"], dict.fromkeys(counted.get(arguments["procedure"], ()), 0)))
@@ -196,7 +198,8 @@ def test_every_objective_is_a_figure_the_drills_own_records_give(drill, tmp_path
     events += [event(name, 25 + i, {"seconds": 5.0 + i, "figures": f}) for i, (name, f) in enumerate(timed)]
     events.append(event("measurement stopped", 40))
     writes = writes_summary(800, 0, 3.0) if start.get("writes") else None
-    run_dir = write_run(tmp_path, requests(40), session(events, writes=writes, drill=drill.name))
+    data = session(events, writes=writes, drill=drill.name)
+    run_dir = write_run(tmp_path, requests(40), data, write_attempts(40) if writes else None)
     m = measures.measure(run_dir, load())
     for objective in drill.objectives:
         assert m.get(objective.measured) is not None, (

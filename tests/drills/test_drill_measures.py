@@ -4,7 +4,7 @@ how long p95 stayed over the warning level, when the first alarm was raised, and
 from __future__ import annotations
 
 import pytest
-from drill_testkit import T0, event, requests, session, write_run, writes_summary
+from drill_testkit import T0, event, requests, session, write_attempts, write_run, writes_summary
 
 from drills import measures
 from drills.measures import FAULT, WINDOW_S
@@ -134,6 +134,24 @@ def test_no_failed_write_is_a_zero_write_outage(tmp_path):
     data = session(_events(), writes=writes_summary(acknowledged=5000, lost=0, outage_s=None))
     m = _measure(tmp_path, requests(60), data)
     assert m["write_outage_s"] == 0.0 and m["writes_lost"] == 0
+
+
+@pytest.mark.parametrize("back", measures.ZONE_BACK)
+def test_the_write_outage_after_a_zone_comes_back_is_its_own(tmp_path, back):
+    """The failover's outage (20-26 s) is before the zone came back (30 s); the one a rejoin causes (40-43 s)
+    is the figure, not the failover's and not both."""
+    failing = lambda s: 20 <= s < 26 or 40 <= s < 43  # noqa: E731
+    data = session(_events(event(back, 30)), writes=writes_summary(acknowledged=900, lost=0, outage_s=6.0))
+    write_run(tmp_path, requests(60), data, write_attempts(60, failing))
+    m = measures.measure(tmp_path, load())
+    assert m["write outage after the zone came back (s)"] == pytest.approx(3.05)
+    assert m["write_outage_s"] == 6.0
+
+
+def test_no_write_outage_after_the_zone_came_back_is_zero(tmp_path):
+    data = session(_events(event("zone healed", 30)), writes=writes_summary(acknowledged=900, lost=0, outage_s=6.0))
+    write_run(tmp_path, requests(60), data, write_attempts(60, lambda s: 20 <= s < 26))
+    assert measures.measure(tmp_path, load())["write outage after the zone came back (s)"] == 0.0
 
 
 def test_lost_writes_not_checked_stay_unknown(tmp_path):
