@@ -122,9 +122,14 @@ def patroni_roles(layout: Layout) -> dict[str, str]:
     return {m["name"]: m["role"] for m in members if m.get("state") in ("running", "streaming")}
 
 
+def leader_in(roles: dict[str, str]) -> str | None:
+    """The leader among ``roles`` (from :func:`patroni_roles`), if any."""
+    return next((m for m, r in roles.items() if r == "leader"), None)
+
+
 def patroni_leader(layout: Layout) -> str | None:
     """The running member that holds the leader key, if any."""
-    return next((m for m, r in patroni_roles(layout).items() if r == "leader"), None)
+    return leader_in(patroni_roles(layout))
 
 
 def etcd_leader(layout: Layout) -> str:

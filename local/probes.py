@@ -227,7 +227,7 @@ def wait_for_zone_rejoined(
 
     def whole() -> bool:
         roles = health.patroni_roles(layout)
-        now = next((m for m, r in roles.items() if r == "leader"), None)
+        now = health.leader_in(roles)
         if now and (not leaders or leaders[-1] != now):
             leaders.append(now)
         if down := [p.name for p in programs if not health.probe(p, stack.haproxy.ok)]:

@@ -93,8 +93,8 @@ class Wiring:
     @property
     def wal_archive_command(self) -> str:
         """PostgreSQL's archive_command (it fills in %p, the segment's path)."""
-        host, _, port = self.aws_endpoint_url.removeprefix("http://").partition(":")
-        reach = ["timeout", str(self.ARCHIVE_REACH_S), "bash", "-c", f": </dev/tcp/{host}/{port}"]
+        s3 = f"{self.layout.regional}/{self.ports['moto']}"  # where aws_endpoint_url points
+        reach = ["timeout", str(self.ARCHIVE_REACH_S), "bash", "-c", f": </dev/tcp/{s3}"]
         archive = self.barman("barman-cloud-wal-archive", "%p", options=("--gzip",))
         return f"{shlex.join(reach)} && {shlex.join(archive)}"
 
