@@ -288,6 +288,18 @@ class Load(_Strict):
         return self.normal_rate_per_s.get(target, self.normal_rate_per_s["default"])
 
 
+class Abuse(_Strict):
+    """Limits on hostile traffic: rate limits at the load balancer, the refused-key cache, parsing concurrency."""
+
+    source: str
+    rate_window_s: float = Field(gt=0)
+    rate_headroom: float = Field(gt=1)
+    auth_failures_per_window: int = Field(ge=1)
+    retry_after_s: int = Field(ge=1)
+    refused_key_cache_s: float = Field(ge=0)
+    parse_concurrency: int = Field(ge=1)
+
+
 class Baselines(_Strict):
     thresholds: Thresholds
     normal: Normal
@@ -297,6 +309,7 @@ class Baselines(_Strict):
     recovery: Recovery
     database: Database
     load: Load
+    abuse: Abuse
 
     # Objectives that refer to other numbers resolve here, so no number is
     # typed twice in the file.
@@ -311,6 +324,11 @@ class Baselines(_Strict):
     @property
     def queue_backlog_drain_s(self) -> float:
         return getattr(self.app_alarms, self.recovery.queue_backlog.drain_within)
+
+    def request_limit_per_s(self, target: str) -> float:
+        """Requests/s one client address (or one API key) may send to /api/ on ``target`` before 429:
+        the headroom times the load tests' peak rate there, so a load test never meets it."""
+        return self.abuse.rate_headroom * self.traffic.peak_multiplier * self.load.normal_rate(target)
 
 
 def _describe(error: ErrorDetails) -> str:

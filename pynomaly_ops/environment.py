@@ -37,6 +37,7 @@ class Settings:
     artifacts_bucket: str
     max_series_length: int
     max_body_bytes: int
+    docs: bool  # the /docs and /redoc pages (off unless asked for: they are not for production)
     bootstrap_api_key: str | None
     detector_trees: int
     detector_processes: int
@@ -48,6 +49,9 @@ class Settings:
     worker_wait_s: int
 
 
+# The service's body limit unless PYNOMALY_MAX_BODY_BYTES says otherwise; the load balancers refuse a longer
+# declared body before it reaches an instance.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # Each setting's variable is PYNOMALY_ and its field name in upper case.
 ENV_NAMES: dict[str, str] = {f.name: f"PYNOMALY_{f.name.upper()}" for f in fields(Settings)}
 # The libpq service-file section a production DSN names instead of a user and password.

@@ -1,9 +1,12 @@
 """The HTTP API: FastAPI on uvicorn. ``python -m service.api`` (or ``pynomaly-api``) serves it.
 
-/health never touches a dependency; /ready does a real write on PostgreSQL and asks
-the queue; /api/v1 needs an API key. CPU-heavy detection and blocking I/O run off
-the event loop (sync routes run in the threadpool; detection in a process pool),
-so /health keeps answering under load.
+/health never touches a dependency; /ready asks PostgreSQL (is it the writable primary?),
+the queue and the cache, without writing anything; /api/v1 needs an API key, checked
+before the body is read. CPU-heavy detection, large bodies' validation and blocking I/O
+run off the event loop (sync work in the threadpool; detection and validation in process
+pools), so /health keeps answering under load and under hostile bodies. /metrics and
+/openapi.json are for the instance's own port: the load balancers do not route them, and
+the docs pages are served only with PYNOMALY_DOCS=true.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pynomaly_ops.baselines import load as load_baselines
 from service import auth, db, metrics, openapi, store
+from service.body import BodyParser
 from service.cache import ResultCache
 from service.config import ConfigError, Settings, load_settings
 from service.detector import Detector
@@ -54,10 +59,12 @@ class Services:
     results: ResultStore
     detector: Detector
     keys: auth.Authenticator
+    bodies: BodyParser
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
         pool = db.open_pool(settings)
+        abuse = load_baselines().abuse
         return cls(
             settings=settings,
             pool=pool,
@@ -66,11 +73,13 @@ class Services:
             queue=JobQueue(settings),
             results=ResultStore(settings),
             detector=Detector(settings.detector_processes, settings.detect_admit_timeout_s),
-            keys=auth.Authenticator(pool, settings.auth_cache_s),
+            keys=auth.Authenticator(pool, settings.auth_cache_s, abuse.refused_key_cache_s),
+            bodies=BodyParser(abuse.parse_concurrency, settings.detect_admit_timeout_s),
         )
 
     def close(self) -> None:
         self.schema.stop()
+        self.bodies.close()
         self.detector.close()
         self.cache.close()
         self.pool.close(timeout=5)
@@ -121,7 +130,13 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.services.close()
             log.info("instance %s stopped", settings.instance_id)
 
-    app = FastAPI(title="Pynomaly reference service", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="Pynomaly reference service",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
+    )
     _add_error_handlers(app)
     _add_routes(app)
     openapi.install(app, settings.max_series_length, settings.max_body_bytes)
@@ -166,9 +181,9 @@ def _add_routes(app: FastAPI) -> None:
     )
     def ready(services: ServicesDep) -> JSONResponse:
         checks = {
-            "database": _check_database(services),
-            "queue": services.queue.check(),
-            "cache": services.cache.check(),
+            "database": _terse("database", _check_database(services)),
+            "queue": _terse("queue", services.queue.check()),
+            "cache": _terse("cache", services.cache.check()),
         }
         essential_ok = checks["database"] == "ok" and checks["queue"] == "ok"
         status = "unready" if not essential_ok else "ready" if checks["cache"] == "ok" else "degraded"
@@ -184,8 +199,9 @@ def _add_routes(app: FastAPI) -> None:
         response_model=openapi.Detection,
         responses=openapi.errors(400, 401, 413, 422, 503),
     )
-    def detect(body: DetectRequest, key_name: KeyDep, services: ServicesDep) -> Response:
-        return Response(_detect(services, body, key_name), media_type="application/json")
+    async def detect(request: Request, key_name: KeyDep, services: ServicesDep) -> Response:
+        body = await services.bodies.parse(request, DetectRequest)
+        return Response(await run_in_threadpool(_detect, services, body, key_name), media_type="application/json")
 
     @app.post(
         "/api/v1/jobs",
@@ -196,8 +212,9 @@ def _add_routes(app: FastAPI) -> None:
             **openapi.errors(400, 401, 409, 413, 422, 503),
         },
     )
-    def submit_job(body: JobRequest, key_name: KeyDep, services: ServicesDep) -> JSONResponse:
-        job, created = _submit(services, body, key_name)
+    async def submit_job(request: Request, key_name: KeyDep, services: ServicesDep) -> JSONResponse:
+        body = await services.bodies.parse(request, JobRequest)
+        job, created = await run_in_threadpool(_submit, services, body, key_name)
         return JSONResponse({"job": job}, status_code=202 if created else 200)
 
     @app.get(
@@ -219,10 +236,18 @@ def _check_database(services: Services) -> str:
     if not services.schema.ready.is_set():
         return f"failed: schema not ready ({services.schema.last_error})"
     try:
-        store.probe_write(services.pool, services.settings.instance_id, READY_DB_TIMEOUT_S)
-    except Exception as exc:  # any failure means "not ready"; the body says which
+        store.probe_primary(services.pool, READY_DB_TIMEOUT_S)
+    except Exception as exc:  # any failure means "not ready"; the log says which
         return f"failed: {type(exc).__name__}: {exc}"
     return "ok"
+
+
+def _terse(dependency: str, outcome: str) -> str:
+    """ "ok", or only the word before the colon: what failed is logged, never shown to a caller."""
+    if outcome == "ok":
+        return outcome
+    log.warning("readiness: %s %s", dependency, outcome)
+    return outcome.partition(":")[0]
 
 
 def _detect(services: Services, body: DetectRequest, key_name: str) -> bytes:
@@ -231,11 +256,11 @@ def _detect(services: Services, body: DetectRequest, key_name: str) -> bytes:
     body.check_input(services.settings.max_series_length)
     options = body.resolved_options(services.settings.detector_trees)
     input_hash = body.input_hash(options)
-    result = services.cache.get(input_hash)
+    result = services.cache.get(key_name, input_hash)
     cached = result is not None
     if result is None:
         result = services.detector.run(body.data, options)
-        services.cache.put(input_hash, result)
+        services.cache.put(key_name, input_hash, result)
     detection = store.Detection(
         id=uuid.uuid4(),
         key_name=key_name,

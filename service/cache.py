@@ -1,4 +1,6 @@
-"""Detection results cached in Redis by input hash; the cache is an optimisation, never a dependency.
+"""Detection results cached in Redis by API key and input hash; the cache is an optimisation, never a
+dependency. Each key has its own entries, so a caller never learns (from ``"cached": true``) that another
+key sent the same data.
 
 With ``PYNOMALY_REDIS_SENTINELS`` set the client asks Sentinel for the current
 master, so a Redis failover is followed. Any Redis error is counted and swallowed;
@@ -70,6 +72,10 @@ def _client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **_auth(settings), **timeouts)
 
 
+def _entry(key_name: str, input_hash: str) -> str:
+    return f"{KEY_PREFIX}{key_name}:{input_hash}"
+
+
 class ResultCache:
     def __init__(self, settings: Settings) -> None:
         self._redis = _client(settings)
@@ -87,12 +93,12 @@ class ResultCache:
             self._skip_until = time.monotonic() + self._retry_after
         log.warning("cache unavailable, skipping it for %.1fs: %s", self._retry_after, exc)
 
-    def get(self, input_hash: str) -> dict[str, Any] | None:
+    def get(self, key_name: str, input_hash: str) -> dict[str, Any] | None:
         if not self._available():
             metrics.CACHE_REQUESTS.labels(result="error").inc()
             return None
         try:
-            raw = self._redis.get(KEY_PREFIX + input_hash)
+            raw = self._redis.get(_entry(key_name, input_hash))
             result = None if raw is None else json.loads(raw)
         except (redis.RedisError, OSError, ValueError) as exc:  # ValueError: a corrupt entry is a miss, not a 500
             self._failed(exc)
@@ -100,11 +106,11 @@ class ResultCache:
         metrics.CACHE_REQUESTS.labels(result="miss" if result is None else "hit").inc()
         return result
 
-    def put(self, input_hash: str, result: dict[str, Any]) -> None:
+    def put(self, key_name: str, input_hash: str, result: dict[str, Any]) -> None:
         if not self._available():
             return
         try:
-            self._redis.set(KEY_PREFIX + input_hash, json.dumps(result), ex=self._ttl)
+            self._redis.set(_entry(key_name, input_hash), json.dumps(result), ex=self._ttl)
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
 

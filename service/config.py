@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from pynomaly_ops.environment import ENV_NAMES, Settings
+from pynomaly_ops.environment import DEFAULT_MAX_BODY_BYTES, ENV_NAMES, Settings
+from service.schemas import MAX_POINTS
 
 T = TypeVar("T")
 
@@ -50,6 +51,13 @@ def _positive_float(raw: str) -> float:
     if not value > 0:
         raise ValueError
     return value
+
+
+def _bool(raw: str) -> bool:
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if raw.lower() not in words:
+        raise ValueError
+    return words[raw.lower()]
 
 
 def _non_negative_float(raw: str) -> float:
@@ -100,7 +108,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         queue_url=env.get(ENV_NAMES["queue_url"], "").strip(),
         artifacts_bucket=env.get(ENV_NAMES["artifacts_bucket"], "").strip(),
         max_series_length=_get(env, ENV_NAMES["max_series_length"], 100_000, _positive_int, pos_int),
-        max_body_bytes=_get(env, ENV_NAMES["max_body_bytes"], 16 * 1024 * 1024, _positive_int, pos_int),
+        max_body_bytes=_get(env, ENV_NAMES["max_body_bytes"], DEFAULT_MAX_BODY_BYTES, _positive_int, pos_int),
+        docs=_get(env, ENV_NAMES["docs"], False, _bool, "true or false"),
         bootstrap_api_key=_optional(env, ENV_NAMES["bootstrap_api_key"]),
         detector_trees=_get(env, ENV_NAMES["detector_trees"], 5, _positive_int, pos_int),
         detector_processes=_get(env, ENV_NAMES["detector_processes"], os.cpu_count() or 1, _non_negative_int, "0+"),
@@ -149,6 +158,8 @@ def _check(s: Settings) -> None:
         )
     if s.worker_wait_s > 20:
         raise ConfigError(f"{ENV_NAMES['worker_wait_s']}={s.worker_wait_s} is invalid: SQS allows 0-20 seconds")
+    if s.max_series_length > MAX_POINTS:
+        raise ConfigError(f"{ENV_NAMES['max_series_length']}={s.max_series_length} is invalid: at most {MAX_POINTS}")
     if s.bootstrap_api_key is not None and len(s.bootstrap_api_key) < 16:
         raise ConfigError(f"{ENV_NAMES['bootstrap_api_key']} is too short: use at least 16 random characters")
 

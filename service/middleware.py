@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pynomaly_ops.environment import ENV_NAMES
 from service import metrics
+from service.errors import ApiError
 
 UNMATCHED = "unmatched"  # one label for every unknown path, so scanners cannot explode the label set
 
@@ -43,8 +43,8 @@ class RequestMetrics:
 
 
 class BodyLimit:
-    """Refuse a body whose Content-Length exceeds ``max_bytes`` before reading it, so a huge upload
-    cannot exhaust memory. (Chunked uploads without a length are bounded by the series limit only.)"""
+    """Refuse a body over ``max_bytes``: at once when its Content-Length says so, else as soon as more than
+    that has arrived (a chunked upload has no length), so no upload can grow an instance's memory."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -56,19 +56,25 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _reject(send, int(length), self.max_bytes)
+            error = too_large(f"request body is {int(length)} bytes", self.max_bytes)
+            await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", JSON)]})
+            await send({"type": "http.response.body", "body": json.dumps(error.body()).encode()})
             return
-        await self.app(scope, receive, send)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # raised in the route reading the body: its error handler answers
+                raise too_large(f"request body is over {self.max_bytes} bytes", self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)
 
 
-async def _reject(send: Send, size: int, limit: int) -> None:
-    body: dict[str, Any] = {
-        "error": {
-            "code": "too_large",
-            "field": "body",
-            "message": f"request body is {size} bytes; the limit is {limit} ({ENV_NAMES['max_body_bytes']})",
-        }
-    }
-    payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": payload})
+JSON = b"application/json"
+
+
+def too_large(what: str, limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"{what}; the limit is {limit} ({ENV_NAMES['max_body_bytes']})", "body")

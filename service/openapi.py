@@ -12,8 +12,10 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 
 from pynomaly_ops.environment import ENV_NAMES
+from service.schemas import DetectRequest, JobRequest
 
 
 class ErrorDetail(BaseModel):
@@ -120,6 +122,24 @@ PROMETHEUS_TEXT: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The routes read their bodies themselves, after the API key (service/body.py), so FastAPI cannot see them.
+REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
+    ("/api/v1/detect", "post"): DetectRequest,
+    ("/api/v1/jobs", "post"): JobRequest,
+}
+
+
+def _add_request_bodies(schema: dict[str, Any]) -> None:
+    models = [(model, "validation") for model in REQUEST_BODIES.values()]
+    _, definitions = models_json_schema(models, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+    for (path, method), model in REQUEST_BODIES.items():
+        schema["paths"][path][method]["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+
+
 def install(app: FastAPI, max_series_length: int, max_body_bytes: int) -> None:
     """Generate the document once, with this instance's limits written into the request schemas."""
 
@@ -131,6 +151,7 @@ def install(app: FastAPI, max_series_length: int, max_body_bytes: int) -> None:
     def document() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=DESCRIPTION, routes=app.routes)
+            _add_request_bodies(schema)
             for name in ("DetectRequest", "JobRequest"):
                 request = schema["components"]["schemas"][name]
                 arrays = [o for f in ("series", "rows") for o in request["properties"][f]["anyOf"] if "items" in o]

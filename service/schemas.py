@@ -1,5 +1,9 @@
 """Request bodies, validated strictly: wrong types and NaN/Infinity are refused, unknown fields too,
-so a mistyped option is reported rather than silently ignored."""
+so a mistyped option is reported rather than silently ignored.
+
+Hostile bodies cost little: every list stops at its first bad item (``fail_fast``) and at
+``MAX_POINTS``, and the first unknown field ends validation, so the error list is short whatever the
+body holds (service/body.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ from service.errors import ApiError
 MAX_FEATURES = 100
 MAX_TREES = 200
 MAX_CONTAMINATION = 0.5  # IsolationForest's own bound
+MAX_POINTS = 1_000_000  # the schema's own bound; the configured limit (max_series_length) is at most this
+MAX_LISTED = 20  # problems listed in one error body
 
 # strict: "1.5" (a string) or true (a bool) is not a number; integers are accepted.
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Row = Annotated[list[Finite], Field(min_length=1, max_length=MAX_FEATURES)]
+Row = Annotated[list[Finite], Field(min_length=1, max_length=MAX_FEATURES, fail_fast=True)]
 Data = list[float] | list[list[float]]
 
 
@@ -54,8 +60,8 @@ class DetectRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=REQUEST_RULES)
 
-    series: Annotated[list[Finite], Field(min_length=1)] | None = None
-    rows: Annotated[list[Row], Field(min_length=1)] | None = None
+    series: Annotated[list[Finite], Field(min_length=1, max_length=MAX_POINTS, fail_fast=True)] | None = None
+    rows: Annotated[list[Row], Field(min_length=1, max_length=MAX_POINTS, fail_fast=True)] | None = None
     method: Literal["auto", "residual", "isolation_forest"] = Field(
         "auto",
         description="auto: residual for a series, isolation_forest for rows or when n_estimators is sent",
@@ -69,6 +75,19 @@ class DetectRequest(BaseModel):
     n_estimators: Annotated[int, Field(strict=True, ge=1, le=MAX_TREES)] | None = Field(
         None, description="trees of the forest (default PYNOMALY_DETECTOR_TREES)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        """Unknown fields are refused before any field is validated: one error, not one per key sent."""
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                details = [{"field": k, "message": "is not a known field (remove it)"} for k in unknown[:MAX_LISTED]]
+                raise ApiError(
+                    422, "invalid_field", f"{unknown[0]}: is not a known field (remove it)", unknown[0], details=details
+                )
+        return data
 
     @field_validator("contamination", mode="before")
     @classmethod

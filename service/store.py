@@ -170,11 +170,10 @@ def job_exists(pool: ConnectionPool, job_id: uuid.UUID) -> str | None:
     return None if row is None else row[0]
 
 
-def probe_write(pool: ConnectionPool, instance: str, timeout_s: float) -> None:
-    """Readiness: a real write on the primary, bounded in time (raises on failure)."""
-    with pool.connection(timeout=timeout_s) as conn, conn.transaction():
-        conn.execute(
-            "INSERT INTO readiness_probes (instance, checked_at) VALUES (%s, now())"
-            " ON CONFLICT (instance) DO UPDATE SET checked_at = excluded.checked_at",
-            (instance,),
-        )
+def probe_primary(pool: ConnectionPool, timeout_s: float) -> None:
+    """Readiness: the pool reaches the writable primary in time (raises if not). Writes nothing: a
+    demoted primary or a hot standby answers pg_is_in_recovery() true."""
+    with pool.connection(timeout=timeout_s) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    if row is None or row[0]:
+        raise RuntimeError("the database answers read-only (a standby, not the primary)")

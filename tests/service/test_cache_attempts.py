@@ -49,15 +49,15 @@ def _cache(env: dict[str, str]) -> ResultCache:
 
 def test_a_hung_redis_costs_one_attempt_then_the_cache_is_skipped(hung):
     cache = _cache({ENV_NAMES["redis_url"]: f"redis://127.0.0.1:{hung.port}/0"})
-    assert cache.get("some-hash") is None  # a miss, never an error to the caller
+    assert cache.get("key", "some-hash") is None  # a miss, never an error to the caller
     assert len(hung.accepted) == 1, f"{len(hung.accepted)} connections: the command was retried"
-    cache.put("some-hash", {"scores": []})  # within the skip window: Redis is not asked again
-    assert cache.get("some-hash") is None
+    cache.put("key", "some-hash", {"scores": []})  # within the skip window: Redis is not asked again
+    assert cache.get("key", "some-hash") is None
     assert len(hung.accepted) == 1
 
 
 def test_through_sentinel_too(hung):
     """The Sentinel client (production's and the local stack's) asks the hung Sentinel once, not ten times."""
     cache = _cache({ENV_NAMES["redis_sentinels"]: f"127.0.0.1:{hung.port}"})
-    assert cache.get("some-hash") is None
+    assert cache.get("key", "some-hash") is None
     assert len(hung.accepted) == 1, f"{len(hung.accepted)} connections: the command was retried"
