@@ -20,7 +20,6 @@ DETECT = "POST /api/v1/detect"
 JOB_SUBMIT = "POST /api/v1/jobs"
 JOB_POLL = "GET /api/v1/jobs/{id}"
 HEALTH = "GET /health"
-READY = "GET /ready"
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,7 @@ BAD = (
 MIXES: dict[str, tuple[Kind, ...]] = {
     # The API's traffic: about 70 % detections.
     "api": (
-        Kind(HEALTH, 10, "GET", "/health"),
-        Kind(READY, 5, "GET", "/ready"),
+        Kind(HEALTH, 15, "GET", "/health"),  # /ready is the instance port's, not the load balancer's
         Kind(DETECT, 70, "POST", "/api/v1/detect"),
         Kind(JOB_SUBMIT, 4, "POST", "/api/v1/jobs"),
         Kind(JOB_POLL, 6, "GET", "/api/v1/jobs/{id}"),

@@ -105,3 +105,13 @@ def test_environment_variable_selects_another_file(tmp_path, monkeypatch):
     assert baselines.load().app_alarms.processing_lag_s == 123
     monkeypatch.delenv(baselines.PATH_ENV)
     assert baselines.load().app_alarms.processing_lag_s == _raw()["app_alarms"]["processing_lag_s"]
+
+
+def test_the_rate_limits_sit_above_every_honest_load():
+    """No load test (at peak), drill load or normal traffic of any target meets the load balancers' limits."""
+    b = baselines.load()
+    for target, normal in b.load.normal_rate_per_s.items():
+        peak = normal * b.traffic.peak_multiplier
+        assert b.request_limit_per_s(target) >= 2 * peak, target
+    assert b.request_limit_per_s("local") > b.recovery.drill_load_per_s
+    assert b.abuse.retry_after_s >= b.abuse.rate_window_s / 2  # a client that waits finds its window mostly drained

@@ -17,6 +17,7 @@ import pytest
 
 from local.layout import PORT_OFFSET_ENV, STATE_ENV, Layout
 from local.procs import listeners, stack_pids
+from local.programs import FLEET_GROUP
 from local.stack import Stack, bound_ports
 from local.wiring import AWS_ENV
 from pynomaly_ops.alarms import Target, alarm_numbers, catalogue, for_target, number_at
@@ -25,7 +26,7 @@ from pynomaly_ops.outputs import StackOutputs
 
 # Away from a developer's stack (offset 0) and from the ephemeral ports other
 # suites pick at run time.
-TEST_PORT_OFFSET = "1000"
+TEST_PORT_OFFSET = os.environ.get("PYNOMALY_TEST_PORT_OFFSET", "1000")  # another suite running beside this one
 
 
 @dataclass
@@ -68,6 +69,12 @@ def api(running: RunningStack) -> httpx.Client:
         headers={"Authorization": f"Bearer {running.outputs.api_key}"},
         timeout=10,
     )
+
+
+def instances_ready(running: RunningStack) -> list[dict[str, Any]]:
+    """/ready of every API instance, asked on its own port: the load balancer does not route /ready."""
+    fleet = [p for p in running.stack.programs() if p.group == FLEET_GROUP]
+    return [httpx.get(f"http://{p.address}:{p.port}/ready", timeout=10).json() for p in fleet]
 
 
 def assert_covers_every_threshold(rendered_rules: list[dict]) -> None:

@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from conftest import RunningStack, api, aws
+from conftest import RunningStack, api, aws, instances_ready
 
 from local import faults, probes
 from local.waiting import wait_for
@@ -36,8 +36,7 @@ def test_a_killed_moto_comes_back_with_its_queues_and_buckets(running: RunningSt
     state = running.state
     # The precondition: a stack that serves. `up` waits for /health; an instance just started may still be
     # migrating its schema (/ready 503), which would fail the job below for a reason that is not moto.
-    with api(running) as client:
-        wait_for("every instance ready", lambda: all(client.get("/ready").status_code == 200 for _ in range(6)), 60)
+    wait_for("every instance ready", lambda: all(r["status"] == "ready" for r in instances_ready(running)), 60)
     killed = faults.kill_process("moto", state_dir=state)
     t_killed = time.monotonic()
     probes.wait_for_process_replaced("moto", killed["pid"], 30, state_dir=state)

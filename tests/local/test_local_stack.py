@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 import yaml
-from conftest import RunningStack, api, assert_covers_every_threshold, aws, cli
+from conftest import RunningStack, api, assert_covers_every_threshold, aws, cli, instances_ready
 
 from local import faults, probes
 from local.procs import stack_pids
@@ -135,9 +135,8 @@ def test_rules_file_contains_every_threshold(running: RunningStack):
 
 
 def test_a_request_through_the_load_balancer_reaches_every_backend(running: RunningStack):
+    assert [r["checks"] for r in instances_ready(running)] == [{"database": "ok", "queue": "ok", "cache": "ok"}] * 3
     with api(running) as client:
-        ready = client.get("/ready").json()
-        assert ready["checks"] == {"database": "ok", "queue": "ok", "cache": "ok"}
         body = {"series": [1.0, 1.1, 0.9, 1.0, 1.05, 25.0]}
         first = client.post("/api/v1/detect", json=body)
         assert first.status_code == 200, first.text
@@ -282,8 +281,8 @@ def test_killing_the_redis_primary_fails_over_via_sentinel(running: RunningStack
     # Replicas refuse writes: a write through the endpoint proves it follows the new primary.
     wait_for("the primary endpoint following the new primary", lambda: probes.redis_endpoint_writable(state), 10)
     wait_for("the old primary back as a replica", lambda: probes.redis_role(victim, state) == "slave", 30, 0.5)
-    with api(running) as client:
-        wait_for("the service's cache healthy", lambda: client.get("/ready").json()["checks"]["cache"] == "ok", 20)
+    cache_ok = lambda: all(r["checks"]["cache"] == "ok" for r in instances_ready(running))  # noqa: E731
+    wait_for("the service's cache healthy", cache_ok, 20)
     print(f"\nRedis: new primary {new['primary']} {new['seconds']:.1f}s after the primary {old} stopped answering")
 
 
