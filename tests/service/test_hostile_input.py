@@ -93,7 +93,8 @@ def test_three_concurrent_bodies_of_death_leave_health_answering_and_memory_flat
     took = time.perf_counter() - started
     grown = rss_mb(small_api) - before
     print(
-        f"\nthree 2 MiB bodies of death: {took:.2f}s, /health slowest {health.slowest_s * 1000:.0f} ms, RSS +{grown:.0f} MB"
+        f"\nthree 2 MiB bodies of death: {took:.2f}s,"
+        f" /health slowest {health.slowest_s * 1000:.0f} ms, RSS +{grown:.0f} MB"
     )
     assert [r.status_code for r in replies] == [422] * 3, replies[0].text
     error = replies[0].json()["error"]
