@@ -14,13 +14,20 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import RunningStack, api
+from conftest import RunningStack, api, instances_ready
 
 from local import probes
 from local.render import abuse_limits
+from local.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True, scope="module")
+def every_instance_ready(running: RunningStack) -> None:
+    """`up` waits for /health; an instance may still be migrating its schema (/ready 503, /api/ 503)."""
+    wait_for("every instance ready", lambda: all(r["status"] == "ready" for r in instances_ready(running)), 60)
 
 
 def lb_address(running: RunningStack) -> tuple[str, int]:
