@@ -107,9 +107,14 @@ def down(
 def outputs(
     state_dir: StateOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (the only format).")] = True,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="Print the API key and the DSN's password (masked otherwise).")
+    ] = False,
 ) -> None:
-    """The stack outputs: the same keys as `pulumi stack output --json`, plus local-only ones."""
-    print(json.dumps(_open(state_dir).wiring.outputs(), indent=2))
+    """The stack outputs: the same keys as `pulumi stack output --json`, plus local-only ones; secrets masked
+    unless --show-secrets (as `pulumi stack output` does without --show-secrets)."""
+    wiring = _open(state_dir).wiring
+    print(json.dumps(wiring.outputs() if show_secrets else wiring.masked_outputs(), indent=2))
 
 
 @app.command()

@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from local import aws
 from local.layout import Layout
 from local.recovery import RecoveryError
+from local.secretfile import write_secret
 from local.stack import running_stack
 
 KEY_ENV = "PYNOMALY_BACKUP_KEY_FILE"
@@ -44,8 +45,7 @@ def _fernet(create: bool) -> Fernet:
                 f" encrypted with; put it back there (or point {KEY_ENV} at it)"
             )
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.touch(mode=0o600)
-        path.write_bytes(Fernet.generate_key())
+        write_secret(path, Fernet.generate_key())
     return Fernet(path.read_bytes().strip())
 
 
@@ -97,7 +97,5 @@ def restore_config(token: bytes, where: str, state_dir: Path) -> list[str]:
     for name, text in bundle["files"].items():
         if name not in FILES:
             raise RecoveryError(f"{where} holds {name!r}, not a configuration file of a local stack")
-        path = state_dir / name
-        path.write_text(text)
-        path.chmod(0o600)  # the layout holds passwords
+        write_secret(state_dir / name, text)  # the layout holds passwords
     return sorted(bundle["files"])

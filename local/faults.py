@@ -124,7 +124,7 @@ def scale_instances(count: int, state_dir: str | None = None) -> dict[str, Any]:
 def flush_cache(state_dir: str | None = None) -> dict[str, Any]:
     """FLUSHALL on the Redis primary, through the primary endpoint (001: "Clear Redis cache")."""
     layout = running_stack(state_dir).layout
-    client = health.redis_client(layout.regional, layout.ports["redis_writer"])
+    client = health.redis_client(layout.regional, layout.ports["redis_writer"], layout.secrets["redis_password"])
     at = time.time()
     keys = int(client.dbsize())
     client.flushall()

@@ -9,8 +9,17 @@ import socket
 import httpx
 import redis
 
+from local import etcd
 from local.layout import Layout
-from local.programs import ETCD_MEMBERS, PATRONI_LEADER_KEY, PATRONI_MEMBERS, SENTINEL_MASTER, Check, Program
+from local.programs import (
+    ETCD_MEMBERS,
+    PATRONI_API_USER,
+    PATRONI_LEADER_KEY,
+    PATRONI_MEMBERS,
+    SENTINEL_MASTER,
+    Check,
+    Program,
+)
 
 PROBE_TIMEOUT_S = 1.0
 
@@ -41,21 +50,28 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def redis_client(address: str, port: int) -> redis.Redis:
-    return redis.Redis(host=address, port=port, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S)
+def redis_client(address: str, port: int, password: str | None) -> redis.Redis:
+    """A client of a Redis node or a Sentinel of the stack: both require AUTH (the layout's ``redis_password``)."""
+    return redis.Redis(
+        host=address,
+        port=port,
+        password=password,
+        socket_timeout=PROBE_TIMEOUT_S,
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+    )
 
 
-def redis_ok(address: str, port: int) -> bool:
+def redis_ok(address: str, port: int, password: str | None = None) -> bool:
     try:
-        return bool(redis_client(address, port).ping())
+        return bool(redis_client(address, port, password).ping())
     except redis.RedisError:
         return False
 
 
-def sentinel_ok(address: str, port: int) -> bool:
+def sentinel_ok(address: str, port: int, password: str | None = None) -> bool:
     """Ping answered and the master known, with the other two Sentinels seen."""
     try:
-        master = redis_client(address, port).sentinel_master(SENTINEL_MASTER)
+        master = redis_client(address, port, password).sentinel_master(SENTINEL_MASTER)
     except redis.RedisError:
         return False
     if not isinstance(master, dict):  # redis-py's type also allows a bool
@@ -67,9 +83,9 @@ def probe(program: Program, haproxy_ok=None) -> bool:
     if program.check == Check.HTTP:
         return http_ok(program.check_url)
     if program.check == Check.REDIS:
-        return redis_ok(program.address, program.port)
+        return redis_ok(program.address, program.port, program.check_password)
     if program.check == Check.SENTINEL:
-        return sentinel_ok(program.address, program.port)
+        return sentinel_ok(program.address, program.port, program.check_password)
     if program.check == Check.HAPROXY and haproxy_ok is not None:
         return haproxy_ok()
     return port_open(program.address, program.port)
@@ -84,16 +100,26 @@ def dcs_leader(layout: Layout) -> str | None:
     """
     key = base64.b64encode(PATRONI_LEADER_KEY.encode()).decode()
     last: Exception | None = None
-    for zone in ETCD_MEMBERS.values():
+    for url in etcd.member_urls(layout):
         try:
-            url = f"http://{layout.zone_address(zone)}:{layout.ports['etcd']}/v3/kv/range"
-            reply = httpx.post(url, json={"key": key}, timeout=PROBE_TIMEOUT_S)
-            reply.raise_for_status()
-            kvs = reply.json().get("kvs", [])
+            kvs = etcd.call(url, "kv/range", {"key": key}, layout, timeout_s=PROBE_TIMEOUT_S).get("kvs", [])
             return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+        except (httpx.HTTPError, etcd.EtcdError, ValueError, KeyError) as exc:
             last = exc
     raise ConnectionError(f"no etcd member in the quorum answers: {last}")
+
+
+def patroni_auth(layout: Layout) -> tuple[str, str]:
+    """The user and password Patroni's REST API asks of unsafe requests (POST /switchover, /restart...)."""
+    return PATRONI_API_USER, layout.secrets["patroni_api_password"]
+
+
+def patroni_request(
+    layout: Layout, member: str, method: str, path: str, body: object = None, timeout_s: float = 10
+) -> httpx.Response:
+    """A request to member ``member``'s Patroni REST API, with its credentials."""
+    url = f"http://{layout.zone_address(PATRONI_MEMBERS[member])}:{layout.ports['patroni']}{path}"
+    return httpx.request(method, url, json=body, auth=patroni_auth(layout), timeout=timeout_s)
 
 
 def patroni_cluster(layout: Layout) -> dict:
@@ -140,11 +166,10 @@ def etcd_leader(layout: Layout) -> str:
     """
     names: dict[str, str] = {}
     leaders: set[str] = set()
-    for name, zone in ETCD_MEMBERS.items():
+    for name, url in zip(ETCD_MEMBERS, etcd.member_urls(layout), strict=True):
         try:
-            url = f"http://{layout.zone_address(zone)}:{layout.ports['etcd']}/v3/maintenance/status"
-            status = httpx.post(url, json={}, timeout=2).json()
-        except (httpx.HTTPError, ValueError):
+            status = etcd.call(url, "maintenance/status", {}, layout, timeout_s=2)
+        except (httpx.HTTPError, etcd.EtcdError, ValueError):
             continue  # a frozen or dead member: ask the others
         names[status["header"]["member_id"]] = name
         leaders.add(status["leader"])
@@ -162,10 +187,10 @@ def database_ready(layout: Layout) -> bool:
     return multi_az(patroni_roles(layout))
 
 
-def redis_primary(sentinels: list[tuple[str, int]]) -> tuple[str, int] | None:
+def redis_primary(sentinels: list[tuple[str, int]], password: str | None) -> tuple[str, int] | None:
     for address, port in sentinels:
         try:
-            addr = redis_client(address, port).sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+            addr = redis_client(address, port, password).sentinel_get_master_addr_by_name(SENTINEL_MASTER)
             if not isinstance(addr, tuple):  # None: this Sentinel does not know the master
                 continue
             host, p = addr

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from local.secretfile import secret_dir, write_secret
 from pynomaly_ops import REPO_ROOT
 
 STACK = "local"
@@ -30,6 +31,19 @@ DEFAULT_STATE_DIR = REPO_ROOT / ".local-stack"
 # directory is not (e.g. a checkout under /root, mode 700).
 SHARED_DB_ROOT = Path("/var/lib/pynomaly-local")
 DB_USER_WHEN_ROOT = "postgres"
+# Every secret of a stack, generated at its first `up` and recorded in its layout: the database roles', the API
+# key, Redis' AUTH password (the Redis nodes and the Sentinels, which the service reaches with the one AUTH token
+# it is given, as redis-py's Sentinel client does), etcd's root and Patroni users, and Patroni's REST API user.
+SECRET_NAMES = (
+    "postgres_password",
+    "replication_password",
+    "app_db_password",
+    "api_key",
+    "redis_password",
+    "etcd_root_password",
+    "etcd_patroni_password",
+    "patroni_api_password",
+)
 # AF_UNIX paths are limited to 108 bytes; sockets move to /tmp when the
 # state directory is deeper than this.
 MAX_SOCKET_DIR = 60
@@ -200,15 +214,27 @@ class Layout:
     def outputs_file(self) -> Path:
         return self.state_dir / "outputs.json"
 
+    @property
+    def secrets_dir(self) -> Path:
+        """Secrets handed to programs as files (0700; each file 0600)."""
+        return self.state_dir / "secrets"
+
+    @property
+    def redis_password_file(self) -> Path:
+        """Redis' AUTH password, as the service reads it (``PYNOMALY_REDIS_PASSWORD_FILE``)."""
+        return self.secrets_dir / "redis-password"
+
+    def write_secret_files(self) -> None:
+        secret_dir(self.secrets_dir)
+        write_secret(self.redis_password_file, self.secrets["redis_password"] + "\n")
+
     def member_dir(self, member: str) -> Path:
         return self.db_dir / member
 
     # --- persistence -------------------------------------------------------
     def save(self) -> None:
         data = asdict(self) | {k: str(getattr(self, k)) for k in ("state_dir", "db_dir", "run_dir")}
-        path = self.state_dir / self.FILE
-        path.write_text(json.dumps(data, indent=2) + "\n")
-        path.chmod(0o600)  # it holds passwords
+        write_secret(self.state_dir / self.FILE, json.dumps(data, indent=2) + "\n")  # it holds passwords
 
     @classmethod
     def load(cls, state_dir: Path) -> Layout | None:
@@ -221,7 +247,12 @@ class Layout:
         for key in ("state_dir", "db_dir", "run_dir"):
             data[key] = Path(data[key])
         data["ports"] = _with_new_ports(data["ports"])
-        return cls(**data)
+        layout = cls(**data)
+        missing = [n for n in SECRET_NAMES if n not in layout.secrets]
+        if missing:  # a stack recorded before these secrets existed gets them, once
+            layout.secrets |= {n: secrets.token_urlsafe(24) for n in missing}
+            layout.save()
+        return layout
 
     @classmethod
     def create(cls, state_dir: Path, instances: int, zoned: bool = False) -> Layout:
@@ -235,7 +266,6 @@ class Layout:
         run_dir = state_dir / "run"
         if len(str(run_dir)) > MAX_SOCKET_DIR:
             run_dir = Path("/tmp") / f"pynomaly-local-{_digest(state_dir)}"
-        names = ("postgres_password", "replication_password", "app_db_password", "api_key")
         ports = ports_from_env()
         return cls(
             state_dir=state_dir,
@@ -243,7 +273,7 @@ class Layout:
             run_dir=run_dir,
             db_user=db_user,
             ports=ports,
-            secrets={n: secrets.token_urlsafe(24) for n in names},
+            secrets={n: secrets.token_urlsafe(24) for n in SECRET_NAMES},
             instances=instances,
             zoned=zoned,
             net_id=net_id_for(ports) if zoned else None,

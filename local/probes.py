@@ -111,7 +111,8 @@ def _sentinels(layout: Layout) -> list[tuple[str, int]]:
 
 def redis_primary(state_dir: str | None = None) -> str:
     """``address:port`` of the Redis primary, as the Sentinels report it."""
-    primary = health.redis_primary(_sentinels(_layout(state_dir)))
+    layout = _layout(state_dir)
+    primary = health.redis_primary(_sentinels(layout), layout.secrets["redis_password"])
     if primary is None:
         raise ProbeError("no Sentinel answers with the primary's address")
     return f"{primary[0]}:{primary[1]}"
@@ -132,7 +133,9 @@ def redis_role(name: str, state_dir: str | None = None) -> str:
     if name not in REDIS_NODES:
         raise ProbeError(f"{name!r} is not a Redis node; one of {sorted(REDIS_NODES)}")
     layout = _layout(state_dir)
-    client = health.redis_client(layout.zone_address(REDIS_NODES[name]), layout.ports["redis"])
+    client = health.redis_client(
+        layout.zone_address(REDIS_NODES[name]), layout.ports["redis"], layout.secrets["redis_password"]
+    )
     role = client.role()[0]
     return role.decode() if isinstance(role, bytes) else str(role)
 
@@ -140,7 +143,8 @@ def redis_role(name: str, state_dir: str | None = None) -> str:
 def redis_endpoint_writable(state_dir: str | None = None) -> bool:
     """A write through the primary endpoint (the load balancer's port) succeeds: replicas refuse writes."""
     layout = _layout(state_dir)
-    return bool(health.redis_client(layout.regional, layout.ports["redis_writer"]).set("probe", "1"))
+    client = health.redis_client(layout.regional, layout.ports["redis_writer"], layout.secrets["redis_password"])
+    return bool(client.set("probe", "1"))
 
 
 # --- processes and the load balancer ------------------------------------------------

@@ -32,6 +32,8 @@ SENTINELS = {"sentinel-a": "a", "sentinel-b": "b", "sentinel-c": "c"}
 # One DCS member per zone, as production's control planes are: losing a zone keeps a quorum of two.
 ETCD_MEMBERS = {"etcd-a": "a", "etcd-b": "b", "etcd-c": "c"}
 SENTINEL_MASTER = "pynomaly"
+# Patroni's REST API asks this user (and the layout's patroni_api_password) of its unsafe requests.
+PATRONI_API_USER = "patroni"
 FLEET_GROUP = "fleet"
 # Patroni from PyPI in a virtualenv of its own over Debian's packages (its libraries, PostgreSQL), made by
 # scripts/setup: Debian 12's 3.0.2 overwrites the etcd3 leader key unconditionally when its cached view of the
@@ -100,6 +102,8 @@ class Program:
     stop_wait_s: int = 10
     group: str | None = None  # the instance group (the "ASG")
     wrapped: str | None = None  # the server's executable when command[0] is a wrapper
+    check_password: str | None = field(default=None, repr=False)  # AUTH of the health check (Redis, Sentinel)
+    umask: str | None = None  # of the process: what it writes itself (Redis' config rewrites) stays its own
 
     @property
     def priority(self) -> int:
@@ -207,7 +211,8 @@ def base_programs(layout: Layout) -> list[Program]:
                 f"--config.file={conf / 'prometheus.yml'}",
                 f"--storage.tsdb.path={layout.state_dir / 'prometheus'}",
                 f"--web.listen-address={layout.regional}:{p['prometheus']}",
-                "--web.enable-lifecycle",
+                # No lifecycle API (/-/reload, /-/quit): anyone who reaches the port could stop it. A changed
+                # configuration is applied with SIGHUP (local/stack.py).
                 "--log.level=warn",
             ],
             package="prometheus",
@@ -241,6 +246,8 @@ def base_programs(layout: Layout) -> list[Program]:
                 "/usr/bin/prometheus-redis-exporter",
                 f"-web.listen-address={layout.regional}:{p['redis_exporter']}",
                 f"-redis.addr=redis://{layout.zone_address('a')}:{p['redis']}",
+                # Each node's AUTH password, by the address Prometheus asks it to scrape (a JSON file, 0600).
+                f"-redis.password-file={redis_exporter_passwords(layout)}",
             ],
             package="prometheus-redis-exporter",
             phase=Phase.BASE,
@@ -248,12 +255,18 @@ def base_programs(layout: Layout) -> list[Program]:
             port=p["redis_exporter"],
             check=Check.HTTP,
             check_path="/metrics",
+            env={"REDIS_PASSWORD": layout.secrets["redis_password"]},  # -redis.addr's; never on the command line
         ),
     ]
     programs += [_redis(layout, name, zone) for name, zone in REDIS_NODES.items()]
     programs += [_sentinel(layout, name, zone) for name, zone in SENTINELS.items()]
     programs += [_postgres_exporter(layout, member, zone) for member, zone in PATRONI_MEMBERS.items()]
     return programs
+
+
+def redis_exporter_passwords(layout: Layout) -> Path:
+    """redis_exporter's ``-redis.password-file``: ``{"redis://address:port": password}`` (local/render.py)."""
+    return layout.secrets_dir / "redis-exporter-passwords.json"
 
 
 def _redis(layout: Layout, name: str, zone: str) -> Program:
@@ -266,6 +279,8 @@ def _redis(layout: Layout, name: str, zone: str) -> Program:
         port=layout.ports["redis"],
         check=Check.REDIS,
         zone=zone,
+        check_password=layout.secrets["redis_password"],
+        umask="077",
     )
 
 
@@ -279,6 +294,8 @@ def _sentinel(layout: Layout, name: str, zone: str) -> Program:
         port=layout.ports["sentinel"],
         check=Check.SENTINEL,
         zone=zone,
+        check_password=layout.secrets["redis_password"],
+        umask="077",  # Sentinel rewrites its file (it holds the passwords) with 0644 less the umask
     )
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from local import zones
+from local import etcd, zones
 from local.layout import MARKER_ENV, STACK, Layout
 from local.programs import (
     FLEET_GROUP,
+    PATRONI_API_USER,
     PATRONI_LOOP_WAIT_S,
     PATRONI_MEMBERS,
     PATRONI_NAMESPACE,
@@ -29,8 +30,10 @@ from local.programs import (
     WAL_SENDER_TIMEOUT_S,
     Program,
     etcd_client_urls,
+    redis_exporter_passwords,
 )
 from local.rules import rules
+from local.secretfile import write_secret
 from local.wiring import Wiring
 from pynomaly_ops.baselines import default_path, load
 from pynomaly_ops.environment import DEFAULT_MAX_BODY_BYTES
@@ -48,6 +51,11 @@ def render(template: str, **values: object) -> str:
 
 
 def write(path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> None:
+    """``text`` to ``path`` in ``mode``: a file that holds secrets (no bit for others) is created with its mode
+    from the start (local/secretfile.py), never written first and restricted after."""
+    if not mode & 0o077:
+        write_secret(path, text, owner, mode)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     path.chmod(mode)
@@ -55,12 +63,29 @@ def write(path: Path, text: str, mode: int = 0o644, owner: str | None = None) ->
         shutil.chown(path, owner, owner)
 
 
-def write_if_changed(path: Path, text: str) -> bool:
+def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     """Write ``text`` unless the file already holds it; whether it changed."""
     if path.exists() and path.read_text() == text:
         return False
-    write(path, text)
+    write(path, text, mode)
     return True
+
+
+# HAProxy's configuration holds Redis' AUTH password (its redis health checks): only its owner reads it.
+HAPROXY_CFG_MODE = 0o600
+
+
+def write_haproxy_cfg(layout: Layout, app: list[Program]) -> bool:
+    """haproxy.cfg from the template; whether it changed."""
+    return write_if_changed(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, app), HAPROXY_CFG_MODE)
+
+
+def write_secrets(layout: Layout) -> None:
+    """The secrets programs read from files: the service's Redis password, redis_exporter's passwords."""
+    layout.write_secret_files()
+    password = layout.secrets["redis_password"]
+    by_node = {f"redis://{layout.zone_address(z)}:{layout.ports['redis']}": password for z in REDIS_NODES.values()}
+    write_secret(redis_exporter_passwords(layout), json.dumps(by_node, indent=2) + "\n")
 
 
 def refresh_live_configs(layout: Layout, programs: list[Program]) -> list[str]:
@@ -69,7 +94,7 @@ def refresh_live_configs(layout: Layout, programs: list[Program]) -> list[str]:
     changed = []
     if not layout.haproxy_flags.exists():  # a stack started before maintenance mode existed
         write_haproxy_files(layout)
-    if write_if_changed(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs)):
+    if write_haproxy_cfg(layout, programs):
         changed.append("haproxy")
     before = {f: (layout.conf_dir / f).read_text() for f in ("prometheus.yml", "rules.yml")}
     write_prometheus(layout, programs)
@@ -137,6 +162,7 @@ def haproxy_cfg(layout: Layout, app: list[Program]) -> str:
         app_servers=[p for p in app if p.group == FLEET_GROUP],
         pg_members=[{"name": m, "address": layout.zone_address(z)} for m, z in PATRONI_MEMBERS.items()],
         redis_nodes=[{"name": n, "address": layout.zone_address(z)} for n, z in REDIS_NODES.items()],
+        redis_password=layout.secrets["redis_password"],
         limits=abuse_limits(),
     )
 
@@ -183,6 +209,8 @@ def write_patroni(layout: Layout) -> None:
             client_network=layout.client_network,
             pg_bin=PG_BIN,
             secrets=layout.secrets,
+            restapi_auth={"username": PATRONI_API_USER, "password": layout.secrets["patroni_api_password"]},
+            etcd_auth={"username": etcd.PATRONI_USER, "password": layout.secrets["etcd_patroni_password"]},
             db=load().database,
             timing={
                 "ttl": PATRONI_TTL_S,
@@ -205,7 +233,8 @@ def write_redis(layout: Layout) -> None:
         d.mkdir(parents=True, exist_ok=True)
         replica_of = "" if layout.zone_address(zone) == primary else primary
         node = _node(layout, name, zone, d, replica_of=replica_of)
-        write(layout.conf_dir / f"{name}.conf", render("redis.conf.j2", node=node, ports=layout.ports))
+        text = render("redis.conf.j2", node=node, ports=layout.ports, redis_password=layout.secrets["redis_password"])
+        write(layout.conf_dir / f"{name}.conf", text, 0o600)  # it holds the AUTH password
     for name, zone in SENTINELS.items():
         d = layout.state_dir / "redis" / name
         d.mkdir(parents=True, exist_ok=True)
@@ -215,8 +244,9 @@ def write_redis(layout: Layout) -> None:
             ports=layout.ports,
             master_name=SENTINEL_MASTER,
             primary_address=primary,
+            redis_password=layout.secrets["redis_password"],
         )
-        write(layout.conf_dir / f"{name}.conf", text)
+        write(layout.conf_dir / f"{name}.conf", text, 0o600)  # it holds the AUTH passwords
 
 
 def rules_yml() -> str:
@@ -273,8 +303,9 @@ def write_supervisor(layout: Layout, programs: list[Program]) -> None:
 def render_all(layout: Layout, programs: list[Program]) -> None:
     """Every configuration file, for a cold start."""
     prepare_dirs(layout)
+    write_secrets(layout)
     write_haproxy_files(layout)
-    write(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs))
+    write(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs), HAPROXY_CFG_MODE)
     write_patroni(layout)
     write_redis(layout)
     write_prometheus(layout, programs)

@@ -12,9 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from local import health, render
+from local import etcd, health, render
 from local.aws import ensure_resources
 from local.database import ensure_app_database
 from local.haproxy import HAProxy
@@ -35,6 +33,7 @@ from local.programs import (
     database_programs,
     patroni_program,
 )
+from local.secretfile import write_secret
 from local.supervisor import Supervisor, log_tail
 from local.waiting import Timeout, wait_for
 from local.wiring import Wiring
@@ -104,6 +103,7 @@ class Stack:
         # its slow imports overlap the standby's copy and the other servers' start.
         self._start_phase(programs, Phase.BASE)
         self._wait_healthy([p for p in programs if p.name in ETCD_MEMBERS], "etcd quorum")
+        self._ensure_etcd_auth()  # before Patroni, which logs in as its own etcd user
         if restore is not None:
             self._wait_healthy([p for p in programs if p.name == "moto"], "S3/SQS stand-in")
             restore(self)
@@ -123,10 +123,29 @@ class Stack:
         if not sup.running():
             self._cold_start(programs)
             return
+        render.write_secrets(self.layout)
         render.write_supervisor(self.layout, programs)
         changes = sup.apply_config()
         self.say(f"supervisord already running; program changes: {', '.join(changes) or 'none'}")
         self._reload(render.refresh_live_configs(self.layout, programs))
+
+    def _ensure_etcd_auth(self) -> None:
+        """etcd's users and authentication (idempotent); retried while the members settle their leader, but not
+        when etcd holds another root password (a verdict: its data is not this stack's)."""
+        refused: list[str] = []
+
+        def enabled() -> bool:
+            try:
+                etcd.ensure_auth(self.layout)
+            except etcd.EtcdError as exc:
+                if etcd.WRONG_ROOT not in str(exc):
+                    raise
+                refused.append(str(exc))
+            return True
+
+        self._wait("etcd authentication", enabled, PHASE_TIMEOUT_S[Phase.BASE], "etcd-a")
+        if refused:
+            raise StackError(refused[0])
 
     def _start_database(self, timeout_s: float) -> None:
         self._start_phase([], Phase.DATABASE)
@@ -164,11 +183,11 @@ class Stack:
 
     def _reload(self, programs: list[str]) -> None:
         """Apply changed configs without a restart: HAProxy's master re-executes
-        with the listeners handed over (USR2); Prometheus reloads over HTTP."""
+        with the listeners handed over (USR2); Prometheus reloads on SIGHUP (it serves no lifecycle API)."""
         if "haproxy" in programs:
             self.supervisor.signal("haproxy", "USR2")
         if "prometheus" in programs:
-            httpx.post(f"http://{self.wiring.regional('prometheus')}/-/reload", timeout=10).raise_for_status()
+            self.supervisor.signal("prometheus", "HUP")
         if programs:
             self.say(f"reloaded: {', '.join(programs)}")
 
@@ -240,8 +259,7 @@ class Stack:
 
     def write_outputs(self) -> dict:
         data = self.wiring.outputs()
-        self.layout.outputs_file.write_text(json.dumps(data, indent=2) + "\n")
-        self.layout.outputs_file.chmod(0o600)
+        write_secret(self.layout.outputs_file, json.dumps(data, indent=2) + "\n")  # the API key, the DSN's password
         return data
 
     # --- status ------------------------------------------------------------
@@ -277,7 +295,7 @@ class Stack:
         except ConnectionError:
             pass
         sentinels = self.wiring.sentinels
-        primary = health.redis_primary(sentinels)
+        primary = health.redis_primary(sentinels, self.layout.secrets["redis_password"])
         if primary:
             for name in ("redis-a", "redis-b"):
                 zone_addr = self.layout.zone_address(name[-1])
@@ -364,7 +382,8 @@ class Stack:
         self.layout.instances = count
         self.layout.save()
         programs = self.programs()
-        render.write(self.layout.conf_dir / "haproxy.cfg", render.haproxy_cfg(self.layout, programs))
+        render.write(self.layout.conf_dir / "haproxy.cfg", render.haproxy_cfg(self.layout, programs),
+                     render.HAPROXY_CFG_MODE)  # fmt: skip
         render.write_api_targets(self.layout, programs)
         self.say(f"{count} instance(s) in service")
 

@@ -22,6 +22,7 @@ from typing import Any
 from local import aws
 from local.layout import state_dir_from
 from local.recovery import RecoveryError, connect_superuser
+from local.secretfile import secret_dir, write_secret
 from local.stack import running_stack
 from local.wiring import Wiring
 
@@ -62,6 +63,8 @@ def replicate_backups(state_dir: str | None = None) -> dict[str, Any]:
     wiring = stack.wiring
     vault = vault_dir(stack.layout.state_dir) / f"cluster-{_system_identifier(wiring)}"
     s3, bucket = aws.s3(wiring), wiring.backups_bucket
+    for d in (vault.parent, vault):
+        secret_dir(d)
     started, index, copied, size = time.monotonic(), _index(vault), 0, 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
@@ -69,12 +72,12 @@ def replicate_backups(state_dir: str | None = None) -> dict[str, Any]:
                 continue
             body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
             path = _object_path(vault, obj["Key"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.with_suffix(path.suffix + ".part").write_bytes(body)
-            path.with_suffix(path.suffix + ".part").replace(path)  # never a half-written object
+            # Backups hold the database (its roles' password hashes) and the encrypted configuration: only
+            # their owner reads them, from the moment each file exists; written whole, then renamed.
+            write_secret(path, body)
             index[obj["Key"]] = {"etag": obj["ETag"], "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
             copied, size = copied + 1, size + len(body)
-    (vault / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+    write_secret(vault / INDEX, json.dumps(index, indent=1) + "\n")
     return {"vault": str(vault), "objects_copied": copied, "bytes_copied": size, "objects": len(index),
             "seconds": time.monotonic() - started, "time": time.time()}  # fmt: skip
 

@@ -30,6 +30,7 @@ APP_DB = "pynomaly"
 # unacknowledged write gives up after 3 s, and libpq's next connection finds the new primary.
 DEAD_PEER_DETECTION = "keepalives=1 keepalives_idle=2 keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000"
 APP_DB_USER = "pynomaly"
+MASK = "********"
 
 
 def tier_defaults(tier: str) -> dict[str, object]:
@@ -139,6 +140,8 @@ class Wiring:
             db_dsn=self.db_dsn(),
             redis_sentinels=self.sentinels,
             redis_sentinel_master=SENTINEL_MASTER,
+            # Redis and the Sentinels require AUTH: the password as a file, as the AUTH token reaches production
+            redis_password_file=self.layout.redis_password_file,
             aws_endpoint_url=self.aws_endpoint_url,
             queue_url=self.queue_url(self.queue_names[0]),
             artifacts_bucket=self.artifacts_bucket,
@@ -167,3 +170,11 @@ class Wiring:
         }
         # The one shape, checked; every key of the model, null where AWS-only.
         return keys.StackOutputs.model_validate(data).model_dump()
+
+    def masked_outputs(self) -> dict[str, object]:
+        """:meth:`outputs` with its secrets (the API key, the DSN's password) replaced by :data:`MASK`: what a
+        terminal, a log or a CI transcript may show. In-process readers (drills, load tests) read the file."""
+        data = self.outputs()
+        data[keys.API_KEY] = MASK
+        data[keys.DB_WRITER_DSN] = str(data[keys.DB_WRITER_DSN]).replace(self.layout.secrets["app_db_password"], MASK)
+        return data

@@ -64,7 +64,8 @@ def _client(settings: Settings) -> redis.Redis:
     if settings.redis_sentinels:
         sentinel = Sentinel(
             list(settings.redis_sentinels),
-            sentinel_kwargs={**timeouts, "password": settings.redis_password},
+            # The Sentinels ask AUTH too (the local stack's do): the same password as the nodes', from the file too
+            sentinel_kwargs={**timeouts, **_auth(settings)},
             **_auth(settings),
             **timeouts,
         )

@@ -128,7 +128,8 @@ def running(local_env) -> RunningStack:
         cli(local_env, "down", "--purge", check=False)
         pytest.fail(f"local up failed:\n{result.stderr}")
     print(f"\nlocal up from cold: {up_seconds:.1f}s")
-    outputs = StackOutputs.model_validate(json.loads(cli(local_env, "outputs", "--json").stdout))
+    # --show-secrets: the tests use the API key and the DSN (the command masks them otherwise)
+    outputs = StackOutputs.model_validate(json.loads(cli(local_env, "outputs", "--json", "--show-secrets").stdout))
     yield RunningStack(Path(local_env[STATE_ENV]), outputs, up_seconds, local_env)
     # Checked here, after every test whatever the order, rather than by a test that must run last.
     try:

@@ -96,7 +96,8 @@ def test_redis_endpoints_route_by_role(running: RunningStack):
         (running.outputs.redis_reader_endpoint, b"slave"),
     ):
         host, port = _endpoint(endpoint)
-        assert redis.Redis(host=host, port=port, socket_timeout=2).role()[0] == role
+        client = redis.Redis(host=host, port=port, password=running.layout.secrets["redis_password"], socket_timeout=2)
+        assert client.role()[0] == role
 
 
 def test_queues_and_buckets_match_the_pulumi_program(running: RunningStack):
