@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.tier import Tier
+from infra.tier import Tier, deny_insecure_transport, policy_document
 from pynomaly_ops.naming import queue_names
 from pynomaly_ops.settings import Queue as QueueSettings
 
@@ -85,6 +85,14 @@ class QueueTier(Tier):
             ),
             opts=self.child,
         )
+        # TLS only, as the buckets: a request over plain HTTP is refused whoever makes it.
+        for role, queue in (("jobs", jobs), ("jobs-dlq", dlq)):
+            aws.sqs.QueuePolicy(
+                self.name_of(f"{role}-tls-only"),
+                queue_url=queue.url,
+                policy=policy_document(deny_insecure_transport([queue.arn], "sqs:*")),
+                opts=self.child,
+            )
         self.queue = jobs
         self.queue_url = jobs.url
         self.queue_arn = jobs.arn

@@ -25,6 +25,17 @@ def test_queues_are_kms_encrypted_with_long_polling(r, stack, cfg):
     assert jobs["visibilityTimeoutSeconds"] == cfg.queue.visibility_timeout_s
 
 
+def test_queues_refuse_requests_without_tls(r, stack):
+    for role in ("jobs", "jobs-dlq"):
+        queue = r.named(f"{stack}-queue-{role}").state
+        tls = inputs(r, f"{stack}-queue-{role}-tls-only")
+        assert tls["queueUrl"] == queue["url"]
+        (deny,) = statements(policy(tls))
+        assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "sqs:*"
+        assert deny["Resource"] == [queue["arn"]]
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
 def test_buckets_are_versioned_private_owner_enforced_and_tls_only(r, stack):
     for role in BUCKETS:
         name = f"{stack}-{role}"
