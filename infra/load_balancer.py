@@ -16,6 +16,7 @@ import pulumi_aws as aws
 
 from infra.storage import SecureBucketArgs, bucket_name, secure_bucket
 from infra.tier import Tier
+from pynomaly_ops.environment import INTERNAL_PATHS, INTERNAL_PREFIXES
 from pynomaly_ops.settings import LoadBalancer as LoadBalancerSettings
 
 HEALTH_CHECK_PATH = "/health"
@@ -35,6 +36,19 @@ MANAGED_RULE_GROUPS = (
 # series (up to the service's PYNOMALY_MAX_BODY_BYTES, 16 MiB): a few hundred points already exceed it. The rule
 # only counts; the service enforces its own body limit (413).
 COUNTED_RULES = {"AWSManagedRulesCommonRuleSet": ("SizeRestrictions_BODY",)}
+
+
+INTERNAL_PAGES_PRIORITY = 1
+NOT_PUBLIC: aws.lb.ListenerRuleActionFixedResponseArgsDict = {
+    "content_type": "application/json",
+    "status_code": "404",
+    "message_body": '{"error":{"code":"not_found","message":"not served through the load balancer"}}',
+}
+
+
+def internal_page_patterns() -> list[str]:
+    """ALB path patterns for the instance's own pages: exact paths, and each prefix with what follows it."""
+    return [*INTERNAL_PATHS, *(f"{prefix}*" for prefix in INTERNAL_PREFIXES)]
 
 
 @dataclass(frozen=True)
@@ -133,7 +147,7 @@ class LoadBalancer(Tier):
             tags=self.tagged("app"),
             opts=self.child,
         )
-        aws.lb.Listener(
+        https = aws.lb.Listener(
             self.name_of("https"),
             load_balancer_arn=alb.arn,
             port=443,
@@ -142,6 +156,17 @@ class LoadBalancer(Tier):
             certificate_arn=s.certificate_arn,
             default_actions=[self._default_action(s.maintenance_mode, target_group)],
             tags=self.tagged("https"),
+            opts=self.child,
+        )
+        # The instance's own pages are not public (pynomaly_ops/environment.py): answered 404 before any
+        # forward, maintenance or not. Five values, two of them wildcards: within the ALB's per-rule quotas.
+        aws.lb.ListenerRule(
+            self.name_of("internal-pages"),
+            listener_arn=https.arn,
+            priority=INTERNAL_PAGES_PRIORITY,
+            conditions=[{"path_pattern": {"values": internal_page_patterns()}}],
+            actions=[{"type": "fixed-response", "fixed_response": NOT_PUBLIC}],
+            tags=self.tagged("internal-pages"),
             opts=self.child,
         )
         aws.lb.Listener(

@@ -36,7 +36,7 @@ from local.rules import rules
 from local.secretfile import write_secret
 from local.wiring import Wiring
 from pynomaly_ops.baselines import default_path, load
-from pynomaly_ops.environment import DEFAULT_MAX_BODY_BYTES
+from pynomaly_ops.environment import DEFAULT_MAX_BODY_BYTES, INTERNAL_PATHS, INTERNAL_PREFIXES
 
 TEMPLATES = Path(__file__).parent / "templates"
 RULES_GROUP = "pynomaly-runbook-thresholds"
@@ -149,6 +149,8 @@ def abuse_limits() -> dict[str, object]:
         "auth_failures_per_window": b.abuse.auth_failures_per_window,
         "retry_after_s": b.abuse.retry_after_s,
         "max_body_bytes": DEFAULT_MAX_BODY_BYTES,
+        "internal_paths": " ".join(INTERNAL_PATHS),
+        "internal_prefixes": " ".join(INTERNAL_PREFIXES),
     }
 
 

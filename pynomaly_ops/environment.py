@@ -52,6 +52,10 @@ class Settings:
 # The service's body limit unless PYNOMALY_MAX_BODY_BYTES says otherwise; the load balancers refuse a longer
 # declared body before it reaches an instance.
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# The instance's own pages (Prometheus scrapes them, health checks and operators use them on the instance port):
+# every load balancer answers them 404 (HAProxy locally, the ALB's listener rule in AWS).
+INTERNAL_PATHS = ("/metrics", "/ready", "/openapi.json")
+INTERNAL_PREFIXES = ("/docs", "/redoc")
 # Each setting's variable is PYNOMALY_ and its field name in upper case.
 ENV_NAMES: dict[str, str] = {f.name: f"PYNOMALY_{f.name.upper()}" for f in fields(Settings)}
 # The libpq service-file section a production DSN names instead of a user and password.

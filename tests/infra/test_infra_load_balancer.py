@@ -33,6 +33,21 @@ def test_https_listener_uses_the_certificate_and_a_tls12_policy(r, stack, cfg):
     assert action == {"type": "forward", "targetGroupArn": r.named(f"{stack}-lb-app").state["arn"]}
 
 
+def test_internal_pages_answer_404_at_the_https_listener(r, stack):
+    rule = inputs(r, f"{stack}-lb-internal-pages")
+    assert rule["listenerArn"] == r.named(f"{stack}-lb-https").state["arn"]
+    assert rule["priority"] == 1  # before anything else the listener would do
+    (condition,) = rule["conditions"]
+    patterns = condition["pathPattern"]["values"]
+    assert set(patterns) == {"/metrics", "/ready", "/openapi.json", "/docs*", "/redoc*"}
+    # ALB quotas: at most 5 condition values per rule, and 5 wildcards
+    assert len(patterns) <= 5 and sum(p.count("*") + p.count("?") for p in patterns) <= 5
+    (action,) = rule["actions"]
+    assert action["type"] == "fixed-response" and action["fixedResponse"]["statusCode"] == "404"
+    # the public API and the health check are not among them
+    assert not any(p.rstrip("*") and ("/api/v1/detect".startswith(p.rstrip("*")) or p == "/health") for p in patterns)
+
+
 def test_http_listener_only_redirects_to_https(r, stack):
     http = inputs(r, f"{stack}-lb-http")
     assert http["port"] == 80 and http["protocol"] == "HTTP"
