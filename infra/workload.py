@@ -51,6 +51,8 @@ NAMESPACE_SUFFIX = {"prod": "production"}
 API_PRESTOP_S = 10  # lets the ALB deregister a pod before it gets SIGTERM
 API_TERMINATION_GRACE_S = 60
 SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
+# What the Ingress routes (Kubernetes "Prefix" matches whole path elements: /api, /api/v1/..., not /apiary).
+PUBLIC_PATHS = (("/api", "Prefix"), ("/health", "Exact"))
 # The HPA owns the active colour's spec.replicas once it scales; a scale patch re-applied at a colour switch
 # must take the field back from it rather than fail on the server-side-apply conflict.
 PATCH_FORCE = {"pulumi.com/patchForce": "true"}
@@ -391,6 +393,7 @@ class Workload(Tier):
             prefix + "load-balancer-attributes": ",".join(attributes),
             prefix + "subnets": pulumi.Output.all(*a.public_subnet_ids).apply(",".join),
         }
+        backend = {"service": {"name": service.metadata["name"], "port": {"name": "http"}}}
         return k8s.networking.v1.Ingress(
             self.name_of("ingress"),
             metadata={
@@ -404,14 +407,11 @@ class Workload(Tier):
                 "rules": [
                     {
                         "http": {
+                            # The public API and the health check only: the instance's own pages
+                            # (/metrics, /ready, the docs) get the controller's default 404.
                             "paths": [
-                                {
-                                    "path": "/",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": service.metadata["name"], "port": {"name": "http"}}
-                                    },
-                                }
+                                {"path": path, "pathType": kind, "backend": backend}
+                                for path, kind in PUBLIC_PATHS
                             ]
                         }
                     }

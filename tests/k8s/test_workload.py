@@ -256,8 +256,9 @@ def test_ingress_for_the_alb_controller_does_not_block_pulumi(prod):
     assert ann["alb.ingress.kubernetes.io/target-type"] == "ip"
     public = [s.plain_inputs for s in prod.rendering.of_type("aws:ec2/subnet:Subnet") if "public" in s.name]
     assert len(ann["alb.ingress.kubernetes.io/subnets"].split(",")) == len(public) == 3
-    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend["name"] == "pynomaly"
+    paths = ing["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/api", "Prefix"), ("/health", "Exact")]
+    assert all(p["backend"]["service"]["name"] == "pynomaly" for p in paths)
 
 
 @pytest.mark.parametrize("installed", [True, False])
