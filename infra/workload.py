@@ -410,8 +410,7 @@ class Workload(Tier):
                             # The public API and the health check only: the instance's own pages
                             # (/metrics, /ready, the docs) get the controller's default 404.
                             "paths": [
-                                {"path": path, "pathType": kind, "backend": backend}
-                                for path, kind in PUBLIC_PATHS
+                                {"path": path, "pathType": kind, "backend": backend} for path, kind in PUBLIC_PATHS
                             ]
                         }
                     }
