@@ -43,6 +43,8 @@ def _service_grants(purpose: str, account_id: pulumi.Input[str], region: str) ->
             }
         ]
     if purpose == "alarms":
+        # Only on behalf of this account's alarms (the confused-deputy guard; CloudWatch's requests carry both).
+        alarms = pulumi.Output.concat("arn:aws:cloudwatch:", region, ":", account_id, ":alarm:*")
         return [
             {
                 "Sid": "CloudWatchAlarmsPublish",
@@ -50,6 +52,7 @@ def _service_grants(purpose: str, account_id: pulumi.Input[str], region: str) ->
                 "Principal": {"Service": "cloudwatch.amazonaws.com"},
                 "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
                 "Resource": "*",
+                "Condition": {"StringEquals": {"aws:SourceAccount": account_id}, "ArnLike": {"aws:SourceArn": alarms}},
             }
         ]
     return []

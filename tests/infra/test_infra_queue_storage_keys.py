@@ -6,6 +6,8 @@ import json
 
 from infra_helpers import inputs, policy, statements
 
+from pynomaly_cli.offline import ACCOUNT
+
 BUCKETS = ("storage-artifacts", "storage-backups", "lb-access-logs")
 KEY_PURPOSES = {"logs", "storage", "database", "cache", "queue", "alarms", "backup", "cluster"}
 
@@ -85,6 +87,27 @@ def test_key_policies_grant_services_that_encrypt_for_us(r, stack):
     assert services("database") == set()
     topics = [inputs(r, f"{stack}-alarms-{sev}") for sev in ("warning", "critical")]
     assert all(t["kmsMasterKeyId"] == r.named(f"{stack}-keys-alarms").state["arn"] for t in topics)
+
+
+def test_every_service_grant_in_a_key_policy_is_confined_to_this_account(r):
+    """The confused-deputy guard: a service principal may use a key only for this account's resources
+    (aws:SourceAccount, or an encryption context naming this account's log groups)."""
+    account = ACCOUNT
+    grants = [
+        (key.name, s)
+        for key in r.of_type("aws:kms/key:Key")
+        for s in statements(policy(key.plain_inputs))
+        if s["Effect"] == "Allow" and "Service" in s["Principal"]
+    ]
+    assert len(grants) >= 2
+    for name, s in grants:
+        condition = s.get("Condition", {})
+        scoped = condition.get("StringEquals", {}).get("aws:SourceAccount") == account or any(
+            f":{account}:" in str(v) for v in condition.get("ArnLike", {}).values()
+        )
+        assert scoped, (name, s)
+        if "aws:SourceArn" in condition.get("ArnLike", {}):
+            assert condition["ArnLike"]["aws:SourceArn"].startswith(f"arn:aws:cloudwatch:us-east-1:{account}:alarm:")
 
 
 def test_backup_plan_covers_database_and_buckets_in_prod_only(r, stack, cfg):
