@@ -104,7 +104,7 @@ def test_target_tracking_on_cpu_from_the_numbers_file(r, stack, numbers):
 def _stack_arns(r, stack, region) -> set[str]:
     """Every ARN the app may touch: exactly this stack's queue, buckets, secret, keys and log groups."""
     arn = lambda name: r.named(name).state["arn"]  # noqa: E731
-    buckets = [arn(f"{stack}-storage-{b}") for b in ("artifacts", "backups")]
+    buckets = [arn(f"{stack}-storage-artifacts")]  # not the backups bucket: database dumps are not the app's
     logs = [arn(f"{stack}-fleet-{g}-logs") for g in ("app", "prometheus")]
     primary = r.named(f"{stack}-database-primary").state
     return {
