@@ -66,6 +66,7 @@ if settings.cluster.enabled:
             vpc_id=network.vpc_id,
             private_subnet_ids=network.app_subnet_ids,
             secrets_kms_key_arn=kms.arn("cluster"),
+            logs_kms_key_arn=kms.arn("logs"),
         ),
     )
 data_clients = [network.app_security_group_id, *([cluster.security_group_id] if cluster else [])]

@@ -52,6 +52,7 @@ class ClusterArgs:
     vpc_id: pulumi.Input[str]
     private_subnet_ids: Sequence[pulumi.Input[str]]
     secrets_kms_key_arn: pulumi.Input[str]
+    logs_kms_key_arn: pulumi.Input[str]  # the control-plane log group's
 
 
 def kubeconfig(name: str, endpoint: str, ca_data: str, region: str) -> str:
@@ -99,6 +100,7 @@ class Cluster(Tier):
             # EKS writes to this fixed name; creating it first sets the retention.
             name=f"/aws/eks/{name}/cluster",
             retention_in_days=s.log_retention_days,
+            kms_key_id=args.logs_kms_key_arn,
             tags=self.tagged("control-plane-logs"),
             opts=self.child,
         )

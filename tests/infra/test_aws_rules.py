@@ -256,3 +256,18 @@ def test_a_cluster_version_without_a_known_chart_is_refused_before_anything_is_d
         ValueError, match=r"cluster\.version 1\.31: no Cluster Autoscaler chart .*cluster\.node_autoscaler false"
     ):
         autoscaler_release("1.31")
+
+
+# ------------------------------------------------------------------ CloudWatch Logs
+
+
+def test_every_log_group_is_encrypted_with_the_logs_key(r, stack, cfg):
+    """Log groups hold request paths, errors and (EKS) the API server's audit trail: each is encrypted with the
+    logs key, whose policy lets CloudWatch Logs use it for this account's log groups only (infra/keys.py). EKS
+    writes its control-plane logs to the group the program creates first, ``/aws/eks/<cluster>/cluster``."""
+    key = r.named(f"{stack}-keys-logs").state["arn"]
+    groups = r.of_type("aws:cloudwatch/logGroup:LogGroup")
+    assert groups
+    assert {g.name: g.plain_inputs.get("kmsKeyId") for g in groups if g.plain_inputs.get("kmsKeyId") != key} == {}
+    eks = [g for g in groups if str(g.plain_inputs.get("name", "")).startswith("/aws/eks/")]
+    assert len(eks) == (1 if cfg.cluster.enabled else 0)
