@@ -31,7 +31,6 @@ BAD_PASSWORD = "authentication failed"
 BAD_TOKEN = "invalid auth token"
 NO_USER = "user name is empty"
 EXISTS = "already exists"
-WRONG_ROOT = "has authentication on with another root password"
 
 _tokens: dict[str, tuple[str, float]] = {}  # member URL -> (token, when issued)
 _lock = threading.Lock()
@@ -39,6 +38,10 @@ _lock = threading.Lock()
 
 class EtcdError(RuntimeError):
     """etcd refused a request; the message is etcd's."""
+
+
+class ForeignEtcd(EtcdError):
+    """etcd has authentication on with another root password: its data is not this stack's (a verdict)."""
 
 
 def member_urls(layout: Layout) -> list[str]:
@@ -118,14 +121,14 @@ def _b64(text: str) -> str:
 def ensure_auth(layout: Layout) -> dict[str, Any]:
     """Users, Patroni's role and authentication on; idempotent, and the recorded passwords put back each time.
 
-    Raises EtcdError when authentication is on with another root password (an etcd not made by this layout)."""
+    Raises ForeignEtcd when authentication is on with another root password (an etcd not made by this layout)."""
     url = member_urls(layout)[0]
     try:
         token = _token(url, layout, fresh=True)
     except EtcdError as exc:
         if BAD_PASSWORD in str(exc):
-            raise EtcdError(
-                f"etcd at {url} {WRONG_ROOT} than the one recorded in"
+            raise ForeignEtcd(
+                f"etcd at {url} has authentication on with another root password than the one recorded in"
                 f" {layout.state_dir / Layout.FILE}: its data is not this stack's (`local down --purge` to start again)"
             ) from None
         raise

@@ -109,17 +109,13 @@ def dcs_leader(layout: Layout) -> str | None:
     raise ConnectionError(f"no etcd member in the quorum answers: {last}")
 
 
-def patroni_auth(layout: Layout) -> tuple[str, str]:
-    """The user and password Patroni's REST API asks of unsafe requests (POST /switchover, /restart...)."""
-    return PATRONI_API_USER, layout.secrets["patroni_api_password"]
-
-
 def patroni_request(
     layout: Layout, member: str, method: str, path: str, body: object = None, timeout_s: float = 10
 ) -> httpx.Response:
-    """A request to member ``member``'s Patroni REST API, with its credentials."""
+    """A request to member ``member``'s Patroni REST API, with the credentials its unsafe requests need."""
     url = f"http://{layout.zone_address(PATRONI_MEMBERS[member])}:{layout.ports['patroni']}{path}"
-    return httpx.request(method, url, json=body, auth=patroni_auth(layout), timeout=timeout_s)
+    auth = (PATRONI_API_USER, layout.secrets["patroni_api_password"])
+    return httpx.request(method, url, json=body, auth=auth, timeout=timeout_s)
 
 
 def patroni_cluster(layout: Layout) -> dict:

@@ -137,9 +137,7 @@ class Stack:
         def enabled() -> bool:
             try:
                 etcd.ensure_auth(self.layout)
-            except etcd.EtcdError as exc:
-                if etcd.WRONG_ROOT not in str(exc):
-                    raise
+            except etcd.ForeignEtcd as exc:  # not to be waited out
                 refused.append(str(exc))
             return True
 
