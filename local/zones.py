@@ -147,8 +147,11 @@ class Zones:
         for zone in ZONE_NAMES:
             if self.pids(zone):
                 raise ZoneError(f"processes still run in zone {zone} ({self.pids(zone)}): stop the stack first")
+            # the pair deleted from the root namespace's end first: that is synchronous, where a namespace's
+            # own teardown (`netns del`) frees its links later, and a lingering host end read as a cut zone
+            _ip("link", "del", self.host_link(zone), check=False)
             if self.namespace_path(zone).exists():
-                _ip("netns", "del", self.namespace(zone))  # takes its veth pair with it
+                _ip("netns", "del", self.namespace(zone))
                 removed.append(self.namespace(zone))
             self.off_flag(zone).unlink(missing_ok=True)
         if (SYS_NET / self.bridge).exists():
@@ -157,9 +160,9 @@ class Zones:
         return removed
 
     def link_state(self, zone: str) -> str:
-        """``up``, ``cut`` (its cable down), ``powered off`` or ``absent``."""
+        """``up``, ``cut`` (its cable down), ``powered off`` or ``absent`` (no namespace, whatever link is left)."""
         path = SYS_NET / self.host_link(zone) / "operstate"
-        if not path.exists():
+        if not path.exists() or not self.namespace_path(zone).exists():
             return "absent"
         if self.off_flag(zone).exists():
             return "powered off"
