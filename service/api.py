@@ -207,8 +207,12 @@ def _add_routes(app: FastAPI) -> None:
         "/api/v1/jobs",
         status_code=202,
         response_model=openapi.JobReply,
+        response_description="a new job, queued (ids are per API key: another key's job of this id is not this one)",
         responses={
-            200: {"model": openapi.JobReply, "description": "this job_id was submitted before: the same job"},
+            200: {
+                "model": openapi.JobReply,
+                "description": "this key submitted this job_id and input before: that job",
+            },
             **openapi.errors(400, 401, 409, 413, 422, 503),
         },
     )
@@ -223,8 +227,8 @@ def _add_routes(app: FastAPI) -> None:
         responses=openapi.errors(401, 404, 422, 503),
     )
     def job_status(job_id: uuid.UUID, key_name: KeyDep, services: ServicesDep, result: bool = False) -> JSONResponse:
-        job = store.get_job(services.pool, job_id, key_name)
-        if job is None:
+        job = store.get_job(services.pool, store.JobRef(key_name, job_id))
+        if job is None:  # another key's job of this id is answered the same: for this key it does not exist
             raise ApiError(404, "not_found", f"no job {job_id} for this API key", field="job_id")
         body: dict[str, Any] = {"job": _job_view(job)}
         if result and job["status"] == "completed":
@@ -295,16 +299,16 @@ def _submit(services: Services, body: JobRequest, key_name: str) -> tuple[dict[s
     body.check_input(services.settings.max_series_length)
     options = body.resolved_options(services.settings.detector_trees)
     input_hash = body.input_hash(options)
-    job_id = body.job_id or uuid.uuid4()
-    job, created = store.create_job(services.pool, job_id, key_name, input_hash, body.data, options)
-    if job["key_name"] != key_name or job["input_hash"] != input_hash:
-        raise ApiError(409, "conflict", f"job {job_id} exists with different input: use a new job_id", field="job_id")
+    ref = store.JobRef(key_name, body.job_id or uuid.uuid4())
+    job, created = store.create_job(services.pool, ref, input_hash, body.data, options)
+    if job["input_hash"] != input_hash:  # only this key's own jobs can conflict: ids are per key
+        raise ApiError(409, "conflict", f"job {ref.id} exists with different input: use a new job_id", field="job_id")
     if job["status"] == "queued":  # new, or a retried submission whose message may never have been sent
         try:
-            services.queue.send(str(job_id), job["submitted_at"].timestamp())
+            services.queue.send(key_name, str(ref.id), job["submitted_at"].timestamp())
         except DependencyUnavailable:
             if created:
-                store.delete_queued_job(services.pool, job_id)
+                store.delete_queued_job(services.pool, ref)
             raise
     return _job_view(job), created
 

@@ -76,6 +76,19 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        # Jobs namespaced per API key (issue 22): another key's job id is no conflict, so a submission
+        # can no longer tell that it exists, nor squat it. Every existing id is unique, so every existing
+        # row stays valid under the wider key. The id comes first: a look-up by id alone (queue messages
+        # from before, which name no key) uses the same index. Building it scans every job, which the
+        # service's statement timeout (5 s by default) would cut short on a large table at every start.
+        """
+        SET LOCAL statement_timeout = 0;
+        ALTER TABLE jobs DROP CONSTRAINT jobs_pkey;
+        ALTER TABLE jobs ADD CONSTRAINT jobs_pkey PRIMARY KEY (id, key_name);
+        """,
+    ),
 )
 
 

@@ -111,8 +111,8 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 ERROR_MEANINGS = {
     400: "the body is not valid JSON",
     401: "no API key, or an unknown or revoked one",
-    404: "no such job for this API key",
-    409: "a job with this job_id exists with different input",
+    404: "no such job for this API key (job ids are per key: another key's job is not found either)",
+    409: "this API key submitted this job_id before with different input",
     413: "the body is over the byte limit, or the series over the point limit: split it",
     422: "a field is missing, of the wrong type or out of range (every problem is listed)",
     503: "the detector is saturated or a dependency is unavailable: retry after Retry-After seconds",

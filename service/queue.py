@@ -1,4 +1,5 @@
-"""The job queue (SQS). Messages carry only the job id and submit time; the job lives in PostgreSQL.
+"""The job queue (SQS). Messages carry only the job's key name, id and submit time; the job lives in
+PostgreSQL (a job id names a job only within its API key's namespace).
 
 Failed messages are not deleted: they reappear after the visibility timeout, and the
 queue's redrive policy moves one that failed too often to the dead-letter queue.
@@ -43,8 +44,8 @@ class JobQueue:
             raise DependencyUnavailable("queue", f"{ENV_NAMES['queue_url']} is not set")
         return self.url
 
-    def send(self, job_id: str, submitted_at: float) -> None:
-        body = json.dumps({"job_id": job_id, "submitted_at": submitted_at})
+    def send(self, key_name: str, job_id: str, submitted_at: float) -> None:
+        body = json.dumps({"key_name": key_name, "job_id": job_id, "submitted_at": submitted_at})
         try:
             self._sqs.send_message(QueueUrl=self._require_url(), MessageBody=body)
         except aws.AWS_ERRORS as exc:

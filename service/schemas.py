@@ -178,6 +178,7 @@ class DetectRequest(BaseModel):
 
 
 class JobRequest(DetectRequest):
-    """A batch detection; ``job_id`` makes the submission idempotent (the same id returns the same job)."""
+    """A batch detection; ``job_id`` makes the submission idempotent (the same id returns the same job).
+    Job ids are per API key: another key's job of the same id is another job, unseen by this key."""
 
     job_id: uuid.UUID | None = None

@@ -1,17 +1,20 @@
-"""Job results in S3, one object per job id, so reprocessing a job overwrites rather than duplicates."""
+"""Job results in S3, one object per job (key name and id), so reprocessing a job overwrites rather than
+duplicates, and two keys' jobs of the same id never share an object."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from service import aws
 from service.config import Settings
 from service.errors import DependencyUnavailable
 
 
-def result_key(job_id: str) -> str:
-    return f"jobs/{job_id}/result.json"
+def result_key(key_name: str, job_id: str) -> str:
+    """Percent-encoded, the key name is one path segment whatever it holds (a '/' cannot make it another's)."""
+    return f"jobs/{quote(key_name, safe='')}/{job_id}/result.json"
 
 
 class ResultStore:
@@ -19,8 +22,8 @@ class ResultStore:
         self.bucket = settings.artifacts_bucket
         self._s3 = aws.client(settings, "s3")
 
-    def put(self, job_id: str, result: dict[str, Any]) -> str:
-        key = result_key(job_id)
+    def put(self, key_name: str, job_id: str, result: dict[str, Any]) -> str:
+        key = result_key(key_name, job_id)
         self._s3.put_object(
             Bucket=self.bucket, Key=key, Body=json.dumps(result).encode(), ContentType="application/json"
         )

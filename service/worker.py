@@ -1,14 +1,15 @@
 """The batch worker: ``python -m service.worker`` (or ``pynomaly-worker``).
 
 For each SQS message it claims the job in PostgreSQL, runs the detector, writes
-the result to S3 under the job's id and marks the job completed, then deletes the
-message. The claim makes a redelivered message harmless: a finished job is only
-acknowledged, a job held by a live worker is left alone. A failed message is not
-deleted; the queue redelivers it, and its redrive policy moves it to the
+the result to S3 under the job's key name and id and marks the job completed, then
+deletes the message. The claim makes a redelivered message harmless: a finished job
+is only acknowledged, a job held by a live worker is left alone. A failed message is
+not deleted; the queue redelivers it, and its redrive policy moves it to the
 dead-letter queue after maxReceiveCount receives. A failure that may pass (a
 dependency down) waits out the visibility timeout before its next try; a poison
-message (malformed, or naming no job) is handed back at once, so it reaches the
-dead-letter queue, and its alarm, in seconds rather than maxReceiveCount timeouts. While a job runs, a heartbeat
+message (malformed, naming no job, or naming no key and an id that is not one key's)
+is handed back at once, so it reaches the dead-letter queue, and its alarm, in
+seconds rather than maxReceiveCount timeouts. While a job runs, a heartbeat
 extends its message's visibility (every third of the queue's visibility timeout),
 so a job longer than the timeout is not delivered to a second worker meanwhile.
 On SIGTERM the worker stops receiving, hands in-flight messages back (visibility 0)
@@ -43,17 +44,21 @@ DEFAULT_VISIBILITY_S = 30  # SQS's default, when the queue does not say
 
 
 class PoisonMessage(ValueError):
-    """A message no retry can fix (malformed, or naming no job): handed back for the redrive policy."""
+    """A message no retry can fix (malformed, or not naming exactly one job): handed back for the redrive policy."""
 
 
 class Stopping(Exception):
     """SIGTERM arrived while a message was in flight."""
 
 
-def parse(message: Message) -> tuple[uuid.UUID, float]:
+def parse(message: Message) -> tuple[str | None, uuid.UUID, float]:
+    """The key name (None in a message sent before jobs were per key), job id and submit time."""
     try:
         body = json.loads(message.body)
-        return uuid.UUID(body["job_id"]), float(body["submitted_at"])
+        key_name = body.get("key_name") if isinstance(body, dict) else None
+        if not isinstance(key_name, str | None):
+            raise TypeError(f"key_name is a {type(key_name).__name__}, not a string")
+        return key_name, uuid.UUID(body["job_id"]), float(body["submitted_at"])
     except (ValueError, TypeError, KeyError) as exc:
         raise PoisonMessage(f"malformed job message {message.body[:80]!r}: {exc}") from exc
 
@@ -136,46 +141,58 @@ class Worker:
             log.warning("could not hand the poison message back: %s", exc)
 
     def _process(self, message: Message) -> None:
-        job_id, submitted_at = parse(message)
+        key_name, job_id, submitted_at = parse(message)
         metrics.JOB_PROCESSING_LAG.set(max(0.0, time.time() - submitted_at))
-        job = store.claim_job(self.pool, job_id, self.name, self.lease_s)
+        ref = store.JobRef(key_name if key_name is not None else self._only_owner(job_id), job_id)
+        job = store.claim_job(self.pool, ref, self.name, self.lease_s)
         if job is None:
-            self._not_claimed(message, job_id)
+            self._not_claimed(message, ref)
             return
         try:
-            renew = functools.partial(store.renew_lease, self.pool, job_id, self.name, self.lease_s)
+            renew = functools.partial(store.renew_lease, self.pool, ref, self.name, self.lease_s)
             with VisibilityHeartbeat(self.queue, message, self.visibility_s, renew):
-                result_key, n_flagged = self._run_job(job)
+                result_key, n_flagged = self._run_job(ref, job)
         except Stopping:
-            store.release_job(self.pool, job_id, self.name, None, final=False)
+            store.release_job(self.pool, ref, self.name, None, final=False)
             self.queue.release(message)
             log.info("job %s handed back to the queue on shutdown", job_id)
             return
         except Exception as exc:
             final = self.max_receives is not None and message.receive_count >= self.max_receives
-            store.release_job(self.pool, job_id, self.name, str(exc)[:500], final=final)
+            store.release_job(self.pool, ref, self.name, str(exc)[:500], final=final)
             raise
-        store.finish_job(self.pool, job_id, self.name, result_key, n_flagged)
+        store.finish_job(self.pool, ref, self.name, result_key, n_flagged)
         self.queue.delete(message)
         metrics.JOBS.labels(status="completed").inc()
         log.info("job %s completed on receive %d: %d points flagged", job_id, message.receive_count, n_flagged)
 
-    def _not_claimed(self, message: Message, job_id: uuid.UUID) -> None:
-        status = store.job_exists(self.pool, job_id)
+    def _only_owner(self, job_id: uuid.UUID) -> str:
+        """The key of a message sent before jobs were per key. Ids were unique across keys then, so its id
+        names one job, unless another key has since chosen the same id: which job it meant is then unknown,
+        and running either could hand one key's result to the other, so it is poison (the DLQ alarm tells)."""
+        owners = store.job_owners(self.pool, job_id)
+        if len(owners) != 1:
+            whose = "no key has" if not owners else "several keys have"
+            raise PoisonMessage(f"message without a key name names job {job_id}, which {whose}: cannot tell")
+        log.info("message without a key name (sent before jobs were per key): job %s has one key", job_id)
+        return owners[0]
+
+    def _not_claimed(self, message: Message, ref: store.JobRef) -> None:
+        status = store.job_exists(self.pool, ref)
         if status is None:
-            raise PoisonMessage(f"message names job {job_id}, which does not exist")
+            raise PoisonMessage(f"message names job {ref.id} of key {ref.key_name!r}, which does not exist")
         if status in ("completed", "failed"):
             self.queue.delete(message)  # a redelivery of finished work: acknowledge, do nothing
-            log.info("duplicate message for %s job %s acknowledged", status, job_id)
+            log.info("duplicate message for %s job %s acknowledged", status, ref.id)
         else:  # another worker holds it: leave the message; it comes back after the visibility timeout
-            log.info("job %s is held by another worker: message (receive %d) left", job_id, message.receive_count)
+            log.info("job %s is held by another worker: message (receive %d) left", ref.id, message.receive_count)
 
-    def _run_job(self, job: dict[str, Any]) -> tuple[str, int]:
+    def _run_job(self, ref: store.JobRef, job: dict[str, Any]) -> tuple[str, int]:
         result = self.detector.run(job["input"], job["options"])
         if self.stop.is_set():
             raise Stopping
-        document = {"job_id": str(job["id"]), "options": job["options"], **result}
-        key = self.results.put(str(job["id"]), document)  # same key every time: a retry overwrites
+        document = {"job_id": str(ref.id), "options": job["options"], **result}
+        key = self.results.put(ref.key_name, str(ref.id), document)  # same key every time: a retry overwrites
         if self.stop.is_set():
             raise Stopping
         return key, result["n_flagged"]

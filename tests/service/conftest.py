@@ -9,17 +9,22 @@ from collections.abc import Iterator
 import httpx
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 from service_testkit import (
     AwsResources,
     MotoServer,
     PostgresServer,
     ServiceProcess,
+    add_api_key,
+    api_client,
     new_aws,
     own_redis,
     service_env,
     serving,
     wait_until,
 )
+
+from service import migrations
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +61,25 @@ def api(postgres, redis_server, moto, aws, api_key, tmp_path_factory) -> Iterato
 
 @pytest.fixture
 def client(api: ServiceProcess, api_key: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30) as c:
+    with api_client(api.base_url, api_key) as c:
         yield c
+
+
+@pytest.fixture
+def other_key(db: psycopg.Connection) -> tuple[str, str]:
+    """A second API key, another tenant's: (key, name)."""
+    return add_api_key(db, "tenant-b")
 
 
 @pytest.fixture
 def db(postgres: PostgresServer) -> Iterator[psycopg.Connection]:
     with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def pool(postgres: PostgresServer) -> Iterator[ConnectionPool]:
+    """The service's own database layer, on the schema it migrates to."""
+    with ConnectionPool(postgres.dsn(), min_size=1, max_size=4, timeout=5) as p:
+        migrations.upgrade(p)
+        yield p

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import psycopg
 from servers import AwsResources, MotoServer, PostgresServer, RedisServer, ServiceProcess, free_port, wait_until
 
 from pynomaly_ops.settings import schema
+from service.auth import hash_key
 
 # The redrive policy's maxReceiveCount, from the one place it is set (Pulumi.yaml's config defaults).
 T = TypeVar("T")
@@ -57,6 +59,23 @@ def service_env(
     }
     env.update(overrides)
     return env
+
+
+def api_client(base_url: str, api_key: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+
+
+def add_api_key(conn: psycopg.Connection, prefix: str) -> tuple[str, str]:
+    """A new key, stored as the service stores one (its hash, under a name of its own): (key, name)."""
+    key, name = secrets.token_urlsafe(32), f"{prefix}-{uuid.uuid4().hex[:8]}"
+    conn.execute("INSERT INTO api_keys (key_hash, name) VALUES (%s, %s)", (hash_key(key), name))
+    return key, name
+
+
+def result_objects(moto: MotoServer, bucket: str, job_id: str) -> list[str]:
+    """Every S3 object of a job id, whatever key name it is under."""
+    contents = moto.client("s3").list_objects_v2(Bucket=bucket, Prefix="jobs/").get("Contents", [])
+    return sorted(o["Key"] for o in contents if f"/{job_id}/" in o["Key"])
 
 
 def count_rows(conn: psycopg.Connection, table: str) -> int:

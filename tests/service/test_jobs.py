@@ -1,4 +1,5 @@
-"""Batch jobs: API -> SQS -> worker -> S3 + PostgreSQL, idempotent by id, graceful, dead-lettered."""
+"""Batch jobs: API -> SQS -> worker -> S3 + PostgreSQL, idempotent by id within each API key's own
+namespace, graceful, dead-lettered."""
 
 from __future__ import annotations
 
@@ -10,13 +11,24 @@ import httpx
 import numpy as np
 import pytest
 from servers import wait_until
-from service_testkit import MAX_RECEIVE_COUNT, metric_value, new_aws, queue_depth, start_worker, worker_metrics_url
+from service_testkit import (
+    MAX_RECEIVE_COUNT,
+    api_client,
+    metric_value,
+    new_aws,
+    queue_depth,
+    result_objects,
+    start_worker,
+    worker_metrics_url,
+)
 
 from pynomaly_ops import metrics
 from pynomaly_ops.settings import schema
+from service import store
 from service.storage import result_key
 
 pytestmark = pytest.mark.integration
+OUR_KEY = "bootstrap"  # the name the service gives PYNOMALY_BOOTSTRAP_API_KEY, the conftest client's key
 
 
 @pytest.fixture
@@ -55,7 +67,7 @@ def test_a_job_runs_end_to_end(client, aws, moto, db, worker_factory):
     worker = worker_factory(aws)
     wait_until(lambda: client.get(f"/api/v1/jobs/{job_id}").json()["job"]["status"] == "completed", 60, "job done")
     body = client.get(f"/api/v1/jobs/{job_id}", params={"result": "true"}).json()
-    assert body["job"]["result_key"] == result_key(job_id)
+    assert body["job"]["result_key"] == result_key(OUR_KEY, job_id)
     assert len(body["result"]["scores"]) == 2000 and body["result"]["flags"][2000 // 3] is True
     assert body["job"]["n_flagged"] == sum(body["result"]["flags"])
     assert worker_jobs(worker, "completed") == 1
@@ -75,13 +87,12 @@ def test_resubmitting_a_job_id_returns_the_same_job(client, db):
 
 def test_a_message_delivered_twice_yields_one_result(client, aws, moto, db, worker_factory):
     job_id = client.post("/api/v1/jobs", json={"series": series(500, seed=5)}).json()["job"]["id"]
-    duplicate = json.dumps({"job_id": job_id, "submitted_at": 0})
+    duplicate = json.dumps({"key_name": OUR_KEY, "job_id": job_id, "submitted_at": 0})
     moto.client("sqs").send_message(QueueUrl=aws.queue_url, MessageBody=duplicate)  # the redelivery
     worker = worker_factory(aws)
     wait_until(lambda: queue_depth(moto, aws.queue_url) == 0 and job_status(db, job_id)[0] == "completed", 60, "drain")
     assert job_status(db, job_id) == ("completed", 1)
-    keys = moto.client("s3").list_objects_v2(Bucket=aws.bucket, Prefix=f"jobs/{job_id}/").get("Contents", [])
-    assert [k["Key"] for k in keys] == [result_key(job_id)]
+    assert result_objects(moto, aws.bucket, job_id) == [result_key(OUR_KEY, job_id)]
     assert worker.tail().count(f"job {job_id} completed") == 1
     assert f"duplicate message for completed job {job_id}" in worker.tail()
     # The queue may hold other tests' jobs too: every completion counted is a distinct job.
@@ -89,6 +100,63 @@ def test_a_message_delivered_twice_yields_one_result(client, aws, moto, db, work
     done = db.execute("SELECT count(*) FROM jobs WHERE worker = %s AND status = 'completed'", (name,)).fetchone()[0]
     assert worker_jobs(worker, "completed") == done
     assert worker_jobs(worker, "failed") == 0
+
+
+def test_another_keys_job_id_is_a_job_of_its_own(api, client, other_key, aws, moto, worker_factory):
+    """Job ids are per key: key B reusing key A's id neither learns that A's job exists nor conflicts with
+    it; B gets a job of its own, and each key reads its own job and result."""
+    key_b, name_b = other_key
+    job_id, random_id = str(uuid.uuid4()), str(uuid.uuid4())
+    ours, theirs = (
+        {"series": series(300, seed=21), "job_id": job_id},
+        {"series": series(400, seed=22), "job_id": job_id},
+    )
+    assert client.post("/api/v1/jobs", json=ours).status_code == 202
+    with api_client(api.base_url, key_b) as other:
+        unseen, missing = other.get(f"/api/v1/jobs/{job_id}"), other.get(f"/api/v1/jobs/{random_id}")
+        assert (unseen.status_code, missing.status_code) == (404, 404)
+        assert unseen.json() == json.loads(missing.text.replace(random_id, job_id))  # the same answer, id aside
+        submitted = other.post("/api/v1/jobs", json=theirs)
+        assert submitted.status_code == 202, submitted.text
+        assert (submitted.json()["job"]["id"], submitted.json()["job"]["status"]) == (job_id, "queued")
+        assert other.post("/api/v1/jobs", json=theirs).status_code == 200  # idempotent within the key
+        assert other.post("/api/v1/jobs", json=ours).status_code == 409  # B's own job has other input
+        assert client.post("/api/v1/jobs", json=ours).status_code == 200  # A's job is untouched
+        worker_factory(aws)
+
+        def both_done() -> bool:
+            return all(c.get(f"/api/v1/jobs/{job_id}").json()["job"]["status"] == "completed" for c in (client, other))
+
+        wait_until(both_done, 60, "both keys' jobs completed")
+        mine, yours = (c.get(f"/api/v1/jobs/{job_id}", params={"result": "true"}).json() for c in (client, other))
+    assert (mine["job"]["result_key"], yours["job"]["result_key"]) == (
+        result_key(OUR_KEY, job_id),
+        result_key(name_b, job_id),
+    )
+    assert (len(mine["result"]["scores"]), len(yours["result"]["scores"])) == (300, 400)
+    assert result_objects(moto, aws.bucket, job_id) == sorted([result_key(OUR_KEY, job_id), result_key(name_b, job_id)])
+    wait_until(lambda: queue_depth(moto, aws.queue_url) == 0, 30, "the queue drained")
+
+
+def test_a_message_from_before_per_key_jobs_runs_its_ids_only_job(pool, other_key, moto, db, worker_factory):
+    """A message sent before jobs were per key names no key. Ids were unique across keys then, so it runs the
+    one job of its id; if another key has since taken that id, which job it meant is unknown: poison."""
+    _, name_b = other_key
+    alone, shared = uuid.uuid4(), uuid.uuid4()
+    options = {"method": "residual", "contamination": "auto", "threshold": None}
+    for job in (store.JobRef(OUR_KEY, alone), store.JobRef(OUR_KEY, shared), store.JobRef(name_b, shared)):
+        store.create_job(pool, job, "legacy", series(200, seed=23), options)
+    legacy = new_aws(moto)  # a queue of its own: only the old messages are in it
+    sqs = moto.client("sqs")
+    for job_id in (alone, shared):
+        sqs.send_message(QueueUrl=legacy.queue_url, MessageBody=json.dumps({"job_id": str(job_id), "submitted_at": 0}))
+    worker = worker_factory(legacy)
+    wait_until(lambda: queue_depth(moto, legacy.dead_letter_queue_url) == 1, 60, "the ambiguous message dead-lettered")
+    wait_until(lambda: job_status(db, alone) == ("completed", 1), 30, "the old message's job completed")
+    assert result_objects(moto, legacy.bucket, str(alone)) == [result_key(OUR_KEY, str(alone))]
+    assert db.execute("SELECT DISTINCT status FROM jobs WHERE id = %s", (shared,)).fetchall() == [("queued",)]
+    assert f"job {alone} has one key" in worker.tail()
+    assert f"names job {shared}, which several keys have" in worker.tail()
 
 
 def test_sigterm_hands_the_in_flight_message_back(client, aws, moto, db, worker_factory):

@@ -1,31 +1,27 @@
-"""The database layer against a real PostgreSQL: concurrent migrations, job claims and leases."""
+"""The database layer against a real PostgreSQL: concurrent migrations, the per-key jobs migration on a
+database with rows, job claims and leases."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
 from service import migrations, store
+from service.store import JobRef
 
 pytestmark = pytest.mark.integration
+PER_KEY_JOBS = 2  # the migration that namespaced jobs per API key
+OPTIONS = {"method": "residual", "contamination": "auto", "threshold": None}
 
 
 def fresh_database(postgres) -> str:
     name = f"t_{uuid.uuid4().hex[:10]}"
     postgres.psql(f"CREATE DATABASE {name} OWNER {postgres.user}")
     return postgres.dsn(dbname=name)
-
-
-@pytest.fixture
-def pool(postgres) -> Iterator[ConnectionPool]:
-    with ConnectionPool(postgres.dsn(), min_size=1, max_size=4, timeout=5) as p:
-        migrations.upgrade(p)
-        yield p
 
 
 def test_three_instances_starting_at_once_migrate_exactly_once(postgres):
@@ -61,32 +57,76 @@ def test_migrations_are_idempotent(pool):
     assert migrations.upgrade(pool) == []
 
 
-def new_job(pool: ConnectionPool) -> uuid.UUID:
-    job_id = uuid.uuid4()
-    store.create_job(pool, job_id, "test", "hash", [[1.0], [2.0]], {"n_estimators": 5, "contamination": "auto"})
-    return job_id
+def test_jobs_written_before_per_key_ids_stay_readable_by_their_key(postgres, monkeypatch):
+    """A database at the previous schema, with jobs in it, migrated as a new release's first start does."""
+    with ConnectionPool(fresh_database(postgres), min_size=1, max_size=2, timeout=10) as pool:
+        monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m[0] < PER_KEY_JOBS])
+        assert migrations.upgrade(pool) == list(range(1, PER_KEY_JOBS))
+        old = {JobRef("tenant-a", uuid.uuid4()): "queued", JobRef("tenant-b", uuid.uuid4()): "completed"}
+        with pool.connection() as conn:  # as the previous release wrote them (result_key: its S3 layout)
+            for job, status in old.items():
+                conn.execute(
+                    "INSERT INTO jobs (id, key_name, status, input_hash, options, input, n_points, result_key)"
+                    " VALUES (%s, %s, %s, 'h', '{}', '[1.0]', 1, %s)",
+                    (*job.params, status, f"jobs/{job.id}/result.json"),
+                )
+        monkeypatch.undo()
+        assert migrations.upgrade(pool) == [v for v, _ in migrations.MIGRATIONS if v >= PER_KEY_JOBS]
+        for job, status in old.items():
+            row = store.get_job(pool, job)
+            assert row is not None and (row["status"], row["result_key"]) == (status, f"jobs/{job.id}/result.json")
+            assert store.get_job(pool, JobRef("tenant-c", job.id)) is None
+            assert store.job_owners(pool, job.id) == [job.key_name]
+        queued = next(iter(old))
+        _, created = store.create_job(pool, JobRef("tenant-c", queued.id), "other", [2.0], OPTIONS)
+        assert created and sorted(store.job_owners(pool, queued.id)) == ["tenant-a", "tenant-c"]
+        assert store.claim_job(pool, queued, "w", lease_s=60) is not None  # the old job still runs
+
+
+def new_job(pool: ConnectionPool, key_name: str = "test") -> JobRef:
+    job = JobRef(key_name, uuid.uuid4())
+    store.create_job(pool, job, "hash", [[1.0], [2.0]], {"n_estimators": 5, "contamination": "auto"})
+    return job
 
 
 def test_a_claimed_job_cannot_be_claimed_again_until_its_lease_expires(pool):
-    job_id = new_job(pool)
-    assert store.claim_job(pool, job_id, "worker-a", lease_s=60) is not None
-    assert store.claim_job(pool, job_id, "worker-b", lease_s=60) is None  # held: the duplicate waits
+    job = new_job(pool)
+    assert store.claim_job(pool, job, "worker-a", lease_s=60) is not None
+    assert store.claim_job(pool, job, "worker-b", lease_s=60) is None  # held: the duplicate waits
     with pool.connection() as conn:
-        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 second' WHERE id = %s", (job_id,))
-    assert store.claim_job(pool, job_id, "worker-b", lease_s=60) is not None  # worker-a died: take over
-    assert not store.finish_job(pool, job_id, "worker-a", "key", 0)  # the stale worker cannot finish it
-    assert store.finish_job(pool, job_id, "worker-b", "key", 0)
-    assert store.claim_job(pool, job_id, "worker-c", lease_s=60) is None  # completed: never again
-    assert store.get_job(pool, job_id)["attempts"] == 2
+        conn.execute("UPDATE jobs SET lease_until = now() - interval '1 second' WHERE id = %s", (job.id,))
+    assert store.claim_job(pool, job, "worker-b", lease_s=60) is not None  # worker-a died: take over
+    assert not store.finish_job(pool, job, "worker-a", "key", 0)  # the stale worker cannot finish it
+    assert store.finish_job(pool, job, "worker-b", "key", 0)
+    assert store.claim_job(pool, job, "worker-c", lease_s=60) is None  # completed: never again
+    assert store.get_job(pool, job)["attempts"] == 2
 
 
 def test_a_released_job_is_claimable_and_a_final_failure_is_not(pool):
-    job_id = new_job(pool)
-    store.claim_job(pool, job_id, "w", lease_s=60)
-    store.release_job(pool, job_id, "w", "boom", final=False)
-    assert store.get_job(pool, job_id)["status"] == "queued"
-    store.claim_job(pool, job_id, "w", lease_s=60)
-    store.release_job(pool, job_id, "w", "boom", final=True)
-    job = store.get_job(pool, job_id)
-    assert (job["status"], job["error"]) == ("failed", "boom")
-    assert store.claim_job(pool, job_id, "w", lease_s=60) is None
+    job = new_job(pool)
+    store.claim_job(pool, job, "w", lease_s=60)
+    store.release_job(pool, job, "w", "boom", final=False)
+    assert store.get_job(pool, job)["status"] == "queued"
+    store.claim_job(pool, job, "w", lease_s=60)
+    store.release_job(pool, job, "w", "boom", final=True)
+    row = store.get_job(pool, job)
+    assert (row["status"], row["error"]) == ("failed", "boom")
+    assert store.claim_job(pool, job, "w", lease_s=60) is None
+
+
+def test_one_keys_job_is_untouched_by_anything_done_to_another_keys_job_of_the_same_id(pool):
+    ours = new_job(pool, "tenant-a")
+    theirs = JobRef("tenant-b", ours.id)
+    assert store.job_exists(pool, theirs) is None and store.get_job(pool, theirs) is None
+    assert store.claim_job(pool, theirs, "w", lease_s=60) is None  # nothing of theirs to claim
+    _, created = store.create_job(pool, theirs, "other", [[3.0]], {"n_estimators": 5, "contamination": "auto"})
+    assert created
+    assert store.claim_job(pool, theirs, "w", lease_s=60) is not None
+    assert store.renew_lease(pool, theirs, "w", lease_s=60)
+    assert store.finish_job(pool, theirs, "w", "their-key", 0)
+    store.delete_queued_job(pool, theirs)  # completed: not deleted, and never ours
+    row = store.get_job(pool, ours)
+    assert row is not None and (row["status"], row["attempts"], row["input_hash"]) == ("queued", 0, "hash")
+    assert store.job_exists(pool, theirs) == "completed"
+    store.delete_queued_job(pool, ours)
+    assert store.get_job(pool, ours) is None and store.job_exists(pool, theirs) == "completed"

@@ -1,13 +1,19 @@
-"""Pure units: configuration parsing, the detector, error rendering (no servers)."""
+"""Pure units: configuration parsing, the detector, error rendering, job messages and result keys (no servers)."""
 
 from __future__ import annotations
+
+import json
+import uuid
 
 import pytest
 
 from service.config import ConfigError, load_settings
 from service.detector import detect
 from service.errors import field_path, validation_error
+from service.queue import Message
 from service.schemas import DetectRequest
+from service.storage import result_key
+from service.worker import PoisonMessage, parse
 
 
 def test_defaults_need_no_environment():
@@ -68,3 +74,28 @@ def test_error_paths_read_like_the_json():
     error = validation_error([{"type": "finite_number", "loc": ("body", "series", 2), "msg": "x"}])
     assert (error.status, error.field) == (422, "series[2]")
     assert "NaN" in error.message
+
+
+def message(body: object) -> Message:
+    return Message(receipt="r", body=body if isinstance(body, str) else json.dumps(body), receive_count=1)
+
+
+def test_a_job_message_names_its_key_and_one_from_before_names_none():
+    job_id = uuid.uuid4()
+    assert parse(message({"key_name": "a", "job_id": str(job_id), "submitted_at": 1.5})) == ("a", job_id, 1.5)
+    assert parse(message({"job_id": str(job_id), "submitted_at": 1})) == (None, job_id, 1.0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["not json", [1, 2], {"key_name": 7, "job_id": str(uuid.uuid4()), "submitted_at": 0}, {"key_name": "a"}],
+    ids=["not-json", "a-list", "key-name-not-a-string", "no-job-id"],
+)
+def test_malformed_job_messages_are_poison(body):
+    with pytest.raises(PoisonMessage, match="malformed job message"):
+        parse(message(body))
+
+
+def test_result_keys_keep_key_names_apart():
+    assert result_key("a", "j") == "jobs/a/j/result.json"
+    assert result_key("a/j", "k") != result_key("a", "j/k")  # a '/' in a name stays inside its segment

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 from servers import ServiceProcess, wait_until
-from service_testkit import new_aws, queue_depth, service_env, start_worker
+from service_testkit import new_aws, queue_depth, result_objects, service_env, start_worker
 
 from service.storage import result_key
 
@@ -74,6 +74,5 @@ def test_a_job_longer_than_the_visibility_timeout_is_received_once(client, aws, 
     assert held_late and all(held_late), held_late
     assert logs.count(f"job {job_id} completed on receive 1:") == 1, logs[-3000:]
     assert f"job {job_id} is held by another worker" not in logs
-    keys = moto.client("s3").list_objects_v2(Bucket=aws.bucket, Prefix=f"jobs/{job_id}/").get("Contents", [])
-    assert [k["Key"] for k in keys] == [result_key(job_id)]
+    assert result_objects(moto, aws.bucket, job_id) == [result_key("bootstrap", job_id)]
     assert queue_depth(moto, aws.dead_letter_queue_url) == 0
