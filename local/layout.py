@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import subprocess
 from collections.abc import Mapping
@@ -27,10 +28,14 @@ MARKER_ENV = "PYNOMALY_LOCAL_STACK"
 PORT_OFFSET_ENV = "PYNOMALY_LOCAL_PORT_OFFSET"
 PORT_ENV_PREFIX = "PYNOMALY_LOCAL_PORT_"
 DEFAULT_STATE_DIR = REPO_ROOT / ".local-stack"
-# Database files must be readable by the database user; used when the state
-# directory is not (e.g. a checkout under /root, mode 700).
+# The servers' own files (the database's, etcd's, Redis'...) must be reachable by the accounts they run as;
+# used when the state directory is not (e.g. a checkout under /root, mode 700).
 SHARED_DB_ROOT = Path("/var/lib/pynomaly-local")
 DB_USER_WHEN_ROOT = "postgres"
+# Run as root, the servers from Debian's packages run as the accounts those packages made, as their systemd
+# units do (the database as DB_USER_WHEN_ROOT): only supervisord and the project's Python programs (moto, the
+# API, the workers: their interpreter may live where no other account reaches, /root here) keep root.
+SERVER_ACCOUNTS = {"etcd": "etcd", "redis": "redis", "haproxy": "haproxy", "prometheus": "prometheus"}
 # Every secret of a stack, generated at its first `up` and recorded in its layout: the database roles', the API
 # key, Redis' AUTH password (the Redis nodes and the Sentinels, which the service reaches with the one AUTH token
 # it is given, as redis-py's Sentinel client does), etcd's root and Patroni users, and Patroni's REST API user.
@@ -130,6 +135,24 @@ def traversable_by(user: str, path: Path) -> bool:
     return probe.returncode == 0
 
 
+def check_accounts(users: list[str]) -> None:
+    """Every account the servers run as exists: each is made by its server's Debian package."""
+    missing = [u for u in users if not _has_account(u)]
+    if missing:
+        raise LayoutError(
+            f"no account {', '.join(missing)} on this machine: the servers' Debian packages make them"
+            " (scripts/setup installs them all, as root)"
+        )
+
+
+def _has_account(user: str) -> bool:
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha1(str(path).encode()).hexdigest()[:12]
 
@@ -197,18 +220,40 @@ class Layout:
     def supervisor_socket(self) -> Path:
         return self.run_dir / "supervisor.sock"
 
+    # --- the servers' own files: in directories their accounts own --------------
+    def account(self, server: str) -> str | None:
+        """The account ``server`` (a key of SERVER_ACCOUNTS) runs as; None: the current user's (not root)."""
+        return SERVER_ACCOUNTS[server] if self.db_user else None
+
+    def server_dir(self, server: str) -> Path:
+        """``server``'s configuration and data, beside the database's: reachable by the account it runs as."""
+        return self.db_dir / server
+
+    def redis_conf(self, node: str) -> Path:
+        """A Redis node's or Sentinel's configuration, in its own data directory: Sentinel rewrites it."""
+        return self.server_dir("redis") / node / f"{node}.conf"
+
+    @property
+    def haproxy_cfg(self) -> Path:
+        return self.server_dir("haproxy") / "haproxy.cfg"
+
     @property
     def haproxy_socket(self) -> Path:
-        return self.run_dir / "haproxy.sock"
+        return self.run_dir / "haproxy" / "haproxy.sock"  # run_dir keeps socket paths short
 
     @property
     def haproxy_flags(self) -> Path:
         """HAProxy's map of switches changed at run time (``maintenance on|off``)."""
-        return self.conf_dir / "flags.map"
+        return self.server_dir("haproxy") / "flags.map"
 
     @property
     def maintenance_page(self) -> Path:
-        return self.conf_dir / "maintenance.html"
+        return self.server_dir("haproxy") / "maintenance.html"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus' configuration, rules and scrape targets (its TSDB in ``data/``)."""
+        return self.server_dir("prometheus")
 
     @property
     def outputs_file(self) -> Path:
@@ -260,11 +305,12 @@ class Layout:
         state_dir = state_dir.resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
         db_user = DB_USER_WHEN_ROOT if os.geteuid() == 0 else None
-        db_dir = state_dir / "db"
-        if db_user and not traversable_by(db_user, state_dir):
-            db_dir = SHARED_DB_ROOT / _digest(state_dir)
+        accounts = [db_user, *SERVER_ACCOUNTS.values()] if db_user else []
+        check_accounts(accounts)
+        reachable = all(traversable_by(user, state_dir) for user in accounts)
+        db_dir = state_dir / "db" if reachable else SHARED_DB_ROOT / _digest(state_dir)
         run_dir = state_dir / "run"
-        if len(str(run_dir)) > MAX_SOCKET_DIR:
+        if len(str(run_dir)) > MAX_SOCKET_DIR or not reachable:  # HAProxy makes its socket there
             run_dir = Path("/tmp") / f"pynomaly-local-{_digest(state_dir)}"
         ports = ports_from_env()
         return cls(

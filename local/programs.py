@@ -173,13 +173,14 @@ def etcd_programs(layout: Layout) -> list[Program]:
             check=Check.HTTP,
             check_path="/health",  # 200 only while the member sees a leader: a quorum
             zone=zone,
+            user=layout.account("etcd"),
         )
         for name, zone in ETCD_MEMBERS.items()
     ]
 
 
 def base_programs(layout: Layout) -> list[Program]:
-    p, conf = layout.ports, layout.conf_dir
+    p, prometheus = layout.ports, layout.account("prometheus")
     programs = [
         *etcd_programs(layout),
         Program(
@@ -196,20 +197,21 @@ def base_programs(layout: Layout) -> list[Program]:
         ),
         Program(
             name="haproxy",
-            command=["/usr/sbin/haproxy", "-W", "-db", "-f", str(conf / "haproxy.cfg")],
+            command=["/usr/sbin/haproxy", "-W", "-db", "-f", str(layout.haproxy_cfg)],
             package="haproxy",
             phase=Phase.BASE,
             address=layout.regional,
             port=p["lb_stats"],
             check=Check.HAPROXY,
             stop_signal="USR1",  # soft stop: finish in-flight requests
+            user=layout.account("haproxy"),
         ),
         Program(
             name="prometheus",
             command=[
                 "/usr/bin/prometheus",
-                f"--config.file={conf / 'prometheus.yml'}",
-                f"--storage.tsdb.path={layout.state_dir / 'prometheus'}",
+                f"--config.file={layout.prometheus_dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={layout.prometheus_dir / 'data'}",
                 f"--web.listen-address={layout.regional}:{p['prometheus']}",
                 # No lifecycle API (/-/reload, /-/quit): anyone who reaches the port could stop it. A changed
                 # configuration is applied with SIGHUP (local/stack.py).
@@ -221,6 +223,7 @@ def base_programs(layout: Layout) -> list[Program]:
             port=p["prometheus"],
             check=Check.HTTP,
             check_path="/-/ready",
+            user=prometheus,
         ),
         Program(
             name="node-exporter",
@@ -239,6 +242,7 @@ def base_programs(layout: Layout) -> list[Program]:
             port=p["node_exporter"],
             check=Check.HTTP,
             check_path="/metrics",
+            user=prometheus,
         ),
         Program(
             name="redis-exporter",
@@ -256,6 +260,7 @@ def base_programs(layout: Layout) -> list[Program]:
             check=Check.HTTP,
             check_path="/metrics",
             env={"REDIS_PASSWORD": layout.secrets["redis_password"]},  # -redis.addr's; never on the command line
+            user=prometheus,
         ),
     ]
     programs += [_redis(layout, name, zone) for name, zone in REDIS_NODES.items()]
@@ -266,13 +271,13 @@ def base_programs(layout: Layout) -> list[Program]:
 
 def redis_exporter_passwords(layout: Layout) -> Path:
     """redis_exporter's ``-redis.password-file``: ``{"redis://address:port": password}`` (local/render.py)."""
-    return layout.secrets_dir / "redis-exporter-passwords.json"
+    return layout.prometheus_dir / "redis-exporter-passwords.json"  # read as Prometheus' account
 
 
 def _redis(layout: Layout, name: str, zone: str) -> Program:
     return Program(
         name=name,
-        command=["/usr/bin/redis-server", str(layout.conf_dir / f"{name}.conf")],
+        command=["/usr/bin/redis-server", str(layout.redis_conf(name))],
         package="redis-server",
         phase=Phase.BASE,
         address=layout.zone_address(zone),
@@ -281,13 +286,14 @@ def _redis(layout: Layout, name: str, zone: str) -> Program:
         zone=zone,
         check_password=layout.secrets["redis_password"],
         umask="077",
+        user=layout.account("redis"),
     )
 
 
 def _sentinel(layout: Layout, name: str, zone: str) -> Program:
     return Program(
         name=name,
-        command=["/usr/bin/redis-sentinel", str(layout.conf_dir / f"{name}.conf")],
+        command=["/usr/bin/redis-sentinel", str(layout.redis_conf(name))],
         package="redis-sentinel",
         phase=Phase.BASE,
         address=layout.zone_address(zone),
@@ -296,6 +302,7 @@ def _sentinel(layout: Layout, name: str, zone: str) -> Program:
         zone=zone,
         check_password=layout.secrets["redis_password"],
         umask="077",  # Sentinel rewrites its file (it holds the passwords) with 0644 less the umask
+        user=layout.account("redis"),
     )
 
 
@@ -319,6 +326,7 @@ def _postgres_exporter(layout: Layout, member: str, zone: str) -> Program:
         check_path="/metrics",
         zone=zone,
         env={"DATA_SOURCE_NAME": dsn},
+        user=layout.account("prometheus"),
     )
 
 

@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from local import etcd, zones
 from local.layout import MARKER_ENV, STACK, Layout
 from local.programs import (
+    ETCD_MEMBERS,
     FLEET_GROUP,
     PATRONI_API_USER,
     PATRONI_LOOP_WAIT_S,
@@ -63,11 +64,11 @@ def write(path: Path, text: str, mode: int = 0o644, owner: str | None = None) ->
         shutil.chown(path, owner, owner)
 
 
-def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+def write_if_changed(path: Path, text: str, mode: int = 0o644, owner: str | None = None) -> bool:
     """Write ``text`` unless the file already holds it; whether it changed."""
     if path.exists() and path.read_text() == text:
         return False
-    write(path, text, mode)
+    write(path, text, mode, owner)
     return True
 
 
@@ -77,7 +78,8 @@ HAPROXY_CFG_MODE = 0o600
 
 def write_haproxy_cfg(layout: Layout, app: list[Program]) -> bool:
     """haproxy.cfg from the template; whether it changed."""
-    return write_if_changed(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, app), HAPROXY_CFG_MODE)
+    text = haproxy_cfg(layout, app)
+    return write_if_changed(layout.haproxy_cfg, text, HAPROXY_CFG_MODE, layout.account("haproxy"))
 
 
 def write_secrets(layout: Layout) -> None:
@@ -85,7 +87,7 @@ def write_secrets(layout: Layout) -> None:
     layout.write_secret_files()
     password = layout.secrets["redis_password"]
     by_node = {f"redis://{layout.zone_address(z)}:{layout.ports['redis']}": password for z in REDIS_NODES.values()}
-    write_secret(redis_exporter_passwords(layout), json.dumps(by_node, indent=2) + "\n")
+    write_secret(redis_exporter_passwords(layout), json.dumps(by_node, indent=2) + "\n", layout.account("prometheus"))
 
 
 def refresh_live_configs(layout: Layout, programs: list[Program]) -> list[str]:
@@ -96,9 +98,9 @@ def refresh_live_configs(layout: Layout, programs: list[Program]) -> list[str]:
         write_haproxy_files(layout)
     if write_haproxy_cfg(layout, programs):
         changed.append("haproxy")
-    before = {f: (layout.conf_dir / f).read_text() for f in ("prometheus.yml", "rules.yml")}
+    before = {f: (layout.prometheus_dir / f).read_text() for f in ("prometheus.yml", "rules.yml")}
     write_prometheus(layout, programs)
-    if any((layout.conf_dir / f).read_text() != text for f, text in before.items()):
+    if any((layout.prometheus_dir / f).read_text() != text for f, text in before.items()):
         changed.append("prometheus")
     return changed
 
@@ -115,10 +117,20 @@ def own_dir(path: Path, owner: str | None, mode: int = 0o700) -> Path:
     return path
 
 
+def own_tree(path: Path, owner: str | None) -> Path:
+    """``path`` and everything in it ``owner``'s (a stack made before its server ran as its own account)."""
+    own_dir(path, owner)
+    if owner:
+        for inner in path.rglob("*"):
+            shutil.chown(inner, owner, owner)
+    return path
+
+
 def prepare_dirs(layout: Layout) -> None:
     for d in (layout.conf_dir, layout.log_dir, layout.programs_dir, layout.run_dir):
         d.mkdir(parents=True, exist_ok=True)
-    # The database user must reach its files: the shared root is searchable by all.
+    layout.run_dir.chmod(0o755)
+    # The servers' accounts must reach their files: the shared root is searchable by all.
     layout.db_dir.mkdir(parents=True, exist_ok=True)
     layout.db_dir.chmod(0o755)
     if layout.db_dir.parent != layout.state_dir:
@@ -126,6 +138,14 @@ def prepare_dirs(layout: Layout) -> None:
     for member in PATRONI_MEMBERS:
         own_dir(layout.member_dir(member), layout.db_user)
         own_dir(layout.member_dir(member) / "run", layout.db_user)
+    for member in ETCD_MEMBERS:
+        own_tree(layout.db_dir / member, layout.account("etcd"))
+    own_dir(layout.server_dir("redis"), layout.account("redis"))
+    for node in (*REDIS_NODES, *SENTINELS):
+        own_tree(layout.redis_conf(node).parent, layout.account("redis"))
+    own_dir(layout.haproxy_cfg.parent, layout.account("haproxy"))
+    own_dir(layout.haproxy_socket.parent, layout.account("haproxy"))
+    own_tree(layout.prometheus_dir, layout.account("prometheus"))
 
 
 MAINTENANCE_PAGE = (
@@ -230,25 +250,22 @@ def write_redis(layout: Layout) -> None:
     """Fresh replication topology: redis-a primary, redis-b its replica; the
     Sentinels learn the rest. Only called when nothing is running."""
     primary = layout.zone_address(next(iter(REDIS_NODES.values())))
+    redis = layout.account("redis")
     for name, zone in REDIS_NODES.items():
-        d = layout.state_dir / "redis" / name
-        d.mkdir(parents=True, exist_ok=True)
         replica_of = "" if layout.zone_address(zone) == primary else primary
-        node = _node(layout, name, zone, d, replica_of=replica_of)
+        node = _node(layout, name, zone, layout.redis_conf(name).parent, replica_of=replica_of)
         text = render("redis.conf.j2", node=node, ports=layout.ports, redis_password=layout.secrets["redis_password"])
-        write(layout.conf_dir / f"{name}.conf", text, 0o600)  # it holds the AUTH password
+        write(layout.redis_conf(name), text, 0o600, redis)  # it holds the AUTH password
     for name, zone in SENTINELS.items():
-        d = layout.state_dir / "redis" / name
-        d.mkdir(parents=True, exist_ok=True)
         text = render(
             "sentinel.conf.j2",
-            node=_node(layout, name, zone, d),
+            node=_node(layout, name, zone, layout.redis_conf(name).parent),
             ports=layout.ports,
             master_name=SENTINEL_MASTER,
             primary_address=primary,
             redis_password=layout.secrets["redis_password"],
         )
-        write(layout.conf_dir / f"{name}.conf", text, 0o600)  # it holds the AUTH passwords
+        write(layout.redis_conf(name), text, 0o600, redis)  # it holds the AUTH passwords
 
 
 def rules_yml() -> str:
@@ -258,15 +275,15 @@ def rules_yml() -> str:
 def write_prometheus(layout: Layout, programs: list[Program]) -> None:
     p = layout.ports
     by_name = {prog.name: prog for prog in programs}
-    write(layout.conf_dir / "rules.yml", rules_yml())
+    write(layout.prometheus_dir / "rules.yml", rules_yml())
     write_api_targets(layout, programs)
     text = render(
         "prometheus.yml.j2",
         stack=STACK,
         regional=layout.regional,
         ports=p,
-        rules_file=layout.conf_dir / "rules.yml",
-        api_targets_file=layout.conf_dir / "api-targets.json",
+        rules_file=layout.prometheus_dir / "rules.yml",
+        api_targets_file=layout.prometheus_dir / "api-targets.json",
         worker_targets=[f"{x.address}:{x.port}" for x in programs if x.name.startswith("worker-")],
         patroni_targets=[f"{layout.zone_address(z)}:{p['patroni']}" for z in PATRONI_MEMBERS.values()],
         postgres_exporter_targets=[
@@ -274,7 +291,7 @@ def write_prometheus(layout: Layout, programs: list[Program]) -> None:
         ],
         redis_targets=[f"{layout.zone_address(z)}:{p['redis']}" for z in REDIS_NODES.values()],
     )
-    write(layout.conf_dir / "prometheus.yml", text)
+    write(layout.prometheus_dir / "prometheus.yml", text)
 
 
 def write_api_targets(layout: Layout, programs: list[Program]) -> None:
@@ -283,9 +300,9 @@ def write_api_targets(layout: Layout, programs: list[Program]) -> None:
         for x in programs
         if x.group == FLEET_GROUP
     ]
-    tmp = layout.conf_dir / "api-targets.json.tmp"
+    tmp = layout.prometheus_dir / "api-targets.json.tmp"
     write(tmp, json.dumps(targets, indent=2) + "\n")
-    os.replace(tmp, layout.conf_dir / "api-targets.json")  # atomic for Prometheus' file watcher
+    os.replace(tmp, layout.prometheus_dir / "api-targets.json")  # atomic for Prometheus' file watcher
 
 
 def write_program(layout: Layout, program: Program) -> Path:
@@ -307,7 +324,7 @@ def render_all(layout: Layout, programs: list[Program]) -> None:
     prepare_dirs(layout)
     write_secrets(layout)
     write_haproxy_files(layout)
-    write(layout.conf_dir / "haproxy.cfg", haproxy_cfg(layout, programs), HAPROXY_CFG_MODE)
+    write_haproxy_cfg(layout, programs)
     write_patroni(layout)
     write_redis(layout)
     write_prometheus(layout, programs)

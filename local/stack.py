@@ -380,8 +380,7 @@ class Stack:
         self.layout.instances = count
         self.layout.save()
         programs = self.programs()
-        render.write(self.layout.conf_dir / "haproxy.cfg", render.haproxy_cfg(self.layout, programs),
-                     render.HAPROXY_CFG_MODE)  # fmt: skip
+        render.write_haproxy_cfg(self.layout, programs)
         render.write_api_targets(self.layout, programs)
         self.say(f"{count} instance(s) in service")
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -21,7 +23,17 @@ import pytest
 from conftest import RunningStack, cli
 
 from local import etcd, health, probes
-from local.programs import PATRONI_LEADER_KEY, PATRONI_MEMBERS, REDIS_NODES, SENTINEL_MASTER, SENTINELS
+from local.layout import SERVER_ACCOUNTS
+from local.programs import (
+    ETCD_MEMBERS,
+    PATRONI_LEADER_KEY,
+    PATRONI_MEMBERS,
+    REDIS_NODES,
+    SENTINEL_MASTER,
+    SENTINELS,
+    Phase,
+    redis_exporter_passwords,
+)
 from local.secretfile import write_secret
 from local.wiring import MASK
 
@@ -171,9 +183,9 @@ def test_prometheus_serves_no_lifecycle_api(running: RunningStack):
 # --- secrets at rest and on the terminal --------------------------------------------------------------------------
 def secret_files(running: RunningStack) -> list[Path]:
     layout = running.layout
-    files = [layout.state_dir / "stack.json", layout.outputs_file, layout.conf_dir / "haproxy.cfg"]
-    files += sorted(layout.secrets_dir.iterdir())
-    files += [layout.conf_dir / f"{n}.conf" for n in (*REDIS_NODES, *SENTINELS)]  # Sentinel rewrites its own
+    files = [layout.state_dir / "stack.json", layout.outputs_file, layout.haproxy_cfg]
+    files += [*sorted(layout.secrets_dir.iterdir()), redis_exporter_passwords(layout)]
+    files += [layout.redis_conf(n) for n in (*REDIS_NODES, *SENTINELS)]  # Sentinel rewrites its own
     files += sorted(layout.programs_dir.glob("*.conf"))
     files += [layout.member_dir(m) / "patroni.yml" for m in PATRONI_MEMBERS]
     return files
@@ -188,8 +200,42 @@ def test_secret_files_are_0600(running: RunningStack):
     # and they hold the secrets the servers use: nothing else in the state directory does (but logs and data)
     password = running.layout.secrets["redis_password"]
     assert running.layout.redis_password_file.read_text().strip() == password
-    readable = [p for p in running.layout.conf_dir.rglob("*") if p.is_file() and stat.S_IMODE(p.stat().st_mode) & 0o044]
+    layout = running.layout
+    configs = [layout.conf_dir, *(layout.server_dir(s) for s in ("haproxy", "redis")), layout.prometheus_dir]
+    tsdb = layout.prometheus_dir / "data"
+    files = [p for d in configs for p in d.rglob("*") if p.is_file() and tsdb not in p.parents]
+    readable = [p for p in files if stat.S_IMODE(p.stat().st_mode) & 0o044]
     assert [str(p) for p in readable if password in p.read_text(errors="replace")] == []
+
+
+# --- least privilege ------------------------------------------------------------------------------------------
+def _uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a stack run by a user runs everything as that user")
+def test_only_supervisord_and_the_python_programs_run_as_root(running: RunningStack):
+    """The servers from Debian's packages run as their packages' accounts, the database as postgres."""
+    stack = running.stack
+    pids = {row["name"]: row["pid"] for row in stack.status()}
+    users = {name: pwd.getpwuid(_uid(pid)).pw_name for name, pid in pids.items() if pid}
+    assert len(users) == len(stack.programs())  # every program running
+    as_root = sorted(name for name, user in users.items() if user == "root")
+    assert as_root == sorted(p.name for p in stack.programs() if p.name == "moto" or p.phase == Phase.APP)
+    expected = dict.fromkeys(ETCD_MEMBERS, "etcd") | dict.fromkeys([*REDIS_NODES, *SENTINELS], "redis")
+    expected |= {"haproxy": "haproxy", "prometheus": "prometheus", "node-exporter": "prometheus"}
+    assert {name: users[name] for name in expected} == {name: SERVER_ACCOUNTS[s] for name, s in expected.items()}
+    assert {users[f"patroni-{z}"] for z in PATRONI_MEMBERS.values()} == {running.layout.db_user}
+    # each reads its own secrets, and no other server's
+    secrets = {running.layout.haproxy_cfg: "haproxy", redis_exporter_passwords(running.layout): "prometheus"}
+    for path, owner in secrets.items():
+        readers = [user for user in set(SERVER_ACCOUNTS.values()) if _reads(user, path)]
+        assert readers == [SERVER_ACCOUNTS[owner]], path
+
+
+def _reads(user: str, path: Path) -> bool:
+    return subprocess.run(["test", "-r", str(path)], user=user, check=False).returncode == 0
 
 
 def test_a_secret_file_is_never_wider_than_0600(tmp_path, monkeypatch):

@@ -131,7 +131,7 @@ def test_prometheus_scrapes_every_target_and_loads_every_rule(running: RunningSt
 
 
 def test_rules_file_contains_every_threshold(running: RunningStack):
-    deployed = yaml.safe_load((running.layout.conf_dir / "rules.yml").read_text())
+    deployed = yaml.safe_load((running.layout.prometheus_dir / "rules.yml").read_text())
     assert_covers_every_threshold(deployed["groups"][0]["rules"])
 
 
