@@ -87,6 +87,14 @@ def test_bad_port_settings_are_named():
         ports_from_env({"PYNOMALY_LOCAL_PORT_LB": "x"})
 
 
+def test_a_missing_server_account_is_named_with_its_fix():
+    from local.layout import LayoutError, check_accounts
+
+    check_accounts(["root"])  # present: nothing said
+    with pytest.raises(LayoutError, match=r"no account pynomaly-nobody-\w+ .*scripts/setup installs them"):
+        check_accounts(["root", "pynomaly-nobody-x1"])
+
+
 def test_the_dead_letter_alarm_fires_on_one_sample_of_the_queue_stand_in():
     """The local twin of the CloudWatch DLQ alarm (one evaluation period): no minute of grace."""
     from pynomaly_ops import metrics
