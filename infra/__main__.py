@@ -12,7 +12,7 @@ from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs, autoscaler_re
 from infra.dashboard import Dashboard, DashboardArgs
 from infra.database import Database, DatabaseArgs
 from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
-from infra.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.load_balancer import LoadBalancer, LoadBalancerArgs, WafLimits
 from infra.load_generators import LoadGenerators, LoadGeneratorsArgs, image
 from infra.network import Network, NetworkArgs
 from infra.queues import QueueTier, QueueTierArgs
@@ -36,6 +36,9 @@ node_capacity.check(settings, baselines)  # nodes enough for the HPA's range (an
 stack, tags, region = settings.stack, settings.tags, settings.region
 account_id = aws.get_caller_identity_output().account_id
 
+# Both ALBs' web ACLs: per client address (the setting) and per API key (the numbers file, as the local stack).
+waf = WafLimits.of(settings.lb.waf_rate_limit, baselines, stack)
+
 kms = Keys(stack, tags, KeysArgs(account_id, region))
 network = Network(stack, tags, NetworkArgs(settings.network, region, kms.arn("logs"), settings.fleet.app_port))
 storage = Storage(stack, tags, StorageArgs(settings.storage, account_id, kms.arn("storage")))
@@ -51,6 +54,7 @@ lb = LoadBalancer(
         app_port=settings.fleet.app_port,
         account_id=account_id,
         noncurrent_version_days=settings.storage.noncurrent_version_days,
+        waf=waf,
     ),
 )
 
@@ -212,6 +216,9 @@ if cluster is not None and settings.cluster.declares_kubernetes:
             oidc_provider_arn=cluster.oidc_provider_arn,
             oidc_provider_url=cluster.oidc_provider_url,
             public_subnet_ids=network.public_subnet_ids,
+            public_subnet_cidrs=network.public_subnet_cidrs,
+            data_subnet_cidrs=network.data_subnet_cidrs,
+            waf=waf,
             ingress_controller=cluster_addons.load_balancer_controller,
         ),
     )

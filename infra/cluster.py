@@ -235,7 +235,11 @@ class Cluster(Tier):
                 self.name_of(role), security_group_id=group.id, description=role, **rule, opts=self.child
             )
         for role, group in (("nodes", nodes), ("control-plane", control_plane)):
-            # Nodes pull images and call AWS APIs (through NAT or endpoints); the control plane reaches kubelets.
+            # Nodes pull images and call AWS APIs (through NAT or endpoints); the control plane reaches kubelets and
+            # webhooks. Left open, unlike the app instances' group: every pod shares the nodes' group (VPC CNI), and
+            # the add-ons' ports between nodes and to the control plane are theirs to choose (EKS user guide,
+            # "Restricting cluster traffic": "any protocol and ports ... for inter-node communication"); the
+            # workload's pods are narrowed one by one by their NetworkPolicies instead.
             aws.vpc.SecurityGroupEgressRule(
                 self.name_of(f"{role}-egress"),
                 security_group_id=group.id,

@@ -8,6 +8,7 @@ restores forwarding, with the fleet untouched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import pulumi_aws as aws
 
 from infra.storage import SecureBucketArgs, bucket_name, secure_bucket
 from infra.tier import Tier
+from pynomaly_ops.baselines import Baselines
 from pynomaly_ops.environment import INTERNAL_PATHS, INTERNAL_PREFIXES
 from pynomaly_ops.settings import LoadBalancer as LoadBalancerSettings
 
@@ -25,7 +27,7 @@ MAINTENANCE_PAGE = (
     "<!doctype html><html><head><title>Pynomaly maintenance</title></head><body>"
     "<h1>Pynomaly is down for maintenance</h1><p>We will be back shortly.</p></body></html>"
 )
-# AWS managed rule groups, in evaluation order after the rate limit (003 WAF).
+# AWS managed rule groups, in evaluation order after the rate limits (003 WAF).
 MANAGED_RULE_GROUPS = (
     "AWSManagedRulesAmazonIpReputationList",
     "AWSManagedRulesCommonRuleSet",
@@ -36,6 +38,11 @@ MANAGED_RULE_GROUPS = (
 # series (up to the service's PYNOMALY_MAX_BODY_BYTES, 16 MiB): a few hundred points already exceed it. The rule
 # only counts; the service enforces its own body limit (413).
 COUNTED_RULES = {"AWSManagedRulesCommonRuleSet": ("SizeRestrictions_BODY",)}
+# The header the service reads the API key from (`Authorization: Bearer <key>`, service/auth.py).
+API_KEY_HEADER = "Authorization"
+# WAFV2 RateBasedStatement (API reference): EvaluationWindowSec is one of these; Limit is 10 to 2,000,000,000.
+WAF_WINDOWS_S = (60, 120, 300, 600)
+WAF_LIMIT_RANGE = (10, 2_000_000_000)
 
 
 INTERNAL_PAGES_PRIORITY = 1
@@ -52,6 +59,29 @@ def internal_page_patterns() -> list[str]:
 
 
 @dataclass(frozen=True)
+class WafLimits:
+    """The web ACLs' rate limits: requests per client address in 5 minutes (``lb.waf_rate_limit``), and per API
+    key in ``key_window_s`` (the numbers file's, as the local load balancer counts them)."""
+
+    per_ip: int
+    per_key: int
+    key_window_s: int
+
+    @classmethod
+    def of(cls, per_ip: int, numbers: Baselines, target: str) -> WafLimits:
+        """``per_key``: ``request_limit_per_s(target)`` over the shortest WAF window holding ``abuse.rate_window_s``
+        (HAProxy counts over that window itself; WAF offers a few fixed ones)."""
+        window = next((w for w in WAF_WINDOWS_S if w >= numbers.abuse.rate_window_s), None)
+        if window is None:
+            raise ValueError(f"abuse.rate_window_s {numbers.abuse.rate_window_s:g}: WAF counts over {WAF_WINDOWS_S} s")
+        per_key = math.ceil(numbers.request_limit_per_s(target) * window)
+        low, high = WAF_LIMIT_RANGE
+        if not low <= per_key <= high:
+            raise ValueError(f"per-key rate limit {per_key} per {window} s is outside WAF's {low}..{high}")
+        return cls(per_ip=per_ip, per_key=per_key, key_window_s=window)
+
+
+@dataclass(frozen=True)
 class LoadBalancerArgs:
     settings: LoadBalancerSettings
     vpc_id: pulumi.Input[str]
@@ -60,6 +90,7 @@ class LoadBalancerArgs:
     app_port: int
     account_id: pulumi.Input[str]
     noncurrent_version_days: int
+    waf: WafLimits
 
 
 def _visibility(metric: str) -> aws.wafv2.WebAclVisibilityConfigArgsDict:
@@ -75,14 +106,41 @@ def _managed_group(group: str) -> aws.wafv2.WebAclRuleStatementManagedRuleGroupS
     return statement
 
 
-def waf_rules(rate_limit: int) -> list[aws.wafv2.WebAclRuleArgsDict]:
-    rate: aws.wafv2.WebAclRuleArgsDict = {
-        "name": "rate-limit-per-ip",
-        "priority": 0,
+def _rate_rule(
+    name: str, priority: int, statement: aws.wafv2.WebAclRuleStatementRateBasedStatementArgsDict
+) -> aws.wafv2.WebAclRuleArgsDict:
+    return {
+        "name": name,
+        "priority": priority,
         "action": {"block": {}},
-        "statement": {"rate_based_statement": {"limit": rate_limit, "aggregate_key_type": "IP"}},
-        "visibility_config": _visibility("rate-limit-per-ip"),
+        "statement": {"rate_based_statement": statement},
+        "visibility_config": _visibility(name),
     }
+
+
+def _per_key(limits: WafLimits) -> aws.wafv2.WebAclRuleStatementRateBasedStatementArgsDict:
+    """Counted per value of the API key header, as the local HAProxy counts per key. A request without the header
+    is not counted here (WAF leaves out requests missing an aggregation key), only per address; unlike HAProxy,
+    other paths than /api/ count too, but a client sends its key to /api/ only. 32 WCUs (2, and 30 per custom key):
+    with the managed groups' 1,125 and the per-address rule's 2, within the 1,500 a web ACL includes."""
+    key: aws.wafv2.WebAclRuleStatementRateBasedStatementCustomKeyHeaderArgsDict = {
+        "name": API_KEY_HEADER,
+        "text_transformations": [{"priority": 0, "type": "NONE"}],  # a key is case-sensitive: counted as sent
+    }
+    return {
+        "limit": limits.per_key,
+        "evaluation_window_sec": limits.key_window_s,
+        "aggregate_key_type": "CUSTOM_KEYS",
+        "custom_keys": [{"header": key}],
+    }
+
+
+def waf_rules(limits: WafLimits) -> list[aws.wafv2.WebAclRuleArgsDict]:
+    """The rate limits per client address and per API key, then the AWS managed rule groups."""
+    rates = [
+        _rate_rule("rate-limit-per-ip", 0, {"limit": limits.per_ip, "aggregate_key_type": "IP"}),
+        _rate_rule("rate-limit-per-api-key", 1, _per_key(limits)),
+    ]
     managed: list[aws.wafv2.WebAclRuleArgsDict] = [
         {
             "name": group,
@@ -91,9 +149,23 @@ def waf_rules(rate_limit: int) -> list[aws.wafv2.WebAclRuleArgsDict]:
             "statement": {"managed_rule_group_statement": _managed_group(group)},
             "visibility_config": _visibility(group),
         }
-        for i, group in enumerate(MANAGED_RULE_GROUPS, start=1)
+        for i, group in enumerate(MANAGED_RULE_GROUPS, start=len(rates))
     ]
-    return [rate, *managed]
+    return [*rates, *managed]
+
+
+def web_acl(owner: Tier, role: str, limits: WafLimits) -> aws.wafv2.WebAcl:
+    """A regional web ACL with :func:`waf_rules`, for one ALB: the EC2 fleet's, or the Ingress's (infra/workload.py)."""
+    return aws.wafv2.WebAcl(
+        owner.name_of(role),
+        name=owner.name_of(role),
+        scope="REGIONAL",
+        default_action={"allow": {}},
+        rules=waf_rules(limits),
+        visibility_config=_visibility(owner.name_of(role)),
+        tags=owner.tagged(role),
+        opts=owner.child,
+    )
 
 
 class LoadBalancer(Tier):
@@ -180,16 +252,7 @@ class LoadBalancer(Tier):
             tags=self.tagged("http"),
             opts=self.child,
         )
-        acl = aws.wafv2.WebAcl(
-            self.name_of("waf"),
-            name=self.name_of("waf"),
-            scope="REGIONAL",
-            default_action={"allow": {}},
-            rules=waf_rules(s.waf_rate_limit),
-            visibility_config=_visibility(self.name_of("waf")),
-            tags=self.tagged("waf"),
-            opts=self.child,
-        )
+        acl = web_acl(self, "waf", args.waf)
         aws.wafv2.WebAclAssociation(
             self.name_of("waf-association"), resource_arn=alb.arn, web_acl_arn=acl.arn, opts=self.child
         )

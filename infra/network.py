@@ -20,6 +20,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.tier import Tier, assume_role_policy, policy_document
+from pynomaly_ops import ports
 from pynomaly_ops.settings import ZONE_COUNT
 from pynomaly_ops.settings import Network as NetworkSettings
 
@@ -31,6 +32,9 @@ FLOW_LOG_GROUP_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:P
 # The AWS Load Balancer Controller picks subnets by these tags: internet-facing load balancers in the public ones,
 # internal ones in the private app subnets.
 SUBNET_ROLE_TAGS = {"public": {"kubernetes.io/role/elb": "1"}, "app": {"kubernetes.io/role/internal-elb": "1"}}
+HTTPS = 443
+# What the app instances reach in the data subnets: the database tier's and the cache tier's ports.
+DATA_PORTS = {"PostgreSQL": ports.POSTGRES, "Redis": ports.REDIS}
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,20 @@ class RuleSources(TypedDict, total=False):
 def tcp_rule(description: str, port: int, **sources: Unpack[RuleSources]) -> aws.ec2.SecurityGroupIngressArgsDict:
     """A security-group rule for one TCP port (the SDK's ingress and egress rules have the same shape)."""
     return {"description": description, "protocol": "tcp", "from_port": port, "to_port": port, **sources}
+
+
+def app_egress(data_cidrs: Sequence[str]) -> list[aws.ec2.SecurityGroupIngressArgsDict]:
+    """Where the app instances may connect: HTTPS anywhere (the AWS APIs the service, the CloudWatch and SSM agents
+    and the boot script's dnf call, through the NAT gateways or the S3 gateway endpoint: no fixed addresses), and
+    the database's and the cache's ports in the data subnets only.
+
+    By the data subnets' CIDRs, inline: the data tiers' groups are made after this one (they admit it), and a
+    reference to them would need separate SecurityGroupEgressRule resources, which pulumi-aws forbids beside
+    inline rules ("may cause rule conflicts, perpetual differences"). The data subnets hold nothing else and
+    route nowhere. DNS (the VPC resolver), the instance metadata and the Amazon Time Sync Service need no rule:
+    security groups do not filter traffic to them (VPC User Guide, "Security group rules")."""
+    data = [tcp_rule(f"{name} in the data subnets", port, cidr_blocks=data_cidrs) for name, port in DATA_PORTS.items()]
+    return [tcp_rule("HTTPS to AWS APIs", HTTPS, cidr_blocks=["0.0.0.0/0"]), *data]
 
 
 class ZoneChoiceError(ValueError):
@@ -102,6 +120,8 @@ class Network(Tier):
     public_subnet_ids: list[pulumi.Output[str]]
     app_subnet_ids: list[pulumi.Output[str]]
     data_subnet_ids: list[pulumi.Output[str]]
+    public_subnet_cidrs: list[str]  # where the load balancers' nodes are
+    data_subnet_cidrs: list[str]  # where the database and the cache are
     alb_security_group_id: pulumi.Output[str]
     app_security_group_id: pulumi.Output[str]
 
@@ -147,7 +167,7 @@ class Network(Tier):
             opts=self.child,
         )
         self._flow_logs(s.flow_logs_retention_days, args.logs_kms_key_arn)
-        alb_sg, app_sg = self._edge_security_groups(args.app_port)
+        alb_sg, app_sg = self._edge_security_groups(args.app_port, cidrs["data"])
         self.vpc_id = self.vpc.id
         self.vpc_cidr = s.cidr
         self.availability_zones = zones
@@ -155,6 +175,8 @@ class Network(Tier):
         self.public_subnet_ids = [x.id for x in self.subnets["public"]]
         self.app_subnet_ids = [x.id for x in self.subnets["app"]]
         self.data_subnet_ids = [x.id for x in self.subnets["data"]]
+        self.public_subnet_cidrs = cidrs["public"]
+        self.data_subnet_cidrs = cidrs["data"]
         self.alb_security_group_id = alb_sg.id
         self.app_security_group_id = app_sg.id
         self.register_outputs(
@@ -166,6 +188,8 @@ class Network(Tier):
                 "public_subnet_ids": self.public_subnet_ids,
                 "app_subnet_ids": self.app_subnet_ids,
                 "data_subnet_ids": self.data_subnet_ids,
+                "public_subnet_cidrs": self.public_subnet_cidrs,
+                "data_subnet_cidrs": self.data_subnet_cidrs,
                 "alb_security_group_id": self.alb_security_group_id,
                 "app_security_group_id": self.app_security_group_id,
             }
@@ -272,11 +296,14 @@ class Network(Tier):
             opts=self.child,
         )
 
-    def _edge_security_groups(self, app_port: int) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
+    def _edge_security_groups(
+        self, app_port: int, data_cidrs: list[str]
+    ) -> tuple[aws.ec2.SecurityGroup, aws.ec2.SecurityGroup]:
         """The ALB's group (HTTPS/HTTP from anywhere, out to the app port) and
-        the app instances' (the app port from the ALB only). They live here,
-        before either tier, because the data tiers admit the app group and the
-        app's IAM policy names the data tiers' resources.
+        the app instances' (the app port from the ALB only; out, see
+        :func:`app_egress`). They live here, before either tier, because the
+        data tiers admit the app group and the app's IAM policy names the data
+        tiers' resources.
 
         Security groups here are auto-named (the Name tag carries the readable
         name): a new description or VPC replaces a group, the replacement is
@@ -287,7 +314,7 @@ class Network(Tier):
             vpc_id=self.vpc.id,
             ingress=[
                 tcp_rule(f"{proto} from the internet", port, cidr_blocks=["0.0.0.0/0"], ipv6_cidr_blocks=["::/0"])
-                for proto, port in (("HTTPS", 443), ("HTTP", 80))
+                for proto, port in (("HTTPS", HTTPS), ("HTTP", 80))
             ],
             egress=[tcp_rule("to the app port inside the VPC", app_port, cidr_blocks=[self.vpc.cidr_block])],
             tags=self.tagged("alb-sg"),
@@ -298,16 +325,7 @@ class Network(Tier):
             description="App instances: the app port from the ALB only",
             vpc_id=self.vpc.id,
             ingress=[tcp_rule("from the ALB", app_port, security_groups=[alb.id])],
-            # Out to AWS APIs (through NAT or the S3 endpoint), the database and the cache.
-            egress=[
-                {
-                    "description": "AWS APIs, database, cache",
-                    "protocol": "-1",
-                    "from_port": 0,
-                    "to_port": 0,
-                    "cidr_blocks": ["0.0.0.0/0"],
-                }
-            ],
+            egress=app_egress(data_cidrs),
             tags=self.tagged("app-sg"),
             opts=self.child,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pulumi
@@ -23,6 +24,11 @@ def port(number: int, protocol: str = "TCP") -> dict[str, Any]:
 
 
 DNS_PORTS = [port(53, "UDP"), port(53)]
+
+
+def ip_blocks(cidrs: Sequence[str]) -> list[dict[str, Any]]:
+    """One peer per CIDR."""
+    return [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
 
 
 def declare(

@@ -36,6 +36,7 @@ import pulumi_kubernetes as k8s
 from infra import alert_rules, pod_specs
 from infra import network_policies as netpol
 from infra.irsa import ROLE_ARN_ANNOTATION, allow, service_account_role
+from infra.load_balancer import WafLimits, web_acl
 from infra.queues import QUEUE_CLIENT_ACTIONS
 from infra.service_env import Coordinates
 from infra.tier import Tier, policy_document
@@ -81,7 +82,7 @@ class WorkloadArgs:
     settings: WorkloadSettings
     provider: k8s.Provider
     region: str
-    vpc_cidr: str
+    vpc_cidr: str  # where the worker's metrics scrapers are (Prometheus in the cluster)
     app_port: int
     certificate_arn: str
     ssl_policy: str
@@ -99,6 +100,9 @@ class WorkloadArgs:
     oidc_provider_arn: pulumi.Input[str]
     oidc_provider_url: pulumi.Input[str]
     public_subnet_ids: Sequence[pulumi.Input[str]]  # where the ALB goes (named, so subnets need no discovery tags)
+    public_subnet_cidrs: Sequence[str]  # the ALB's addresses: the only peers the API pods admit
+    data_subnet_cidrs: Sequence[str]  # the database's and the cache's addresses
+    waf: WafLimits  # the Ingress ALB's web ACL, the same rules as the EC2 ALB's
     redis_tls: bool = True
     # The AWS Load Balancer Controller's release, when the stack installs it: the Ingress is created after it
     # (its webhook admits Ingresses) and deleted before it (it removes the ALB and clears the finaliser).
@@ -377,6 +381,7 @@ class Workload(Tier):
         """An internet-facing ALB (AWS Load Balancer Controller) sending HTTPS to the pods' IPs."""
         a = self.args
         prefix = "alb.ingress.kubernetes.io/"
+        acl = web_acl(self, "waf", a.waf)
         attributes = [
             f"deletion_protection.enabled={str(a.load_balancer_deletion_protection).lower()}",
             "routing.http.drop_invalid_header_fields.enabled=true",
@@ -392,6 +397,8 @@ class Workload(Tier):
             prefix + "healthcheck-path": "/ready",
             prefix + "load-balancer-attributes": ",".join(attributes),
             prefix + "subnets": pulumi.Output.all(*a.public_subnet_ids).apply(",".join),
+            # The controller associates the ALB with this (regional) web ACL; its IAM policy grants the wafv2 calls.
+            prefix + "wafv2-acl-arn": acl.arn,
         }
         backend = {"service": {"name": service.metadata["name"], "port": {"name": "http"}}}
         return k8s.networking.v1.Ingress(
@@ -456,15 +463,21 @@ class Workload(Tier):
         )
 
     def _network_policies(self) -> None:
-        """Deny everything, then allow: the ALB (VPC addresses) to the API, metrics scrapes to the worker, and from
-        every pod DNS, PostgreSQL and Redis inside the VPC and HTTPS to AWS APIs (not the instance metadata)."""
-        vpc, port = {"ipBlock": {"cidr": self.args.vpc_cidr}}, netpol.port
+        """Deny everything, then allow: the Ingress's ALB to the API, metrics scrapes (VPC addresses) to the worker,
+        and from every pod DNS, PostgreSQL and Redis in the data subnets and HTTPS to AWS APIs (not the instance
+        metadata).
+
+        The ALB (internet-facing, IP targets) reaches the pods from its nodes in the public subnets, so only those
+        are admitted; load generators reach the API through a load balancer too. Kubelet probes come from the pod's
+        own node, which the VPC CNI's network policy agent always admits (aws/aws-network-policy-agent#65)."""
+        a, port = self.args, netpol.port
+        vpc = {"ipBlock": {"cidr": a.vpc_cidr}}
         policies: dict[str, dict[str, Any]] = {
             "default-deny": netpol.DENY_ALL,
             "allow-api-ingress": {
                 "podSelector": {"matchLabels": api_labels()},
                 "policyTypes": ["Ingress"],
-                "ingress": [{"from": [vpc], "ports": [port(self.args.app_port)]}],
+                "ingress": [{"from": netpol.ip_blocks(a.public_subnet_cidrs), "ports": [port(a.app_port)]}],
             },
             "allow-worker-metrics": {
                 "podSelector": {"matchLabels": {"app": APP, "component": "worker"}},
@@ -476,7 +489,7 @@ class Workload(Tier):
                 "policyTypes": ["Egress"],
                 "egress": [
                     {"to": [netpol.DNS_PEER], "ports": netpol.DNS_PORTS},
-                    {"to": [vpc], "ports": [port(ports.POSTGRES), port(ports.REDIS)]},
+                    {"to": netpol.ip_blocks(a.data_subnet_cidrs), "ports": [port(ports.POSTGRES), port(ports.REDIS)]},
                     {"to": [netpol.NOT_METADATA], "ports": [port(443)]},
                 ],
             },

@@ -76,6 +76,7 @@ def change_numbers(data: dict) -> None:
     data["scaling"]["instances_high_load"] = 8
     data["scaling"]["target_cpu_percent"] = 60
     data["database"]["max_connections"] = 300
+    data["abuse"]["rate_headroom"] = 5
 
 
 def warning_equals_critical(data: dict) -> None:

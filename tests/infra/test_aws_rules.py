@@ -11,10 +11,12 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 import yaml
 from infra_helpers import as_list, policy, rendered, rid
 
+from infra.load_balancer import WAF_LIMIT_RANGE, WAF_WINDOWS_S
 from pynomaly_cli.offline import Rendering, Resource
 
 RDS_INSTANCE = "aws:rds/instance:Instance"
@@ -271,3 +273,79 @@ def test_every_log_group_is_encrypted_with_the_logs_key(r, stack, cfg):
     assert {g.name: g.plain_inputs.get("kmsKeyId") for g in groups if g.plain_inputs.get("kmsKeyId") != key} == {}
     eks = [g for g in groups if str(g.plain_inputs.get("name", "")).startswith("/aws/eks/")]
     assert len(eks) == (1 if cfg.cluster.enabled else 0)
+
+
+# ------------------------------------------------------------------ WAF
+
+# The WAFV2 API's own model (botocore's copy, the API the provider calls).
+WAFV2 = botocore.session.get_session().get_service_model("wafv2")
+WEB_ACL = "aws:wafv2/webAcl:WebAcl"
+DEFAULT_WINDOW_S = 300  # RateBasedStatement.EvaluationWindowSec "Default: 300"
+ACL_ANNOTATION = "alb.ingress.kubernetes.io/wafv2-acl-arn"
+# What the AWS Load Balancer Controller calls to apply that annotation (its docs/install/iam_policy.json grants
+# them); AssociateWebACL also needs the protected resource's own permission, elasticloadbalancing:SetWebAcl for an
+# ALB (WAF Developer Guide, "Permissions for AssociateWebACL").
+CONTROLLER_WAF_ACTIONS = (
+    "wafv2:GetWebACL",
+    "wafv2:GetWebACLForResource",
+    "wafv2:AssociateWebACL",
+    "wafv2:DisassociateWebACL",
+)
+
+
+def _windows_in_the_model() -> tuple[int, ...]:
+    doc = WAFV2.shape_for("RateBasedStatement").members["EvaluationWindowSec"].documentation
+    found = re.search(r"Valid settings are ([\d, and]+)\.", doc)
+    assert found, "the model no longer lists the valid windows"
+    return tuple(int(n) for n in re.findall(r"\d+", found.group(1)))
+
+
+def _rate_statements(r: Rendering) -> list[dict[str, Any]]:
+    return [
+        rule["statement"]["rateBasedStatement"]
+        for acl in r.of_type(WEB_ACL)
+        for rule in acl.plain_inputs["rules"]
+        if "rateBasedStatement" in rule["statement"]
+    ]
+
+
+def test_rate_based_rules_keep_to_the_wafv2_api(r):
+    """WAFV2 RateBasedStatement: Limit 10..2,000,000,000 requests per EvaluationWindowSec (60, 120, 300 or 600);
+    CUSTOM_KEYS needs its custom keys (at most 5), and a header key a name (1-64 characters) and at least one text
+    transformation. The mocks take any value; WAF refuses the web ACL."""
+    limit = WAFV2.shape_for("RateLimit").metadata
+    assert (limit["min"], limit["max"]) == WAF_LIMIT_RANGE
+    assert _windows_in_the_model() == WAF_WINDOWS_S
+    aggregate = WAFV2.shape_for("RateBasedStatement").members["AggregateKeyType"].enum
+    most_keys = WAFV2.shape_for("RateBasedStatementCustomKeys").metadata["max"]
+    name = WAFV2.shape_for("FieldToMatchData").metadata
+    transformations = WAFV2.shape_for("TextTransformationType").enum
+    statements = _rate_statements(r)
+    assert statements
+    for statement in statements:
+        assert limit["min"] <= statement["limit"] <= limit["max"], statement
+        assert statement.get("evaluationWindowSec", DEFAULT_WINDOW_S) in WAF_WINDOWS_S, statement
+        assert statement["aggregateKeyType"] in aggregate
+        keys = statement.get("customKeys") or []
+        assert bool(keys) == (statement["aggregateKeyType"] == "CUSTOM_KEYS") and len(keys) <= most_keys
+        for header in (key["header"] for key in keys):
+            assert name["min"] <= len(header["name"]) <= name["max"]
+            assert header["textTransformations"], "RateLimitHeader.TextTransformations: at least one"
+            assert {t["type"] for t in header["textTransformations"]} <= set(transformations)
+
+
+def test_the_load_balancer_controller_may_attach_the_ingress_web_acl(r, stack):
+    """The Ingress names its web ACL by ARN, a regional one (the controller's annotations doc: "Only Regional WAFv2
+    is supported"); the controller's role may make every call that takes, and the chart leaves the WAFv2 add-on on
+    (``enableWafv2``, default true)."""
+    acl = r.named(f"{stack}-workload-waf")
+    assert acl.plain_inputs["scope"] == "REGIONAL"
+    (ingress,) = r.of_type("kubernetes:networking.k8s.io/v1:Ingress")
+    assert ingress.plain_inputs["metadata"]["annotations"][ACL_ANNOTATION] == acl.state["arn"]
+    doc = policy(r.named(f"{stack}-addons-lb-controller-irsa-access").plain_inputs)
+    for action in CONTROLLER_WAF_ACTIONS:
+        assert allows(doc, action, acl.state["arn"]), action
+    alb = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/k8s-pynomaly/0123456789abcdef"
+    assert allows(doc, "elasticloadbalancing:SetWebAcl", alb)
+    (controller,) = [x for x in r.of_type("kubernetes:helm.sh/v3:Release") if "load-balancer" in x.name]
+    assert controller.plain_inputs["values"].get("enableWafv2", True) is True

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from fnmatch import fnmatchcase
 
+import pytest
 from infra_helpers import ONCALL, as_list, inputs, one, policy, rid, statements
+
+from infra.load_balancer import API_KEY_HEADER, WAF_WINDOWS_S, WafLimits
+from pynomaly_ops.baselines import Baselines
+
+WEB_ACL = "aws:wafv2/webAcl:WebAcl"
 
 
 def test_alb_is_public_drops_invalid_headers_and_logs(r, stack, cfg):
@@ -78,14 +85,15 @@ def test_access_log_bucket_lets_elb_log_delivery_write(r, stack):
 
 
 def test_waf_has_managed_rule_groups_and_a_rate_limit(r, stack, cfg):
-    acl = one(r, "aws:wafv2/webAcl:WebAcl").plain_inputs
+    acl = inputs(r, f"{stack}-lb-waf")
     assert acl["scope"] == "REGIONAL"
     assert "allow" in acl["defaultAction"]
     rules = {rule["name"]: rule for rule in acl["rules"]}
-    rate = [rule for rule in rules.values() if "rateBasedStatement" in rule["statement"]]
-    assert len(rate) == 1
-    assert rate[0]["statement"]["rateBasedStatement"]["limit"] == cfg.lb.waf_rate_limit
-    assert "block" in rate[0]["action"]
+    rate = {name: rule for name, rule in rules.items() if "rateBasedStatement" in rule["statement"]}
+    assert set(rate) == {"rate-limit-per-ip", "rate-limit-per-api-key"}
+    per_ip = rate["rate-limit-per-ip"]["statement"]["rateBasedStatement"]
+    assert per_ip == {"limit": cfg.lb.waf_rate_limit, "aggregateKeyType": "IP"}
+    assert all("block" in rule["action"] for rule in rate.values())
     managed = {
         rule["statement"]["managedRuleGroupStatement"]["name"]
         for rule in rules.values()
@@ -97,6 +105,55 @@ def test_waf_has_managed_rule_groups_and_a_rate_limit(r, stack, cfg):
     association = one(r, "aws:wafv2/webAclAssociation:WebAclAssociation").plain_inputs
     assert association["resourceArn"] == r.named(f"{stack}-lb-alb").state["arn"]
     assert association["webAclArn"] == r.named(f"{stack}-lb-waf").state["arn"]
+
+
+def _per_key(acl_inputs: dict) -> dict:
+    (rule,) = [x for x in acl_inputs["rules"] if x["name"] == "rate-limit-per-api-key"]
+    return rule["statement"]["rateBasedStatement"]
+
+
+def _expected_per_key(numbers: Baselines, stack: str) -> tuple[int, int]:
+    """(limit, window): the local load balancer's per-key rate (baselines.yaml abuse, local/render.py) for this
+    stack, counted over the shortest WAF window that holds the numbers file's window."""
+    window = min(w for w in WAF_WINDOWS_S if w >= numbers.abuse.rate_window_s)
+    return math.ceil(numbers.request_limit_per_s(stack) * window), window
+
+
+def test_waf_limits_each_api_key_as_the_numbers_file_says(r, stack, numbers):
+    """Issue 22: the per-key limit the local HAProxy enforces, on the Authorization header, from the same entry."""
+    statement = _per_key(inputs(r, f"{stack}-lb-waf"))
+    limit, window = _expected_per_key(numbers, stack)
+    assert statement["limit"] == limit and statement["evaluationWindowSec"] == window
+    assert statement["aggregateKeyType"] == "CUSTOM_KEYS"
+    (key,) = statement["customKeys"]
+    assert key["header"]["name"] == API_KEY_HEADER == "Authorization"
+    # Counted as sent: a key is case-sensitive, so no transformation may merge two keys.
+    assert key["header"]["textTransformations"] == [{"priority": 0, "type": "NONE"}]
+    # No load test meets it: the peak of the stack's load tests, with the numbers file's headroom.
+    peak = numbers.traffic.peak_multiplier * numbers.load.normal_rate(stack)
+    assert limit / window >= numbers.abuse.rate_headroom * peak
+
+
+def test_changing_the_abuse_numbers_changes_the_per_key_limit(changed, numbers):
+    changed_numbers, r = changed
+    limit = _per_key(inputs(r, "dev-lb-waf"))["limit"]
+    assert limit == _expected_per_key(changed_numbers, "dev")[0] != _expected_per_key(numbers, "dev")[0]
+
+
+@pytest.mark.parametrize(("window_s", "waf_window_s"), [(10, 60), (60, 60), (61, 120), (600, 600)])
+def test_the_per_key_window_is_the_shortest_waf_window_holding_the_numbers_files(numbers, window_s, waf_window_s):
+    abuse = numbers.abuse.model_copy(update={"rate_window_s": window_s})
+    assert WafLimits.of(100, numbers.model_copy(update={"abuse": abuse}), "prod").key_window_s == waf_window_s
+
+
+@pytest.mark.parametrize(
+    ("abuse", "says"), [({"rate_window_s": 601}, "WAF counts over"), ({"rate_headroom": 1e-3}, "outside WAF's 10")]
+)
+def test_a_per_key_limit_waf_cannot_enforce_is_refused(numbers, abuse, says):
+    # 1e-3 x the local peak over 60 s is under WAF's minimum of 10 (the model skips validation on copy).
+    changed = numbers.model_copy(update={"abuse": numbers.abuse.model_copy(update=abuse)})
+    with pytest.raises(ValueError, match=says):
+        WafLimits.of(100, changed, "local")
 
 
 def test_maintenance_mode_answers_a_fixed_503_page(dev_variant):
@@ -122,12 +179,15 @@ def test_alarm_emails_subscribe_to_both_topics(dev_variant):
 
 
 def test_waf_lets_detect_bodies_over_8kb_through(r):
-    """The common rule set blocks bodies over 8 KB; a /detect series is far larger, so that rule only counts."""
-    acl = one(r, "aws:wafv2/webAcl:WebAcl").plain_inputs
-    (common,) = [
-        rule["statement"]["managedRuleGroupStatement"]
-        for rule in acl["rules"]
-        if rule["statement"].get("managedRuleGroupStatement", {}).get("name") == "AWSManagedRulesCommonRuleSet"
-    ]
-    overrides = {o["name"]: o["actionToUse"] for o in common.get("ruleActionOverrides") or []}
-    assert overrides.get("SizeRestrictions_BODY") == {"count": {}}
+    """The common rule set blocks bodies over 8 KB; a /detect series is far larger, so that rule only counts (in
+    every web ACL: the EKS Ingress's too)."""
+    acls = r.of_type(WEB_ACL)
+    assert acls
+    for acl in acls:
+        (common,) = [
+            rule["statement"]["managedRuleGroupStatement"]
+            for rule in acl.plain_inputs["rules"]
+            if rule["statement"].get("managedRuleGroupStatement", {}).get("name") == "AWSManagedRulesCommonRuleSet"
+        ]
+        overrides = {o["name"]: o["actionToUse"] for o in common.get("ruleActionOverrides") or []}
+        assert overrides.get("SizeRestrictions_BODY") == {"count": {}}, acl.name

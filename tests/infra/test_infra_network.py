@@ -7,6 +7,7 @@ import ipaddress
 import pytest
 from infra_helpers import NO_CLUSTER, REQUIRED, inputs, one, rendered, rid
 
+from infra import cache, database
 from infra.network import NO_EKS_ZONE_IDS, ZoneChoiceError, choose_zones
 from pynomaly_cli.offline import OfflineError
 from pynomaly_ops import settings as stack_settings
@@ -112,6 +113,45 @@ def test_app_security_group_admits_only_the_alb(r, stack, cfg):
     (egress,) = alb["egress"]
     assert egress["fromPort"] == egress["toPort"] == cfg.fleet.app_port
     assert egress["cidrBlocks"] == [cfg.network.cidr]
+
+
+def test_app_instances_reach_https_anywhere_and_the_data_ports_in_the_data_subnets_only(r, stack):
+    """Issue 22: no egress on every port to anywhere. Each rule names one TCP port; only HTTPS (the AWS APIs,
+    through NAT or the S3 endpoint) leaves the VPC; PostgreSQL and Redis go to the data subnets. DNS, the
+    instance metadata and Amazon Time Sync need no rule (security groups do not filter them)."""
+    egress = inputs(r, f"{stack}-network-app-sg")["egress"]
+    assert all(rule["protocol"] == "tcp" and rule["fromPort"] == rule["toPort"] for rule in egress), egress
+    assert not any(rule.get("ipv6CidrBlocks") or rule.get("securityGroups") for rule in egress)
+    assert [rule["fromPort"] for rule in egress if "0.0.0.0/0" in rule["cidrBlocks"]] == [443]
+    data = {s["cidrBlock"] for s in _subnets(r, stack, "data")}
+    inside = {rule["fromPort"]: set(rule["cidrBlocks"]) for rule in egress if rule["fromPort"] != 443}
+    assert inside == {database.PORT: data, cache.PORT: data}
+
+
+def test_app_instances_reach_each_data_tier_where_it_lives_on_the_port_it_admits_them(r, stack):
+    """The egress rules and the data tiers' groups agree: a tier on another port or subnet breaks this."""
+    app = rid(f"{stack}-network-app-sg")
+    reach = {
+        (rule["fromPort"], cidr)
+        for rule in inputs(r, f"{stack}-network-app-sg")["egress"]
+        for cidr in rule["cidrBlocks"]
+    }
+    data_ids = [rid(f"{stack}-network-data-{i}") for i in range(3)]
+    for tier in ("database", "cache"):
+        assert inputs(r, f"{stack}-{tier}-subnets")["subnetIds"] == data_ids, tier
+        (rule,) = inputs(r, f"{stack}-{tier}-sg")["ingress"]
+        assert app in rule["securityGroups"]
+        assert {(rule["fromPort"], s["cidrBlock"]) for s in _subnets(r, stack, "data")} <= reach, tier
+
+
+def test_app_security_group_rules_are_all_inline(r, stack):
+    """pulumi-aws ec2.SecurityGroup: inline rules beside vpc.SecurityGroupEgressRule/IngressRule (or
+    ec2.SecurityGroupRule) resources on the same group "may cause rule conflicts, perpetual differences, and result
+    in rules being overwritten"."""
+    separate = ("aws:vpc/securityGroupEgressRule:", "aws:vpc/securityGroupIngressRule:", "aws:ec2/securityGroupRule:")
+    groups = {rid(f"{stack}-network-{role}") for role in ("app-sg", "alb-sg")}
+    rules = [x for x in r.resources if x.type.startswith(separate)]
+    assert [x.name for x in rules if x.plain_inputs.get("securityGroupId") in groups] == []
 
 
 def test_zone_names_follow_the_chosen_ids_where_an_api_takes_names(r, cfg):

@@ -271,17 +271,61 @@ def test_the_ingress_comes_after_the_load_balancer_controller(stack_render, inst
     assert set(releases) <= set(ingress.dependencies)
 
 
+def _subnet_cidrs(stack, tier: str) -> list[str]:
+    """The tier's subnets' CIDRs, by AZ (``<stack>-network-<tier>-<i>``)."""
+    return [
+        stack.rendering.named(f"{stack.rendering.stack}-network-{tier}-{i}").plain_inputs["cidrBlock"] for i in range(3)
+    ]
+
+
 def test_network_policy_default_deny_then_allows(prod):
     policies = {p["metadata"]["name"]: p["spec"] for p in prod.all("NetworkPolicy")}
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    api_in = policies["allow-api-ingress"]["ingress"][0]
-    assert api_in["from"] == [{"ipBlock": {"cidr": prod.settings.network.cidr}}]
-    assert api_in["ports"] == [{"port": prod.settings.fleet.app_port, "protocol": "TCP"}]
     egress = policies["allow-egress"]["egress"]
     ports = {(p["port"], p["protocol"]) for rule in egress for p in rule["ports"]}
     assert ports == {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (6379, "TCP"), (443, "TCP")}
     https = next(r for r in egress if r["ports"] == [{"port": 443, "protocol": "TCP"}])
     assert https["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]  # no instance credentials
+    # PostgreSQL and Redis only where the database and the cache are.
+    data = next(r for r in egress if {"port": 5432, "protocol": "TCP"} in r["ports"])
+    assert [peer["ipBlock"]["cidr"] for peer in data["to"]] == _subnet_cidrs(prod, "data")
+
+
+def test_api_pods_admit_only_the_load_balancer(each_stack):
+    """Issue 22: not the whole VPC. The Ingress's ALB (internet-facing, IP targets) sends from its nodes in the
+    public subnets: exactly those, on the app port. Kubelet probes come from the pod's own node, which the VPC CNI's
+    network policy agent admits whatever the policies say (aws/aws-network-policy-agent#65)."""
+    policies = {p["metadata"]["name"]: p["spec"] for p in each_stack.all("NetworkPolicy")}
+    api = policies["allow-api-ingress"]
+    assert api["podSelector"] == {"matchLabels": {"app": "pynomaly", "component": "api"}}
+    (rule,) = api["ingress"]
+    public = _subnet_cidrs(each_stack, "public")
+    assert len(public) == 3 and [peer["ipBlock"] for peer in rule["from"]] == [{"cidr": cidr} for cidr in public]
+    assert rule["ports"] == [{"port": each_stack.settings.fleet.app_port, "protocol": "TCP"}]
+    # The ALB's subnets are those very subnets (the Ingress names them; the mocks' ids are "<name>-id").
+    (ingress,) = each_stack.all("Ingress")
+    subnets = ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/subnets"].split(",")
+    assert subnets == [f"{each_stack.rendering.stack}-network-public-{i}-id" for i in range(3)]
+    # The probes are the kubelet's (no other source must be admitted for them).
+    for color in COLORS:
+        api_pod = api_container(each_stack.get("Deployment", deployment_name(color)))
+        probes = [api_pod[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe", "startupProbe")]
+        assert all("host" not in probe for probe in probes)
+
+
+def test_the_ingress_alb_has_the_ec2_albs_web_acl_rules(each_stack):
+    """Issue 22: the EKS path gets the same WAF as the EC2 fleet: its own regional web ACL (named by the Ingress,
+    associated by the controller), with the same rules, the same rate limits included."""
+    stack = each_stack.rendering.stack
+    eks, ec2 = (each_stack.rendering.named(f"{stack}-{tier}-waf").plain_inputs for tier in ("workload", "lb"))
+    assert eks["scope"] == ec2["scope"] == "REGIONAL"
+    assert eks["rules"] == ec2["rules"] and eks["defaultAction"] == ec2["defaultAction"] == {"allow": {}}
+    (ingress,) = each_stack.all("Ingress")
+    arn = each_stack.rendering.named(f"{stack}-workload-waf").state["arn"]
+    assert ingress["metadata"]["annotations"]["alb.ingress.kubernetes.io/wafv2-acl-arn"] == arn
+    # Only the controller associates it: a WebAclAssociation too would fight it over the ALB.
+    associations = each_stack.aws("aws:wafv2/webAclAssociation:WebAclAssociation")
+    assert [a["webAclArn"] for a in associations] == [each_stack.rendering.named(f"{stack}-lb-waf").state["arn"]]
 
 
 def test_backup_cronjob_dumps_nightly_to_the_backups_bucket(each_stack):
