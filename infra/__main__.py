@@ -36,11 +36,10 @@ node_capacity.check(settings, baselines)  # nodes enough for the HPA's range (an
 stack, tags, region = settings.stack, settings.tags, settings.region
 account_id = aws.get_caller_identity_output().account_id
 
-# Both ALBs' web ACLs: per client address (the setting) and per API key (the numbers file, as the local stack).
-waf = WafLimits.of(settings.lb.waf_rate_limit, baselines, stack)
-
 kms = Keys(stack, tags, KeysArgs(account_id, region))
 network = Network(stack, tags, NetworkArgs(settings.network, region, kms.arn("logs"), settings.fleet.app_port))
+# Both ALBs' web ACLs: per client address (the setting; not the VPC's own) and per API key (the numbers file).
+waf = WafLimits.of(settings.lb.waf_rate_limit, baselines, stack, network.nat_addresses_arn)
 storage = Storage(stack, tags, StorageArgs(settings.storage, account_id, kms.arn("storage")))
 queues = QueueTier(stack, tags, QueueTierArgs(settings.queue, kms.arn("queue")))
 lb = LoadBalancer(

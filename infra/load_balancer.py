@@ -66,9 +66,12 @@ class WafLimits:
     per_ip: int
     per_key: int
     key_window_s: int
+    # A WAF IP set the per-address limit leaves out: the VPC's NAT addresses (infra/network.py), behind which the
+    # cluster's pods, Locust's workers among them, all share one to three addresses.
+    own_addresses_arn: pulumi.Input[str]
 
     @classmethod
-    def of(cls, per_ip: int, numbers: Baselines, target: str) -> WafLimits:
+    def of(cls, per_ip: int, numbers: Baselines, target: str, own_addresses_arn: pulumi.Input[str]) -> WafLimits:
         """``per_key``: ``request_limit_per_s(target)`` over the shortest WAF window holding ``abuse.rate_window_s``
         (HAProxy counts over that window itself; WAF offers a few fixed ones)."""
         window = next((w for w in WAF_WINDOWS_S if w >= numbers.abuse.rate_window_s), None)
@@ -78,7 +81,7 @@ class WafLimits:
         low, high = WAF_LIMIT_RANGE
         if not low <= per_key <= high:
             raise ValueError(f"per-key rate limit {per_key} per {window} s is outside WAF's {low}..{high}")
-        return cls(per_ip=per_ip, per_key=per_key, key_window_s=window)
+        return cls(per_ip=per_ip, per_key=per_key, key_window_s=window, own_addresses_arn=own_addresses_arn)
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,25 @@ def _rate_rule(
     }
 
 
+def _per_ip(limits: WafLimits) -> aws.wafv2.WebAclRuleStatementRateBasedStatementArgsDict:
+    """Counted per client address, but for the VPC's own: a remote load test at prod's peak from one NAT address
+    would pass any per-address limit meant for a client."""
+    own: aws.wafv2.WebAclRuleStatementRateBasedStatementScopeDownStatementArgsDict = {
+        "ip_set_reference_statement": {"arn": limits.own_addresses_arn}
+    }
+    return {
+        "limit": limits.per_ip,
+        "aggregate_key_type": "IP",
+        "scope_down_statement": {"not_statement": {"statement": own}},
+    }
+
+
 def _per_key(limits: WafLimits) -> aws.wafv2.WebAclRuleStatementRateBasedStatementArgsDict:
     """Counted per value of the API key header, as the local HAProxy counts per key. A request without the header
     is not counted here (WAF leaves out requests missing an aggregation key), only per address; unlike HAProxy,
     other paths than /api/ count too, but a client sends its key to /api/ only. 32 WCUs (2, and 30 per custom key):
-    with the managed groups' 1,125 and the per-address rule's 2, within the 1,500 a web ACL includes."""
+    with the managed groups' 1,125 and the per-address rule's 3 (2, and 1 for its IP set scope-down), within the
+    1,500 a web ACL includes."""
     key: aws.wafv2.WebAclRuleStatementRateBasedStatementCustomKeyHeaderArgsDict = {
         "name": API_KEY_HEADER,
         "text_transformations": [{"priority": 0, "type": "NONE"}],  # a key is case-sensitive: counted as sent
@@ -138,7 +155,7 @@ def _per_key(limits: WafLimits) -> aws.wafv2.WebAclRuleStatementRateBasedStateme
 def waf_rules(limits: WafLimits) -> list[aws.wafv2.WebAclRuleArgsDict]:
     """The rate limits per client address and per API key, then the AWS managed rule groups."""
     rates = [
-        _rate_rule("rate-limit-per-ip", 0, {"limit": limits.per_ip, "aggregate_key_type": "IP"}),
+        _rate_rule("rate-limit-per-ip", 0, _per_ip(limits)),
         _rate_rule("rate-limit-per-api-key", 1, _per_key(limits)),
     ]
     managed: list[aws.wafv2.WebAclRuleArgsDict] = [

@@ -122,6 +122,7 @@ class Network(Tier):
     data_subnet_ids: list[pulumi.Output[str]]
     public_subnet_cidrs: list[str]  # where the load balancers' nodes are
     data_subnet_cidrs: list[str]  # where the database and the cache are
+    nat_addresses_arn: pulumi.Output[str]  # a WAF IP set of the NAT gateways' public addresses
     alb_security_group_id: pulumi.Output[str]
     app_security_group_id: pulumi.Output[str]
 
@@ -224,11 +225,12 @@ class Network(Tier):
             )
 
     def _app_routes(self, nat_per_az: bool) -> list[aws.ec2.RouteTable]:
-        nats = []
+        nats, addresses = [], []
         for i in range(ZONE_COUNT if nat_per_az else 1):
             eip = aws.ec2.Eip(
                 self.name_of(f"nat-eip-{i}"), domain="vpc", tags=self.tagged(f"nat-eip-{i}"), opts=self.child
             )
+            addresses.append(eip.public_ip.apply(lambda ip: f"{ip}/32"))
             nats.append(
                 aws.ec2.NatGateway(
                     self.name_of(f"nat-{i}"),
@@ -252,7 +254,22 @@ class Network(Tier):
                 self.name_of(f"app-rta-{i}"), subnet_id=subnet.id, route_table_id=table.id, opts=self.child
             )
             tables.append(table)
+        self._nat_addresses(addresses)
         return tables
+
+    def _nat_addresses(self, addresses: list[pulumi.Output[str]]) -> None:
+        """The VPC's own public addresses, as a WAF IP set: what the cluster's pods (Locust's workers among them)
+        look like to the ALBs, which the web ACLs' per-address limit leaves out (they are still limited per key)."""
+        nat_set = aws.wafv2.IpSet(
+            self.name_of("nat-addresses"),
+            scope="REGIONAL",
+            ip_address_version="IPV4",
+            addresses=addresses,
+            description="this VPC's NAT gateways: not limited per address by the web ACLs",
+            tags=self.tagged("nat-addresses"),
+            opts=self.child,
+        )
+        self.nat_addresses_arn = nat_set.arn
 
     def _flow_logs(self, retention_days: int, kms_key_arn: pulumi.Input[str]) -> None:
         group = aws.cloudwatch.LogGroup(

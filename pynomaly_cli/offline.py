@@ -21,6 +21,7 @@ import os
 import runpy
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,8 @@ def _computed(type_token: str, name: str, inputs: dict[str, Any], region: str) -
             "arn": f"arn:aws:s3:::{plain.get('bucket') or resource_name}",
             "bucketRegionalDomainName": f"{resource_name}.s3.{region}.amazonaws.com",
         },
+        # an address of TEST-NET-3 (RFC 5737), one per EIP: never anybody's
+        "aws:ec2/eip:Eip": {"publicIp": f"203.0.113.{zlib.crc32(name.encode()) % 254 + 1}"},
         "aws:lb/loadBalancer:LoadBalancer": {
             "dnsName": f"{resource_name}.{region}.elb.amazonaws.com",
             "arnSuffix": f"app/{resource_name}/0123456789abcdef",

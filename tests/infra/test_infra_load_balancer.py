@@ -92,7 +92,12 @@ def test_waf_has_managed_rule_groups_and_a_rate_limit(r, stack, cfg):
     rate = {name: rule for name, rule in rules.items() if "rateBasedStatement" in rule["statement"]}
     assert set(rate) == {"rate-limit-per-ip", "rate-limit-per-api-key"}
     per_ip = rate["rate-limit-per-ip"]["statement"]["rateBasedStatement"]
-    assert per_ip == {"limit": cfg.lb.waf_rate_limit, "aggregateKeyType": "IP"}
+    own = {"ipSetReferenceStatement": {"arn": r.named(f"{stack}-network-nat-addresses").state["arn"]}}
+    assert per_ip == {
+        "limit": cfg.lb.waf_rate_limit,
+        "aggregateKeyType": "IP",
+        "scopeDownStatement": {"notStatement": {"statement": own}},  # all but the VPC's own addresses
+    }
     assert all("block" in rule["action"] for rule in rate.values())
     managed = {
         rule["statement"]["managedRuleGroupStatement"]["name"]
@@ -105,6 +110,15 @@ def test_waf_has_managed_rule_groups_and_a_rate_limit(r, stack, cfg):
     association = one(r, "aws:wafv2/webAclAssociation:WebAclAssociation").plain_inputs
     assert association["resourceArn"] == r.named(f"{stack}-lb-alb").state["arn"]
     assert association["webAclArn"] == r.named(f"{stack}-lb-waf").state["arn"]
+
+
+def test_the_vpcs_own_addresses_are_its_nat_gateways(r, stack):
+    """Locust's workers on EKS reach the ALBs through the NAT gateways: at a load test's rate from one to three
+    addresses, which the per-address limit leaves out (the per-key limit still counts them)."""
+    eips = [x for x in r.of_type("aws:ec2/eip:Eip")]
+    nat_set = inputs(r, f"{stack}-network-nat-addresses")
+    assert nat_set["scope"] == "REGIONAL" and nat_set["ipAddressVersion"] == "IPV4"
+    assert sorted(nat_set["addresses"]) == sorted(f"{e.state['publicIp']}/32" for e in eips) and eips
 
 
 def _per_key(acl_inputs: dict) -> dict:
@@ -143,7 +157,7 @@ def test_changing_the_abuse_numbers_changes_the_per_key_limit(changed, numbers):
 @pytest.mark.parametrize(("window_s", "waf_window_s"), [(10, 60), (60, 60), (61, 120), (600, 600)])
 def test_the_per_key_window_is_the_shortest_waf_window_holding_the_numbers_files(numbers, window_s, waf_window_s):
     abuse = numbers.abuse.model_copy(update={"rate_window_s": window_s})
-    assert WafLimits.of(100, numbers.model_copy(update={"abuse": abuse}), "prod").key_window_s == waf_window_s
+    assert WafLimits.of(100, numbers.model_copy(update={"abuse": abuse}), "prod", "arn").key_window_s == waf_window_s
 
 
 @pytest.mark.parametrize(
@@ -153,7 +167,7 @@ def test_a_per_key_limit_waf_cannot_enforce_is_refused(numbers, abuse, says):
     # 1e-3 x the local peak over 60 s is under WAF's minimum of 10 (the model skips validation on copy).
     changed = numbers.model_copy(update={"abuse": numbers.abuse.model_copy(update=abuse)})
     with pytest.raises(ValueError, match=says):
-        WafLimits.of(100, changed, "local")
+        WafLimits.of(100, changed, "local", "arn")
 
 
 def test_maintenance_mode_answers_a_fixed_503_page(dev_variant):
