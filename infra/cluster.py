@@ -232,7 +232,12 @@ class Cluster(Tier):
         ]
         for role, group, rule in rules:
             aws.vpc.SecurityGroupIngressRule(
-                self.name_of(role), security_group_id=group.id, description=role, **rule, opts=self.child
+                self.name_of(role),
+                security_group_id=group.id,
+                description=role,
+                tags=self.tagged(role),
+                **rule,
+                opts=self.child,
             )
         for role, group in (("nodes", nodes), ("control-plane", control_plane)):
             # Nodes pull images and call AWS APIs (through NAT or endpoints); the control plane reaches kubelets and
@@ -246,6 +251,7 @@ class Cluster(Tier):
                 ip_protocol="-1",
                 cidr_ipv4="0.0.0.0/0",
                 description=f"{role} egress",
+                tags=self.tagged(f"{role}-egress"),
                 opts=self.child,
             )
         return nodes, control_plane

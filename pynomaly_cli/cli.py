@@ -18,15 +18,17 @@ StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack name: a f
 
 
 def _add_sub_commands() -> None:
-    """The local stack's (local/cli.py), the drills' (drills/cli.py) and the load tests' (loadtests/cli.py)
-    sub-commands."""
+    """The local stack's (local/cli.py), the drills' (drills/cli.py), the load tests' (loadtests/cli.py) and the
+    policy pack's (pynomaly_cli/policy_check.py) sub-commands."""
     from drills.cli import app as drill_app
     from loadtests.cli import app as load_app
     from local.cli import app as local_app
+    from pynomaly_cli.policy_check import app as policy_app
 
     app.add_typer(local_app, name="local")
     app.add_typer(drill_app, name="drill")
     app.add_typer(load_app, name="load")
+    app.add_typer(policy_app, name="policy")
 
 
 _add_sub_commands()

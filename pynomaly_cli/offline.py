@@ -59,6 +59,8 @@ class Resource:
     state: dict[str, Any]
     provider: str | None = None  # "<provider urn>::<id>" when the resource names an explicit provider
     dependencies: list[str] = field(default_factory=list)  # URNs it waits for (inputs' resources and depends_on)
+    # The URNs each input property takes values from (engine names): which bucket a bucket policy is for.
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
     ignore_changes: list[str] = field(default_factory=list)  # input properties `pulumi up` leaves as they are
 
     @property
@@ -95,6 +97,23 @@ def unwrap_secrets(value: Any) -> Any:
     if isinstance(value, list):
         return [unwrap_secrets(v) for v in value]
     return value
+
+
+def offline_config(stack: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, str], list[str], list[str]]:
+    """The configuration an offline run hands the program, as Pulumi would: every value a string (JSON for the
+    rest), secrets replaced by a made-up value. Returns it with the secret keys and the placeholders used."""
+    from pynomaly_ops import settings as stack_settings
+
+    overrides = overrides or {}
+    raw = stack_settings.read_stack_config(stack)
+    placeholders = [k for k in PLACEHOLDERS if k not in raw and k not in overrides]
+    config = {**{k: PLACEHOLDERS[k] for k in placeholders}, **raw, **overrides}
+    secret_keys = [k for k, v in config.items() if isinstance(v, dict) and "secure" in v]
+    flat = {
+        k: (f"offline-secret-{k}" if k in secret_keys else v if isinstance(v, str) else json.dumps(v))
+        for k, v in config.items()
+    }
+    return flat, secret_keys, placeholders
 
 
 # ---------------------------------------------------------------------------
@@ -275,16 +294,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
     from pulumi.runtime import settings as pulumi_settings
     from pulumi.runtime.stack import Stack, run_pulumi_func
 
-    from pynomaly_ops import settings as stack_settings
-
-    raw = stack_settings.read_stack_config(stack)
-    placeholders = [k for k in PLACEHOLDERS if k not in raw and k not in overrides]
-    config = {**{k: PLACEHOLDERS[k] for k in placeholders}, **raw, **overrides}
-    secret_keys = [k for k, v in config.items() if isinstance(v, dict) and "secure" in v]
-    flat = {
-        k: (f"offline-secret-{k}" if k in secret_keys else v if isinstance(v, str) else json.dumps(v))
-        for k, v in config.items()
-    }
+    flat, secret_keys, placeholders = offline_config(stack, overrides)
     region = flat.get("aws:region", "us-east-1")
 
     records: list[dict[str, Any]] = []
@@ -314,6 +324,7 @@ def _run_child(stack: str, overrides: dict[str, Any]) -> dict[str, Any]:
                         "parent": request.parent or None,
                         "provider": request.provider or None,
                         "dependencies": list(request.dependencies),
+                        "property_dependencies": {k: list(v.urns) for k, v in request.propertyDependencies.items()},
                         "ignore_changes": list(request.ignoreChanges),
                         "custom": bool(request.custom),
                         "inputs": _jsonable(_mark_secrets(rpc.deserialize_properties(request.object))),

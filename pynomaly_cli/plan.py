@@ -178,7 +178,8 @@ def _summary(rendering: Rendering) -> Table:
     return table
 
 
-def print_plan(rendering: Rendering, console: Console) -> None:
+def print_offline_notice(rendering: Rendering, console: Console) -> None:
+    """What an offline rendering is not, and the settings placeholders stood in for."""
     console.print(
         "[yellow]Offline rendering under Pulumi's mocks: what the program declares for this stack. "
         "Not a cloud preview: no provider was asked, and ids, ARNs and endpoints are made up.[/]"
@@ -188,6 +189,10 @@ def print_plan(rendering: Rendering, console: Console) -> None:
             f"[yellow]{key} is not set in the stack file; a placeholder stands in "
             f"(set it with `pulumi config set {key.split(':', 1)[1]} ...` before `pulumi up`).[/]"
         )
+
+
+def print_plan(rendering: Rendering, console: Console) -> None:
+    print_offline_notice(rendering, console)
     console.print(resource_tree(rendering))
     console.print(_summary(rendering))
     rows = alarm_rows(rendering)
