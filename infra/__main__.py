@@ -11,6 +11,7 @@ from infra.cluster import Cluster, ClusterArgs
 from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs, autoscaler_release
 from infra.dashboard import Dashboard, DashboardArgs
 from infra.database import Database, DatabaseArgs
+from infra.fault_injection import FaultInjection, FaultInjectionArgs, Nodes, Targets
 from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs, WafLimits
 from infra.load_generators import LoadGenerators, LoadGeneratorsArgs, image
@@ -169,6 +170,28 @@ alarms = Alarms(
     ),
 )
 Dashboard(stack, tags, DashboardArgs(region=region, specs=alarms.specs))
+if settings.fis.enabled:
+    # AWS FIS experiment templates for the monthly drills, stopping on catalogue alarms (infra/fault_injection.py).
+    fis = FaultInjection(
+        stack,
+        tags,
+        FaultInjectionArgs(
+            settings=settings.fis,
+            baselines=baselines,
+            targets=Targets(
+                asg_name=fleet.asg_name,
+                db_instance_arn=database.primary_arn,
+                replication_group_id=cache.replication_group_id,
+                zone_ids=network.availability_zone_ids,
+                nodes=Nodes(cluster, settings.cluster.node_min) if cluster else None,
+            ),
+            alarm_arns=alarms.arns,
+            region=region,
+            account_id=account_id,
+            logs_kms_key_arn=kms.arn("logs"),
+        ),
+    )
+    pulumi.export(keys.FIS_EXPERIMENT_TEMPLATES, fis.template_ids)
 
 # --- cluster and workload (infra/cluster.py, infra/workload.py) ---
 if cluster is not None:

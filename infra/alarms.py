@@ -362,6 +362,7 @@ class Alarms(Tier):
     specs: list[AlarmSpec]
     topic_arns: dict[Severity, pulumi.Output[str]]
     alarms: dict[str, dict[str, str]]  # catalogue key -> {target: alarm name}, the `alarms` stack output
+    arns: dict[str, pulumi.Output[str]]  # catalogue key -> CloudWatch alarm ARN (FIS stop conditions)
 
     def __init__(self, stack: str, tags: dict[str, str], args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(stack, tags, opts)
@@ -400,10 +401,11 @@ class Alarms(Tier):
             opts=pulumi.ResourceOptions.merge(self.child, pulumi.ResourceOptions(depends_on=[alarms[r] for r in down])),
         )
         self.topic_arns = {sev: t.arn for sev, t in topics.items()}
+        self.arns = {spec.alarm.key: alarms[spec.role].arn for spec in self.specs}
         entries = [spec.alarm for spec in self.specs]
         self.alarms = names_by_key(entries, stack, frozenset({Target.CLOUDWATCH}) | args.other_targets)
         self.alarms[SERVICE_DOWN_KEY] = {Target.CLOUDWATCH.value: down_name}
-        self.register_outputs({"topic_arns": self.topic_arns, "alarms": self.alarms})
+        self.register_outputs({"topic_arns": self.topic_arns, "alarms": self.alarms, "arns": self.arns})
 
     def _topic(self, severity: Severity, args: AlarmsArgs) -> aws.sns.Topic:
         topic = aws.sns.Topic(

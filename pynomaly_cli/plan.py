@@ -1,4 +1,4 @@
-"""``pynomaly-ops plan``: what a stack declares, as a tree and an alarm table."""
+"""``pynomaly-ops plan``: what a stack declares, as a tree, an alarm table and its FIS experiment templates."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ from rich.table import Table
 from rich.tree import Tree
 
 from pynomaly_cli.offline import Rendering, Resource
+from pynomaly_ops.settings import FIS_DRILLS
 
 METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 COMPOSITE_ALARM = "aws:cloudwatch/compositeAlarm:CompositeAlarm"
+FIS_TEMPLATE = "aws:fis/experimentTemplate:ExperimentTemplate"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
+FIS_COLUMNS = ("drill", "action", "target", "stop conditions", "schedule")
 SEVERITY_ORDER = {"critical": 0, "warning": 1}
 COMPARISONS = {
     "GreaterThanThreshold": ">",
@@ -160,6 +164,51 @@ def alarm_rows(rendering: Rendering) -> list[dict[str, str]]:
     return sorted(rows, key=lambda row: (SEVERITY_ORDER.get(row["severity"], 2), row["alarm"]))
 
 
+def _pairs(items: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{p['key']}={_number(p['value'])}" for p in items)
+
+
+def _fis_target(target: dict[str, Any]) -> str:
+    """A FIS target on one line: its type, what picks this stack's resources, its parameters and selection."""
+    if target.get("resourceArns"):
+        picked = ", ".join(arn.rsplit(":", 1)[-1] for arn in target["resourceArns"])
+    else:
+        picked = "tags " + _pairs(target.get("resourceTags") or [])
+    extra = [f"{k}={v}" for k, v in (target.get("parameters") or {}).items()]
+    extra += [f"{f['path']} in {'|'.join(f['values'])}" for f in target.get("filters") or []]
+    where = f" ({'; '.join(extra)})" if extra else ""
+    return f"{target['resourceType']} {picked}{where} {target['selectionMode']}"
+
+
+def fis_rows(rendering: Rendering) -> list[dict[str, str]]:
+    """Each FIS experiment template: its action, target, stop conditions (by alarm name) and schedule."""
+    prefix = f"{rendering.stack}-alarms-"
+    alarm_names = {a.state.get("arn"): a.plain_inputs.get("name", a.name) for a in rendering.of_type(METRIC_ALARM)}
+    schedules = {
+        urn: f"{i['scheduleExpression']} {i.get('scheduleExpressionTimezone', 'UTC')}"
+        for schedule in rendering.of_type(SCHEDULE)
+        for i in [schedule.plain_inputs]
+        for urn in schedule.property_dependencies.get("target", [])
+    }
+    rows = []
+    for template in rendering.of_type(FIS_TEMPLATE):
+        i = template.plain_inputs
+        (action,) = i["actions"]
+        (target,) = i["targets"]
+        stops = [str(alarm_names.get(c.get("value"), c.get("value"))).removeprefix(prefix) for c in i["stopConditions"]]
+        rows.append(
+            {
+                "drill": (i.get("tags") or {}).get("Drill", template.name),
+                "action": f"{action['actionId']} {_pairs(action.get('parameters') or [])}".strip(),
+                "target": _fis_target(target),
+                "stop conditions": ", ".join(stops),
+                "schedule": schedules.get(template.urn, "by hand"),
+            }
+        )
+    order = {drill: n for n, drill in enumerate(FIS_DRILLS)}
+    return sorted(rows, key=lambda row: (order.get(row["drill"], len(order)), row["drill"]))
+
+
 def _summary(rendering: Rendering) -> Table:
     """Resources per tier component: the shape of the stack at a glance."""
     by_urn = {r.urn: r for r in rendering.resources}
@@ -202,3 +251,11 @@ def print_plan(rendering: Rendering, console: Console) -> None:
     for row in rows:
         table.add_row(*(escape(row[c]) for c in ("alarm", "severity", "metric", "statistic", "threshold", "from")))
     console.print(table)
+    templates = fis_rows(rendering)
+    if templates:
+        fis = Table(title=f"FIS experiment templates ({len(templates)}); stop conditions: the alarms above, by name")
+        for column in FIS_COLUMNS:
+            fis.add_column(column, overflow="fold")
+        for row in templates:
+            fis.add_row(*(escape(row[c]) for c in FIS_COLUMNS))
+        console.print(fis)

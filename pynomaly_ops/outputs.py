@@ -35,6 +35,7 @@ ALARMS = "alarms"  # {catalogue key: {target: alarm name}}, pynomaly_ops/alarms.
 CLUSTER_NAME = "cluster_name"  # EKS, when the stack declares it
 WORKLOAD_NAMESPACE = "workload_namespace"
 LOAD_GENERATORS_NAMESPACE = "load_generators_namespace"  # EKS, with loadgen.enabled: the Locust master and workers
+FIS_EXPERIMENT_TEMPLATES = "fis_experiment_templates"  # AWS with fis.enabled: {drill name: FIS experiment template id}
 DB_WRITER_DSN = "db_writer_dsn"  # local only: a libpq connection string
 API_KEY = "api_key"  # local only: generated at `local up`
 AWS_ENDPOINT_URL = "aws_endpoint_url"  # local only: the SQS/S3 stand-in
@@ -63,6 +64,7 @@ class StackOutputs(BaseModel):
     cluster_name: str | None = None
     workload_namespace: str | None = None
     load_generators_namespace: str | None = None
+    fis_experiment_templates: dict[str, str] = {}
     db_writer_dsn: str | None = None
     api_key: str | None = None
     aws_endpoint_url: str | None = None

@@ -14,6 +14,7 @@ from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import available_timezones
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -311,6 +312,70 @@ class LoadGenerators(_Tier):
     worker_memory: str = Field(pattern=K8S_QUANTITY)
 
 
+# The drills AWS FIS runs (infra/fault_injection.py declares a template each), in the order a schedule starts them;
+# node-drain only where the stack has its EKS cluster. drills/catalog.py names the drills.
+FIS_DRILLS = ("instance-loss", "database-failover", "cache-failover", "node-drain")
+# EventBridge Scheduler's cron: six fields, minutes hours day-of-month month day-of-week year, exactly one of the two
+# day fields "?" (Scheduler user guide, "Schedule types": cron expressions).
+SCHEDULER_CRON = re.compile(r"^cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)$")
+MINUTES_PER_DAY = 24 * 60
+
+
+class FaultInjection(_Tier):
+    """AWS FIS experiment templates for the monthly drills and, optionally, the schedule that starts them."""
+
+    enabled: bool
+    schedule: str  # EventBridge Scheduler cron of the first template's start; empty: started by hand only
+    schedule_timezone: str
+    schedule_interval_minutes: int = Field(ge=15, le=240)
+    log_retention_days: int = Field(ge=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not v:
+            return v
+        found = SCHEDULER_CRON.match(v)
+        if not found:
+            raise ValueError(f"{v!r} is not an EventBridge Scheduler cron: cron(minutes hours day month weekday year)")
+        minute, hour, day, _, weekday, _ = found.groups()
+        if not (minute.isdigit() and hour.isdigit() and int(minute) < 60 and int(hour) < 24):
+            raise ValueError("minutes and hours must be one time of day (the templates start one after another)")
+        if (day == "?") == (weekday == "?"):
+            raise ValueError("exactly one of day-of-month and day-of-week must be ? (e.g. cron(0 10 ? * TUE#2 *))")
+        return v
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        if v not in available_timezones():
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. UTC, Europe/Berlin)")
+        return v
+
+    @model_validator(mode="after")
+    def _same_day(self) -> FaultInjection:
+        if self.schedule and self._start_minute(len(FIS_DRILLS) - 1) >= MINUTES_PER_DAY:
+            raise _KeyError(
+                "fis.schedule_interval_minutes",
+                f"{len(FIS_DRILLS)} templates {self.schedule_interval_minutes} minutes apart from fis.schedule "
+                f"({self.schedule}) run past midnight; start earlier or shorten the interval",
+            )
+        return self
+
+    def _start_minute(self, index: int) -> int:
+        found = SCHEDULER_CRON.match(self.schedule)
+        assert found, "validated"
+        minute, hour = int(found.group(1)), int(found.group(2))
+        return hour * 60 + minute + index * self.schedule_interval_minutes
+
+    def schedule_for(self, index: int) -> str:
+        """The cron of the ``index``-th template: fis.schedule's day, ``index`` intervals later."""
+        found = SCHEDULER_CRON.match(self.schedule)
+        assert found, "validated"
+        hour, minute = divmod(self._start_minute(index), 60)
+        return f"cron({minute} {hour} {' '.join(found.groups()[2:])})"
+
+
 class StackSettings(_Tier):
     stack: str
     region: str
@@ -327,6 +392,7 @@ class StackSettings(_Tier):
     cluster: Cluster
     workload: Workload
     loadgen: LoadGenerators
+    fis: FaultInjection
 
     @field_validator("stack")
     @classmethod
@@ -356,6 +422,24 @@ class StackSettings(_Tier):
             ):
                 if not on:
                     raise _KeyError(key, f"must stay true in a stack named {self.stack}")
+            if self.fis.schedule:
+                raise _KeyError(
+                    "fis.schedule",
+                    f"must stay empty in a stack named {self.stack}: its drills are started by someone watching them "
+                    "(`aws fis start-experiment --experiment-template-id ...`)",
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _fis_rules(self) -> StackSettings:
+        if self.fis.schedule and not self.fis.enabled:
+            raise _KeyError("fis.schedule", "starts the FIS experiment templates: needs fis.enabled true")
+        if self.fis.enabled and not self.db.multi_az:
+            raise _KeyError(
+                "fis.enabled",
+                "the database-failover template reboots the database with forceFailover, which RDS refuses on a "
+                "single-AZ instance: needs db.multi_az true",
+            )
         return self
 
     @model_validator(mode="after")

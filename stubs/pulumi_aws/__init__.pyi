@@ -10,11 +10,13 @@ from pulumi_aws import ec2 as ec2
 from pulumi_aws import eks as eks
 from pulumi_aws import elasticache as elasticache
 from pulumi_aws import elb as elb
+from pulumi_aws import fis as fis
 from pulumi_aws import iam as iam
 from pulumi_aws import kms as kms
 from pulumi_aws import lb as lb
 from pulumi_aws import rds as rds
 from pulumi_aws import s3 as s3
+from pulumi_aws import scheduler as scheduler
 from pulumi_aws import secretsmanager as secretsmanager
 from pulumi_aws import sns as sns
 from pulumi_aws import sqs as sqs

@@ -39,3 +39,12 @@ def test_short_type():
     assert short_type("aws:s3/bucket:Bucket") == "aws s3.Bucket"
     assert short_type("kubernetes:apps/v1:Deployment") == "kubernetes apps.Deployment"
     assert short_type("pynomaly:lb:LoadBalancer") == "pynomaly lb.LoadBalancer"
+
+
+def test_printed_plan_shows_the_fis_templates_with_their_stop_conditions():
+    console = Console(record=True, width=250)
+    print_plan(rendered("prod"), console)
+    text = console.export_text()
+    assert "FIS experiment templates (4)" in text
+    for shown in ("aws:rds:reboot-db-instances forceFailover=true", "no-healthy-hosts-critical", "by hand"):
+        assert shown in text
