@@ -276,3 +276,8 @@ pulumi.export(keys.AVAILABILITY_ZONES, network.availability_zones)
 pulumi.export(keys.AVAILABILITY_ZONE_IDS, network.availability_zone_ids)
 pulumi.export(keys.ALARM_TOPIC_ARNS, alarms.topic_arns)
 pulumi.export(keys.ALARMS, alarms.alarms)
+# What the AWS fault library (aws_target/) acts on.
+pulumi.export(keys.REGION, region)
+pulumi.export(keys.DB_PRIMARY_IDENTIFIER, database.primary_identifier)
+pulumi.export(keys.REDIS_REPLICATION_GROUP_ID, cache.replication_group_id)
+pulumi.export(keys.HTTPS_LISTENER_ARN, lb.https_listener_arn)

@@ -17,16 +17,13 @@ import pulumi_aws as aws
 
 from infra.storage import SecureBucketArgs, bucket_name, secure_bucket
 from infra.tier import Tier
+from pynomaly_ops import maintenance as maintenance_page
 from pynomaly_ops.baselines import Baselines
 from pynomaly_ops.environment import INTERNAL_PATHS, INTERNAL_PREFIXES
 from pynomaly_ops.settings import LoadBalancer as LoadBalancerSettings
 
 HEALTH_CHECK_PATH = "/health"
 LOG_PREFIX = "alb"
-MAINTENANCE_PAGE = (
-    "<!doctype html><html><head><title>Pynomaly maintenance</title></head><body>"
-    "<h1>Pynomaly is down for maintenance</h1><p>We will be back shortly.</p></body></html>"
-)
 # AWS managed rule groups, in evaluation order after the rate limits (003 WAF).
 MANAGED_RULE_GROUPS = (
     "AWSManagedRulesAmazonIpReputationList",
@@ -192,6 +189,7 @@ class LoadBalancer(Tier):
     dns_name: pulumi.Output[str]
     arn_suffix: pulumi.Output[str]
     target_group_arn: pulumi.Output[str]
+    https_listener_arn: pulumi.Output[str]
     target_group_arn_suffix: pulumi.Output[str]
     logs_bucket: pulumi.Output[str]
 
@@ -277,6 +275,7 @@ class LoadBalancer(Tier):
         self.dns_name = alb.dns_name
         self.arn_suffix = alb.arn_suffix
         self.target_group_arn = target_group.arn
+        self.https_listener_arn = https.arn  # maintenance mode switches its default action (aws_target/faults.py)
         self.target_group_arn_suffix = target_group.arn_suffix
         self.logs_bucket = logs_bucket.bucket
         self.register_outputs(
@@ -285,6 +284,7 @@ class LoadBalancer(Tier):
                 "dns_name": self.dns_name,
                 "arn_suffix": self.arn_suffix,
                 "target_group_arn": self.target_group_arn,
+                "https_listener_arn": self.https_listener_arn,
                 "target_group_arn_suffix": self.target_group_arn_suffix,
                 "logs_bucket": self.logs_bucket,
             }
@@ -295,7 +295,11 @@ class LoadBalancer(Tier):
         if maintenance:
             return {
                 "type": "fixed-response",
-                "fixed_response": {"content_type": "text/html", "status_code": "503", "message_body": MAINTENANCE_PAGE},
+                "fixed_response": {
+                    "content_type": maintenance_page.CONTENT_TYPE,
+                    "status_code": maintenance_page.STATUS_CODE,
+                    "message_body": maintenance_page.PAGE,  # the page the AWS fault library switches to as well
+                },
             }
         return {"type": "forward", "target_group_arn": target_group.arn}
 

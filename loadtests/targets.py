@@ -7,14 +7,12 @@ target (a real stack); this machine's rules forbid traffic elsewhere, so the tes
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from local.recorders import ensure_loopback_url
+from pynomaly_ops import stack_outputs
 from pynomaly_ops.naming import LOAD_ALLOW_REMOTE_ENV
 from pynomaly_ops.outputs import StackOutputs
 
@@ -66,28 +64,10 @@ def local(state_dir: str | Path | None = None) -> Target:
 
 def stack(name: str, outputs_file: Path | None = None, api_key: str | None = None) -> Target:
     """A Pulumi stack: ``--outputs FILE`` (saved ``pulumi stack output --json``) or the Pulumi CLI."""
-    if outputs_file is not None:
-        try:
-            outputs = StackOutputs.from_json_file(outputs_file)
-        except (OSError, ValueError) as exc:
-            raise TargetError(f"{outputs_file}: not a stack's outputs: {exc}") from None
-    else:
-        pulumi = shutil.which("pulumi")
-        if pulumi is None:
-            raise TargetError(
-                f"no Pulumi CLI to read stack {name}'s outputs: install it, or save them with "
-                f"`pulumi stack output --json --stack {name} > outputs.json` and pass --outputs outputs.json"
-            )
-        done = subprocess.run(
-            [pulumi, "stack", "output", "--json", "--show-secrets", "--stack", name],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise TargetError(f"pulumi stack output --stack {name} failed: {done.stderr.strip()}")
-        outputs = StackOutputs.model_validate(json.loads(done.stdout))
+    try:
+        outputs = stack_outputs.read(name, outputs_file, show_secrets=True)
+    except stack_outputs.OutputsError as exc:
+        raise TargetError(str(exc)) from None
     key = api_key or os.environ.get(API_KEY_ENV) or outputs.api_key
     return Target("stack", name, checked_url(outputs.load_balancer_url), key, outputs)
 

@@ -10,10 +10,8 @@ from typing import Any, Literal, NamedTuple
 import boto3
 
 from local.wiring import AWS_ENV, Wiring, queue_settings, storage_settings
+from pynomaly_ops import queue_messages
 from pynomaly_ops.metrics import DEAD_LETTER_QUEUE, JOBS_QUEUE
-
-# SQS's two counts of a queue's messages: waiting to be received, and received but not yet deleted.
-VISIBLE, IN_FLIGHT = "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"
 
 
 def _client(wiring: Wiring, service: Literal["s3", "sqs"]):
@@ -65,9 +63,7 @@ def queue_depths(wiring: Wiring, client: Any = None) -> dict[str, QueueDepth]:
     client = client or sqs(wiring)
     depths = {}
     for role, name in zip((JOBS_QUEUE, DEAD_LETTER_QUEUE), wiring.queue_names, strict=True):
-        attrs = client.get_queue_attributes(QueueUrl=wiring.queue_url(name), AttributeNames=[VISIBLE, IN_FLIGHT])
-        counts = {k: int(v) for k, v in attrs["Attributes"].items()}
-        depths[role] = QueueDepth(name, counts.get(VISIBLE, 0), counts.get(IN_FLIGHT, 0))
+        depths[role] = QueueDepth(name, *queue_messages.depth(client, wiring.queue_url(name)))
     return depths
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -30,6 +29,7 @@ from local.recorders import WriteRecorder
 from local.stack import Stack, running_stack
 from local.waiting import Timeout, wait_for
 from local.wiring import APP_DB, APP_DB_USER, DEAD_PEER_DETECTION
+from pynomaly_ops import object_versions, queue_messages
 from pynomaly_ops.environment import environment
 
 
@@ -168,7 +168,7 @@ def send_poison_message(marker: str, state_dir: str | None = None) -> dict[str, 
     :func:`remove_dead_letters` finds it again."""
     wiring = running_stack(state_dir).wiring
     url, at = wiring.queue_url(wiring.queue_names[0]), time.time()
-    reply = aws.sqs(wiring).send_message(QueueUrl=url, MessageBody=f"{marker}: not a job")
+    reply = aws.sqs(wiring).send_message(QueueUrl=url, MessageBody=queue_messages.poison_body(marker))
     return {"message_id": reply["MessageId"], "marker": marker, "time": at}
 
 
@@ -176,20 +176,7 @@ def remove_dead_letters(marker: str, timeout_s: float = 30, state_dir: str | Non
     """Delete the dead letters whose body holds ``marker`` (a drill's own), leaving every other one in place
     (idempotent: a rollback). Others received on the way are made visible again at once."""
     wiring = running_stack(state_dir).wiring
-    client, url = aws.sqs(wiring), wiring.queue_url(wiring.queue_names[1])
-    deleted, deadline = 0, time.monotonic() + timeout_s
-    while aws.queue_depths(wiring, client)[aws.DEAD_LETTER_QUEUE].visible and time.monotonic() < deadline:
-        messages = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=5).get("Messages")
-        others = 0
-        for m in messages or []:
-            if marker in m["Body"]:
-                client.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-                deleted += 1
-            else:
-                client.change_message_visibility(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
-                others += 1
-        if others == len(messages or []):  # only others' dead letters left: they stay
-            break
+    deleted = queue_messages.remove_marked(aws.sqs(wiring), wiring.queue_url(wiring.queue_names[1]), marker, timeout_s)
     return {"deleted": deleted, "time": time.time()}
 
 
@@ -273,22 +260,12 @@ def _roll_out(stack: Stack, program: Program, release: str) -> dict[str, Any]:
 
 def corrupt_objects(prefix: str, state_dir: str | None = None) -> dict[str, Any]:
     """001 "Data Corruption" in the artifacts bucket: of the objects under ``prefix``, every other one deleted
-    (a delete marker) and the rest overwritten with garbage. Starts on a whole second: S3 dates versions to
-    the second, and the restore tells good versions from bad by that date (the fault's ``time``)."""
+    and the rest overwritten with garbage (pynomaly_ops/object_versions.py)."""
     wiring = running_stack(state_dir).wiring
-    s3, bucket = aws.s3(wiring), wiring.artifacts_bucket
-    keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                  for o in page.get("Contents", []))  # fmt: skip
-    if not keys:
-        raise FaultError(f"no objects under s3://{bucket}/{prefix} to corrupt")
-    at = math.floor(time.time()) + 1
-    time.sleep(max(0.0, at - time.time()))  # to the next whole second (see above), not a wait for a state
-    deleted, overwritten = keys[::2], keys[1::2]
-    for key in deleted:
-        s3.delete_object(Bucket=bucket, Key=key)
-    for key in overwritten:
-        s3.put_object(Bucket=bucket, Key=key, Body=b"\x00corrupted\x00")
-    return {"name": f"s3://{bucket}/{prefix}", "deleted": len(deleted), "overwritten": len(overwritten), "time": at}
+    try:
+        return object_versions.corrupt(aws.s3(wiring), wiring.artifacts_bucket, prefix)
+    except object_versions.NothingToCorrupt as exc:
+        raise FaultError(str(exc)) from None
 
 
 def delete_drill_rows(state_dir: str | None = None) -> dict[str, Any]:

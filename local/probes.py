@@ -9,10 +9,9 @@ a relative URL or a missing DSN is resolved against the stack's outputs.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
@@ -31,8 +30,9 @@ from local.stack import running_stack
 from local.supervisor import log_tail
 from local.waiting import NotYet, Timeout, wait_for
 from pynomaly_ops.outputs import StackOutputs
+from pynomaly_ops.waiting import changed as _changed
+from pynomaly_ops.waiting import clock as _clock
 
-T = TypeVar("T")
 # The figures a wait returns besides its seconds, by function (as local/faults.py's FIGURES).
 FIGURES = {"wait_for_zone_rejoined": ("leader changes on heal",)}
 DATABASE_LOGS = tuple(patroni_program(m) for m in PATRONI_MEMBERS)
@@ -178,21 +178,6 @@ def instance_count(state_dir: str | None = None, status: str | None = None) -> i
 
 
 # --- waiting for recovery -----------------------------------------------------------
-def _clock(since: float | None) -> Callable[[], float]:
-    """Seconds since ``since`` (wall clock, e.g. a fault's ``time``; default now), measured monotonically."""
-    offset = 0.0 if since is None else time.time() - since
-    start = time.monotonic()
-    return lambda: offset + time.monotonic() - start
-
-
-def _changed(probe: Callable[[], T], old: object) -> Callable[[], T | None]:
-    def ready() -> T | None:
-        value = probe()
-        return value if value != old else None
-
-    return ready
-
-
 def wait_for_database_ready(
     timeout_s: float = 60, since: float | None = None, state_dir: str | None = None
 ) -> dict[str, Any]:

@@ -30,16 +30,16 @@ from local import aws
 from local.programs import PG_BIN
 from local.stack import running_stack
 from local.wiring import APP_DB, Wiring
+from pynomaly_ops import object_versions
 
 LOGICAL_PREFIX = "postgres/logical/"
 SCRATCH_PREFIX = "pynomaly_verify_"  # every scratch database's name starts so: the clean-up finds them all
-DRILL_OBJECTS = "drills/object-restore/"  # the object-restore drill's own objects in the artifacts bucket
+DRILL_OBJECTS = object_versions.DRILL_OBJECTS  # the object-restore drill's own objects in the artifacts bucket
 COMMAND_TIMEOUT_S = 600
 # The figures each procedure counts (a drill's objectives read them; tests/drills check they exist).
 FIGURES = {
     "verify_backup": ("tables compared", "tables differing", "rows missing or extra", "backup age (s)"),
-    "restore_objects": ("objects restored", "objects without a good version"),
-    "verify_objects": ("objects differing from their last good version",),
+    **object_versions.FIGURES,
 }
 
 
@@ -217,78 +217,28 @@ def verify_backup(key: str | None = None, state_dir: str | None = None) -> dict[
     }
 
 
-# --- objects: restore from the version history of a versioned bucket -----------------------------------
+# --- objects: restore from the version history of a versioned bucket (pynomaly_ops/object_versions.py) ------------
 def seed_objects(count: int = 20, state_dir: str | None = None) -> dict[str, Any]:
     """Write ``count`` objects of known content to the artifacts bucket, under a prefix of their own (the
     object-restore drill's data: the procedure is the one that restores real results)."""
     wiring = running_stack(state_dir).wiring
-    prefix = f"{DRILL_OBJECTS}{secrets.token_hex(4)}/"
-    s3, expected = aws.s3(wiring), {}
-    for i in range(count):
-        body = json.dumps({"object": i, "content": secrets.token_hex(64)}).encode()
-        key = f"{prefix}result-{i:03d}.json"
-        s3.put_object(Bucket=wiring.artifacts_bucket, Key=key, Body=body)
-        expected[key] = hashlib.sha256(body).hexdigest()
-    return {"bucket": wiring.artifacts_bucket, "prefix": prefix, "expected": expected, "time": time.time()}
-
-
-def _versions(s3: Any, bucket: str, prefix: str) -> dict[str, list[dict[str, Any]]]:
-    """Every version and delete marker under ``prefix``, by key, newest first."""
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
-        for kind in ("Versions", "DeleteMarkers"):
-            for v in page.get(kind, []):
-                by_key.setdefault(v["Key"], []).append(v | {"DeleteMarker": kind == "DeleteMarkers"})
-    for versions in by_key.values():
-        versions.sort(key=lambda v: v["LastModified"], reverse=True)
-    return by_key
+    return object_versions.seed(aws.s3(wiring), wiring.artifacts_bucket, count)
 
 
 def restore_objects(prefix: str, before: float, state_dir: str | None = None) -> dict[str, Any]:
-    """001 "Data Corruption" for objects: every key under ``prefix`` whose current content is not its newest
-    version older than ``before`` (the corruption's time), or that is deleted, gets that version back, copied
-    as a new current version (the history is kept). Idempotent: a key already restored is left alone.
-    ``seconds`` is the restore's RTO."""
+    """001 "Data Corruption" for objects: every key under ``prefix`` back at its newest version older than
+    ``before`` (the corruption's time), copied as a new current version. ``seconds`` is the restore's RTO."""
     wiring = running_stack(state_dir).wiring
-    s3, bucket = aws.s3(wiring), wiring.artifacts_bucket
-    started = time.monotonic()
-    restored, unrecoverable = [], []
-    for key, versions in sorted(_versions(s3, bucket, prefix).items()):
-        good = next((v for v in versions if v["LastModified"].timestamp() < before and not v["DeleteMarker"]), None)
-        current = next(v for v in versions if v["IsLatest"])
-        if good is not None and not current["DeleteMarker"] and current["ETag"] == good["ETag"]:
-            continue  # untouched, or restored already: the same content is current
-        if good is None:
-            unrecoverable.append(key)
-            continue
-        source = {"Bucket": bucket, "Key": key, "VersionId": good["VersionId"]}
-        s3.copy_object(Bucket=bucket, Key=key, CopySource=source)
-        restored.append(key)
-    figures = dict(zip(FIGURES["restore_objects"], (len(restored), len(unrecoverable)), strict=True))
-    return {"seconds": time.monotonic() - started, "figures": figures, "restored": restored}
+    return object_versions.restore(aws.s3(wiring), wiring.artifacts_bucket, prefix, before)
 
 
 def verify_objects(expected: dict[str, str], state_dir: str | None = None) -> dict[str, Any]:
     """Read every object back and compare its sha256 with the good content's."""
     wiring = running_stack(state_dir).wiring
-    s3, differing = aws.s3(wiring), []
-    for key, digest in sorted(expected.items()):
-        try:
-            body = s3.get_object(Bucket=wiring.artifacts_bucket, Key=key)["Body"].read()
-        except s3.exceptions.NoSuchKey:
-            differing.append(key)
-            continue
-        if hashlib.sha256(body).hexdigest() != digest:
-            differing.append(key)
-    return {"figures": dict(zip(FIGURES["verify_objects"], (len(differing),), strict=True)), "differing": differing}
+    return object_versions.verify(aws.s3(wiring), wiring.artifacts_bucket, expected)
 
 
 def remove_drill_objects(state_dir: str | None = None) -> dict[str, Any]:
     """Delete every version and delete marker the object-restore drill wrote (a rollback: idempotent)."""
     wiring = running_stack(state_dir).wiring
-    s3, bucket, removed = aws.s3(wiring), wiring.artifacts_bucket, 0
-    for key, versions in _versions(s3, bucket, DRILL_OBJECTS).items():
-        for v in versions:
-            s3.delete_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])
-            removed += 1
-    return {"versions_removed": removed}
+    return object_versions.remove(aws.s3(wiring), wiring.artifacts_bucket)

@@ -1,41 +1,5 @@
-"""Deadline-bounded polling: the one way the local stack waits for state."""
+"""Deadline-bounded polling: the one way the local stack waits for state (the core's, pynomaly_ops.waiting)."""
 
-from __future__ import annotations
+from pynomaly_ops.waiting import NotYet, Timeout, wait_for
 
-import time
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
-
-
-class Timeout(RuntimeError):
-    pass
-
-
-class NotYet(Exception):
-    """Raised by a ``ready`` check to say what it still waits for: the timeout message names it."""
-
-
-def wait_for(what: str, ready: Callable[[], T], timeout_s: float, interval_s: float = 0.2) -> T:
-    """Poll ``ready`` until it returns something truthy or the deadline passes; returns that value.
-
-    Exceptions from ``ready`` count as "not yet" (a server still starting refuses connections) and the
-    last one is named in the timeout message, except ``AssertionError``: a failed check is a verdict,
-    not a state to wait out, so it propagates at once.
-    """
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = ready()
-            if result:
-                return result
-        except AssertionError:
-            raise
-        except Exception as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {type(last_error).__name__}: {last_error})" if last_error else ""
-            raise Timeout(f"{what} not ready after {timeout_s:g}s{detail}")
-        time.sleep(interval_s)
+__all__ = ["NotYet", "Timeout", "wait_for"]

@@ -81,3 +81,10 @@ class StackOutputs(BaseModel):
     @classmethod
     def from_json_file(cls, path: Path | str) -> StackOutputs:
         return cls.model_validate(json.loads(Path(path).read_text()))
+
+
+# Keys the AWS fault library (aws_target/) reads besides the above; the Pulumi program exports them.
+REGION = "region"  # the stack's AWS region
+DB_PRIMARY_IDENTIFIER = "db_primary_identifier"  # the RDS instance a forced failover reboots
+REDIS_REPLICATION_GROUP_ID = "redis_replication_group_id"  # the ElastiCache group a test failover acts on
+HTTPS_LISTENER_ARN = "https_listener_arn"  # the ALB listener whose default action maintenance mode switches
