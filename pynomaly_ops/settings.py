@@ -91,7 +91,7 @@ class LoadBalancer(_Tier):
     ssl_policy: str
     deletion_protection: bool
     maintenance_mode: bool
-    waf_rate_limit: int = Field(ge=100)  # AWS WAF's minimum
+    waf_rate_limit: int = Field(ge=100)  # per 5 minutes; WAF takes 10, but under 100 would refuse ordinary clients
     access_log_retention_days: int = Field(ge=1)
 
     @field_validator("certificate_arn")
