@@ -11,7 +11,7 @@ from infra.cluster import Cluster, ClusterArgs
 from infra.cluster_addons import ClusterAddons, ClusterAddonsArgs, autoscaler_release
 from infra.dashboard import Dashboard, DashboardArgs
 from infra.database import Database, DatabaseArgs
-from infra.fault_injection import FaultInjection, FaultInjectionArgs, Nodes, Targets
+from infra.fault_injection import FIS_USER, FaultInjection, FaultInjectionArgs, Nodes, Pods, Targets
 from infra.keys import Backups, BackupsArgs, Keys, KeysArgs
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs, WafLimits
 from infra.load_generators import LoadGenerators, LoadGeneratorsArgs, image
@@ -170,32 +170,10 @@ alarms = Alarms(
     ),
 )
 Dashboard(stack, tags, DashboardArgs(region=region, specs=alarms.specs))
-if settings.fis.enabled:
-    # AWS FIS experiment templates for the monthly drills, stopping on catalogue alarms (infra/fault_injection.py).
-    fis = FaultInjection(
-        stack,
-        tags,
-        FaultInjectionArgs(
-            settings=settings.fis,
-            baselines=baselines,
-            targets=Targets(
-                asg_name=fleet.asg_name,
-                db_instance_arn=database.primary_arn,
-                replication_group_id=cache.replication_group_id,
-                zone_ids=network.availability_zone_ids,
-                nodes=Nodes(cluster, settings.cluster.node_min) if cluster else None,
-            ),
-            alarm_arns=alarms.arns,
-            region=region,
-            account_id=account_id,
-            logs_kms_key_arn=kms.arn("logs"),
-        ),
-    )
-    pulumi.export(keys.FIS_EXPERIMENT_TEMPLATES, fis.template_ids)
-
 # --- cluster and workload (infra/cluster.py, infra/workload.py) ---
 if cluster is not None:
     pulumi.export(keys.CLUSTER_NAME, cluster.name)
+workload: Workload | None = None
 if cluster is not None and settings.cluster.declares_kubernetes:
     # The Load Balancer Controller (the Ingress's ALB) and the Cluster Autoscaler (nodes for the HPA's range).
     cluster_addons = ClusterAddons(
@@ -242,6 +220,7 @@ if cluster is not None and settings.cluster.declares_kubernetes:
             data_subnet_cidrs=network.data_subnet_cidrs,
             waf=waf,
             ingress_controller=cluster_addons.load_balancer_controller,
+            fis_user=FIS_USER if settings.fis.enabled else None,
         ),
     )
     pulumi.export(keys.WORKLOAD_NAMESPACE, workload.namespace)
@@ -259,6 +238,36 @@ if cluster is not None and settings.cluster.declares_kubernetes:
         )
         pulumi.export(keys.LOAD_GENERATORS_NAMESPACE, load_generators.namespace)
 # --- end cluster and workload ---
+
+if settings.fis.enabled:
+    # AWS FIS experiment templates for the monthly drills, stopping on catalogue alarms (infra/fault_injection.py);
+    # after the workload, whose API pods pod-loss deletes.
+    pods = (
+        Pods(cluster, workload.namespace, workload.active_selector, workload.fis_service_account)
+        if cluster is not None and workload is not None and workload.fis_service_account is not None
+        else None
+    )
+    fis = FaultInjection(
+        stack,
+        tags,
+        FaultInjectionArgs(
+            settings=settings.fis,
+            baselines=baselines,
+            targets=Targets(
+                asg_name=fleet.asg_name,
+                db_instance_arn=database.primary_arn,
+                replication_group_id=cache.replication_group_id,
+                zone_ids=network.availability_zone_ids,
+                nodes=Nodes(cluster, settings.cluster.node_min) if cluster else None,
+                pods=pods,
+            ),
+            alarm_arns=alarms.arns,
+            region=region,
+            account_id=account_id,
+            logs_kms_key_arn=kms.arn("logs"),
+        ),
+    )
+    pulumi.export(keys.FIS_EXPERIMENT_TEMPLATES, fis.template_ids)
 
 pulumi.export(keys.LOAD_BALANCER_URL, lb.url)
 pulumi.export(keys.DB_WRITER_ENDPOINT, database.writer_endpoint)

@@ -2,15 +2,17 @@
 
 One template per drill, named after it (drills/catalog.py): ``instance-loss`` terminates one running instance of
 the fleet's Auto Scaling group, ``database-failover`` reboots the RDS primary through a Multi-AZ failover,
-``cache-failover`` cuts the power to the Redis nodes in the zone the group's primary starts in, and ``node-drain``
-(with the EKS cluster) terminates one node of the managed node group. Every target names this stack's resources
-(ARNs, or tags that only this stack's resources carry); every template stops on the catalogue's critical alarms
-users feel (:data:`STOP_ON`) and runs as one role allowed exactly those resources; experiments log to an encrypted
-log group. With ``fis.schedule``, EventBridge Scheduler starts the templates one after another (never in prod).
+``cache-failover`` cuts the power to the Redis nodes in the zone the group's primary starts in, ``node-drain``
+(with the EKS cluster) terminates one node of the managed node group, and ``pod-loss`` (with the workload on it)
+deletes one API pod of the active colour. Every target names this stack's resources (ARNs, tags that only this
+stack's resources carry, or the cluster, namespace and labels of this stack's pods); every template stops on the
+catalogue's critical alarms users feel (:data:`STOP_ON`) and runs as one role allowed exactly those resources;
+experiments log to an encrypted log group. With ``fis.schedule``, EventBridge Scheduler starts the templates one
+after another (never in prod).
 
-``pod-loss`` (``aws:eks:pod-delete``) is not declared: FIS runs it as a Kubernetes user that needs a service account,
-a Role and a RoleBinding in the workload's namespace and an EKS access entry for the experiment role, which
-infra/workload.py and infra/cluster.py own (FIS user guide, "Use the AWS FIS aws:eks:pod actions").
+``pod-loss`` (``aws:eks:pod-delete``) runs in the cluster as the Kubernetes user :data:`FIS_USER`, which an EKS
+access entry maps the experiment role to; infra/workload.py declares the service account the action names and the
+Role bound to both, in the workload's namespace (FIS user guide, "Use the AWS FIS aws:eks:pod actions").
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pulumi_aws as aws
 
 from infra.cluster import Cluster
 from infra.irsa import allow
+from infra.pod_specs import RESTRICTED_NAMESPACE
 from infra.tier import Tier, policy_document
 from pynomaly_ops.alarms import SERVICE_DOWN, CatalogueError
 from pynomaly_ops.baselines import Baselines
@@ -43,6 +46,10 @@ LOG_SCHEMA_VERSION = 2  # the current experiment log schema (FIS user guide, "Ex
 START_EXPERIMENT = "arn:aws:scheduler:::aws-sdk:fis:startExperiment"
 RUNNING = {"path": "State.Name", "values": ["running"]}
 FIS_MIN_DURATION_S = 60  # action durations run from one minute to 12 hours
+# The Kubernetes user of the experiment role (its EKS access entry's username), as the FIS user guide names it.
+FIS_USER = "fis-experiment"
+# The FIS pod's Pod Security Standards level: the one the workload's namespace enforces.
+FIS_POD_SECURITY = RESTRICTED_NAMESPACE["pod-security.kubernetes.io/enforce"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,16 @@ class Nodes:
 
 
 @dataclass(frozen=True)
+class Pods:
+    """The workload's API pods on the EKS cluster, and the service account FIS's pod actions run as."""
+
+    cluster: Cluster
+    namespace: pulumi.Input[str]
+    selector: Mapping[str, str]  # the active colour's API pod labels (Workload.active_selector)
+    service_account: pulumi.Input[str]  # Workload.fis_service_account
+
+
+@dataclass(frozen=True)
 class Targets:
     """This stack's resources the drills break."""
 
@@ -62,6 +79,7 @@ class Targets:
     replication_group_id: str  # also the group's Name tag (Tier.tagged)
     zone_ids: pulumi.Input[list[str]]  # the stack's zones; infra/cache.py puts the group's first node in the first
     nodes: Nodes | None = None  # where the stack has its EKS cluster
+    pods: Pods | None = None  # where the stack also declares the workload on it
 
 
 @dataclass(frozen=True)
@@ -150,6 +168,8 @@ class FaultInjection(Tier):
             opts=self.child,
         )
         role = self._experiment_role(templates, stops)
+        if args.targets.pods is not None:
+            self._cluster_access(args.targets.pods.cluster, role)
         made = {t.drill: self._template(t, role, stops, logs) for t in templates}
         if args.settings.schedule:
             self._schedule(made)
@@ -164,6 +184,8 @@ class FaultInjection(Tier):
         found = [self._instance_loss(), self._database_failover(), self._cache_failover()]
         if t.nodes is not None:
             found.append(self._node_drain(t.nodes))
+        if t.pods is not None:
+            found.append(self._pod_loss(t.pods))
         assert [x.drill for x in found] == list(FIS_DRILLS[: len(found)]), "in the order of FIS_DRILLS"
         return found
 
@@ -233,7 +255,7 @@ class FaultInjection(Tier):
         )
 
     def _node_drain(self, nodes: Nodes) -> Template:
-        a, cluster = self.args, nodes.cluster
+        cluster = nodes.cluster
         # One node of the group at its minimum size; FIS rounds a percentage of targets down (FIS user guide,
         # "Targets": selection mode), so a little over 1/n takes one node of n.
         percentage = math.ceil(100 / nodes.node_min)
@@ -253,15 +275,56 @@ class FaultInjection(Tier):
             grants=[
                 # EKS tags a managed node group's instances with their cluster's name (eks:cluster-name).
                 _terminate_tagged("TerminateNodeInstance", self._ec2_instances(), "eks:cluster-name", cluster.name),
-                {
-                    "Sid": "DescribeNodeGroup",
-                    **allow(
-                        ["eks:DescribeNodegroup"],
-                        [_arn("eks", a.region, a.account_id, pulumi.Output.concat("nodegroup/", cluster.name, "/*"))],
-                    ),
-                },
+                self._eks("DescribeNodeGroup", "eks:DescribeNodegroup", ("nodegroup/", cluster.name, "/*")),
                 DESCRIBE_INSTANCES,
             ],
+        )
+
+    def _pod_loss(self, pods: Pods) -> Template:
+        cluster = pods.cluster
+        # One pod: the HPA keeps at least scaling.pods_min, the PDB pods_min - 1 (infra/workload.py), so the service
+        # keeps what the PDB guarantees. FIS deletes pods (not evictions): the PDB does not hold it back by itself.
+        pods_min = self.args.baselines.scaling.pods_min
+        if pods_min < 2:
+            raise ValueError(f"scaling.pods_min ({pods_min}): pod-loss would delete the service's only pod")
+        # Pods are named by their cluster, namespace and a selector, never by ARNs or tags (FIS user guide,
+        # "Use the AWS FIS aws:eks:pod actions": limitations); here the active colour's API pods, the PDB's.
+        where = {
+            "clusterIdentifier": cluster.name,
+            "namespace": pods.namespace,
+            "selectorType": "labelSelector",
+            "selectorValue": ",".join(f"{k}={v}" for k, v in pods.selector.items()),
+        }
+        return Template(
+            drill="pod-loss",
+            procedure="001 Auto-scaling Configuration (HPA minimum, PDB); 002 Training and Drills (failure injection)",
+            what=f"deletes one of the active colour's API pods (at least {pods_min}); its Deployment replaces it",
+            action_id="aws:eks:pod-delete",
+            target_key="Pods",
+            target={"resource_type": "aws:eks:pod", "selection_mode": "COUNT(1)", "parameters": where},
+            parameters={"kubernetesServiceAccount": pods.service_account, "fisPodSecurityPolicy": FIS_POD_SECURITY},
+            grants=[
+                self._eks("DescribeCluster", "eks:DescribeCluster", ("cluster/", cluster.name)),
+                {"Sid": "DescribeSubnets", **allow(["ec2:DescribeSubnets"], ["*"])},
+            ],
+        )
+
+    def _eks(self, sid: str, action: str, resource: tuple[pulumi.Input[str], ...]) -> dict[str, Any]:
+        """``action`` on this account's EKS ``resource`` (its parts: ``cluster/<name>``, ``nodegroup/<cluster>/*``)."""
+        a = self.args
+        return {"Sid": sid, **allow([action], [_arn("eks", a.region, a.account_id, pulumi.Output.concat(*resource))])}
+
+    def _cluster_access(self, cluster: Cluster, role: aws.iam.Role) -> None:
+        """The experiment role in the cluster as :data:`FIS_USER`: an access entry with no access policy, so it may
+        do what the workload's FIS Role grants that user in its namespace and nothing else."""
+        aws.eks.AccessEntry(
+            self.name_of("cluster-access"),
+            cluster_name=cluster.name,
+            principal_arn=role.arn,
+            type="STANDARD",
+            user_name=FIS_USER,
+            tags=self.tagged("cluster-access"),
+            opts=self.child,
         )
 
     def _stack_tags(self, name: str) -> dict[str, str]:

@@ -61,6 +61,17 @@ SCRIPTS = Path(__file__).resolve().parent / "pod_scripts"
 SCRIPT_FILES = ("db_credentials.py", "upload_backup.py")
 BACKUP_DIR = "/backup"
 BACKUP_FILE = f"{BACKUP_DIR}/{APP}.dump"
+# The service account AWS FIS's aws:eks:pod actions run as (their kubernetesServiceAccount), and the Role they need,
+# as the FIS user guide gives it ("Use the AWS FIS aws:eks:pod actions", configure the Kubernetes service account).
+FIS_ACCOUNT = f"{APP}-fis"
+FIS_POD_RULES = (
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "list", "get", "delete", "deletecollection"]},
+    {"apiGroups": [""], "resources": ["pods/ephemeralcontainers"], "verbs": ["update"]},
+    {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+)
+RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 def namespace_for(stack: str) -> str:
@@ -104,6 +115,9 @@ class WorkloadArgs:
     data_subnet_cidrs: Sequence[str]  # the database's and the cache's addresses
     waf: WafLimits  # the Ingress ALB's web ACL, the same rules as the EC2 ALB's
     redis_tls: bool = True
+    # The Kubernetes user AWS FIS's experiment role is mapped to (its EKS access entry), where FIS runs the
+    # aws:eks:pod actions here (fis.enabled): the service account and Role those actions need are declared for it.
+    fis_user: str | None = None
     # The AWS Load Balancer Controller's release, when the stack installs it: the Ingress is created after it
     # (its webhook admits Ingresses) and deleted before it (it removes the ALB and clears the finaliser).
     ingress_controller: pulumi.Resource | None = None
@@ -127,6 +141,8 @@ class Workload(Tier):
     namespace: pulumi.Output[str]  # resolves once the Namespace exists
     service_name: pulumi.Output[str]  # the Service behind the Ingress, on the active colour
     active_deployment: pulumi.Output[str]
+    active_selector: dict[str, str]  # the labels of the active colour's API pods (the Service's, the PDB's)
+    fis_service_account: pulumi.Output[str] | None  # with WorkloadArgs.fis_user: FIS's aws:eks:pod actions run as it
 
     def __init__(
         self, stack: str, tags: dict[str, str], args: WorkloadArgs, opts: pulumi.ResourceOptions | None = None
@@ -152,11 +168,12 @@ class Workload(Tier):
         self.scripts_name, self.env_name = scripts.metadata["name"], env.metadata["name"]
         self.env_hash = env.data.apply(lambda d: config_hash(d or {}))
         active, idle = self.s.active_color, self.s.idle_color
+        self.active_selector = api_labels(active)
         deployments = {color: self._api_deployment(color) for color in COLORS}
         self._worker_deployment()
         # A switch in order: the new colour up and ready, then traffic, then the old colour down.
         scaled_up = self._scale(deployments[active], active, self.args.baselines.scaling.pods_min)
-        service = self._service(APP, api_labels(active), skip_await=False, after=scaled_up)
+        service = self._service(APP, self.active_selector, skip_await=False, after=scaled_up)
         self._scale(deployments[idle], idle, self.s.idle_replicas, service)
         for color in COLORS:
             self._service(deployment_name(color), api_labels(color), skip_await=True)
@@ -165,6 +182,7 @@ class Workload(Tier):
         self._pdb(after=service)
         self._network_policies()
         self._backup_cronjob()
+        self.fis_service_account = self._fis_access(args.fis_user) if args.fis_user else None
         if self.s.prometheus_operator:
             self._prometheus_rule()
         self.namespace = ns.metadata["name"]
@@ -230,6 +248,32 @@ class Workload(Tier):
             automount_service_account_token=False,
             opts=self.in_ns,
         )
+
+    def _fis_access(self, user: str) -> pulumi.Output[str]:
+        """The service account FIS's aws:eks:pod actions name, and their Role bound to it and to ``user``, the
+        Kubernetes user of FIS's experiment role: in this namespace only. The FIS pod mounts the account's token
+        to reach the Kubernetes API, so the account keeps token automounting (the API pods' accounts do not)."""
+        metadata = {"namespace": self.namespace_name, "labels": {"app": APP, "component": "fis"}}
+        account = k8s.core.v1.ServiceAccount(
+            self.name_of("fis-account"), metadata={"name": FIS_ACCOUNT, **metadata}, opts=self.in_ns
+        )
+        role = k8s.rbac.v1.Role(
+            self.name_of("fis-role"),
+            metadata={"name": FIS_ACCOUNT, **metadata},
+            rules=list(FIS_POD_RULES),
+            opts=self.in_ns,
+        )
+        k8s.rbac.v1.RoleBinding(
+            self.name_of("fis-binding"),
+            metadata={"name": FIS_ACCOUNT, **metadata},
+            role_ref={"apiGroup": RBAC_GROUP, "kind": "Role", "name": role.metadata["name"]},
+            subjects=[
+                {"kind": "ServiceAccount", "name": account.metadata["name"], "namespace": self.namespace_name},
+                {"apiGroup": RBAC_GROUP, "kind": "User", "name": user},
+            ],
+            opts=self.in_ns,
+        )
+        return account.metadata["name"]
 
     def _config_map(self, role: str, name: str, data: Any) -> k8s.core.v1.ConfigMap:
         return k8s.core.v1.ConfigMap(
@@ -457,7 +501,7 @@ class Workload(Tier):
             metadata={"name": APP, "namespace": self.namespace_name, "labels": {"app": APP}},
             spec={
                 "minAvailable": self.args.baselines.scaling.pods_min - 1,
-                "selector": {"matchLabels": api_labels(self.s.active_color)},
+                "selector": {"matchLabels": self.active_selector},
             },
             opts=self._after(after),
         )

@@ -28,6 +28,7 @@ TAGGABLE = frozenset(
         "aws:ec2/subnet:Subnet",
         "aws:ec2/vpc:Vpc",
         "aws:ec2/vpcEndpoint:VpcEndpoint",
+        "aws:eks/accessEntry:AccessEntry",
         "aws:eks/addon:Addon",
         "aws:eks/cluster:Cluster",
         "aws:eks/nodeGroup:NodeGroup",

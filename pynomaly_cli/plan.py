@@ -172,8 +172,10 @@ def _fis_target(target: dict[str, Any]) -> str:
     """A FIS target on one line: its type, what picks this stack's resources, its parameters and selection."""
     if target.get("resourceArns"):
         picked = ", ".join(arn.rsplit(":", 1)[-1] for arn in target["resourceArns"])
-    else:
-        picked = "tags " + _pairs(target.get("resourceTags") or [])
+    elif target.get("resourceTags"):
+        picked = "tags " + _pairs(target["resourceTags"])
+    else:  # a type named by its parameters only (aws:eks:pod)
+        picked = "by parameters"
     extra = [f"{k}={v}" for k, v in (target.get("parameters") or {}).items()]
     extra += [f"{f['path']} in {'|'.join(f['values'])}" for f in target.get("filters") or []]
     where = f" ({'; '.join(extra)})" if extra else ""

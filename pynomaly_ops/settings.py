@@ -313,8 +313,9 @@ class LoadGenerators(_Tier):
 
 
 # The drills AWS FIS runs (infra/fault_injection.py declares a template each), in the order a schedule starts them;
-# node-drain only where the stack has its EKS cluster. drills/catalog.py names the drills.
-FIS_DRILLS = ("instance-loss", "database-failover", "cache-failover", "node-drain")
+# node-drain only where the stack has its EKS cluster, pod-loss only where it also declares the workload on it.
+# drills/catalog.py names the drills.
+FIS_DRILLS = ("instance-loss", "database-failover", "cache-failover", "node-drain", "pod-loss")
 # EventBridge Scheduler's cron: six fields, minutes hours day-of-month month day-of-week year, exactly one of the two
 # day fields "?" (Scheduler user guide, "Schedule types": cron expressions).
 SCHEDULER_CRON = re.compile(r"^cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)$")

@@ -76,6 +76,20 @@ ACTIONS = {
         (),
         ("ec2:DescribeInstances", "ec2:TerminateInstances", "eks:DescribeNodegroup", "tag:GetResources"),
     ),
+    "aws:eks:pod-delete": Action(
+        "Pods",
+        "aws:eks:pod",
+        ("kubernetesServiceAccount",),
+        (
+            "gracePeriodSeconds",
+            "maxErrorsPercent",
+            "fisPodContainerImage",
+            "fisPodLabels",
+            "fisPodAnnotations",
+            "fisPodSecurityPolicy",
+        ),
+        ("eks:DescribeCluster", "ec2:DescribeSubnets", "tag:GetResources"),
+    ),
 }
 # Which drill is which action (the drill names are drills/catalog.py's).
 DRILL_ACTIONS = {
@@ -83,12 +97,33 @@ DRILL_ACTIONS = {
     "database-failover": "aws:rds:reboot-db-instances",
     "cache-failover": "aws:elasticache:replicationgroup-interrupt-az-power",
     "node-drain": "aws:eks:terminate-nodegroup-instances",
+    "pod-loss": "aws:eks:pod-delete",
 }
 # Resource parameters a target type takes (FIS user guide, "Targets": resource parameters), required ones first.
 TARGET_PARAMETERS = {
     "aws:elasticache:replicationgroup": (("availabilityZoneIdentifier",), ()),
     "aws:rds:db": ((), ("availabilityZoneIdentifiers",)),
+    "aws:eks:pod": (
+        ("clusterIdentifier", "namespace", "selectorType", "selectorValue"),
+        ("availabilityZoneIdentifier", "targetContainerName"),
+    ),
 }
+# Target types named by their resource parameters only, never by ARNs or tags (FIS user guide, "Use the AWS FIS
+# aws:eks:pod actions": limitations).
+BY_PARAMETERS = {"aws:eks:pod"}
+# The Kubernetes RBAC the aws:eks:pod actions need in the target namespace (FIS user guide, "Use the AWS FIS
+# aws:eks:pod actions", configure the Kubernetes service account): (API group, resource) -> verbs.
+FIS_POD_RBAC = {
+    ("", "configmaps"): {"get", "create", "patch", "delete"},
+    ("", "pods"): {"create", "list", "get", "delete", "deletecollection"},
+    ("", "pods/ephemeralcontainers"): {"update"},
+    ("", "pods/exec"): {"create"},
+    ("apps", "deployments"): {"get"},
+}
+FIS_POD_USER = "fis-experiment"  # the username the guide maps the experiment role to and binds the Role to
+ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
+ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
+ACCESS_ENTRY = "aws:eks/accessEntry:AccessEntry"
 # The Service Authorization Reference: the resource types each action the roles use can be limited to; none means
 # the action takes "*" only. (The same as the copy cfn-lint ships, data/AdditionalSpecs/Policies.json.)
 RESOURCE_TYPES: dict[str, tuple[str, ...]] = {
@@ -99,6 +134,8 @@ RESOURCE_TYPES: dict[str, tuple[str, ...]] = {
     "elasticache:InterruptClusterAzPower": ("replicationgroup",),
     "elasticache:DescribeReplicationGroups": ("replicationgroup",),
     "eks:DescribeNodegroup": ("nodegroup",),
+    "eks:DescribeCluster": ("cluster",),
+    "ec2:DescribeSubnets": (),
     "tag:GetResources": (),
     "cloudwatch:DescribeAlarms": ("alarm",),
     "logs:CreateLogDelivery": (),
@@ -123,7 +160,8 @@ def templates(r: Rendering) -> dict[str, dict[str, Any]]:
 def expected_drills(cfg: stack_settings.StackSettings) -> list[str]:
     if not cfg.fis.enabled:
         return []
-    return [d for d in stack_settings.FIS_DRILLS if d != "node-drain" or cfg.cluster.enabled]
+    needs = {"node-drain": cfg.cluster.enabled, "pod-loss": cfg.cluster.declares_kubernetes}
+    return [d for d in stack_settings.FIS_DRILLS if needs.get(d, True)]
 
 
 def api_request(t: dict[str, Any]) -> dict[str, Any]:
@@ -202,8 +240,8 @@ def test_without_the_cluster_there_is_no_node_drain(without_cluster):
 
 def test_the_templates_are_the_catalogues_drills_with_their_procedures(r):
     """Named as drills/catalog.py names them, each description naming the drill's runbook procedure. The EKS drills
-    (issue 20 item 2) are not in the catalogue yet: node-drain is checked once it is."""
-    assert set(stack_settings.FIS_DRILLS) - set(BY_NAME) <= {"node-drain"}
+    (issue 20 item 2) are not in the catalogue yet: node-drain and pod-loss are checked once they are."""
+    assert set(stack_settings.FIS_DRILLS) - set(BY_NAME) <= {"node-drain", "pod-loss"}
     for drill, t in templates(r).items():
         assert f"drill {drill}:" in t["description"]
         if drill in BY_NAME:
@@ -229,7 +267,8 @@ def test_templates_keep_to_the_fis_api(r):
             request["experimentOptions"]["emptyTargetResolutionMode"] in FIS.shape_for("EmptyTargetResolutionMode").enum
         )
         for target in request["targets"].values():
-            assert ("resourceArns" in target) != ("resourceTags" in target), "ARNs or tags, never both"
+            named_by = {"resourceArns", "resourceTags"} & set(target)
+            assert len(named_by) == (0 if target["resourceType"] in BY_PARAMETERS else 1), "ARNs or tags, never both"
             assert len(target.get("resourceArns", [])) <= most_arns and len(target.get("resourceTags", {})) <= most_tags
         assert len(request["tags"]) <= most_tags
 
@@ -263,6 +302,14 @@ def test_the_drills_parameters(r, cfg, numbers):
     if "node-drain" in found:
         pct = int(params["node-drain"]["instanceTerminationPercentage"])
         assert 1 <= pct <= 100 and math.floor(cfg.cluster.node_min * pct / 100) == 1
+    if "pod-loss" in found:  # the FIS pod runs under the Pod Security level the namespace enforces
+        account = r.named(f"{r.stack}-workload-fis-account").plain_inputs["metadata"]
+        namespace = r.named(f"{r.stack}-workload-namespace").plain_inputs["metadata"]
+        assert params["pod-loss"] == {
+            "kubernetesServiceAccount": account["name"],
+            "fisPodSecurityPolicy": namespace["labels"]["pod-security.kubernetes.io/enforce"],
+        }
+        assert account["namespace"] == namespace["name"]
     with pytest.raises(ValueError, match="one minute"):
         iso_duration(59, "recovery.cache_failover.rto_s")
 
@@ -287,6 +334,9 @@ def test_targets_name_this_stacks_resources_only(r):
             assert target["resourceArns"] and set(target["resourceArns"]) <= arns, drill
             assert target["resourceArns"] == [r.named(f"{stack}-database-primary").state["arn"]]
             continue
+        if kind == "aws:eks:pod":
+            check_pod_target(r, target)
+            continue
         tags = {p["key"]: p["value"] for p in target["resourceTags"]}
         if kind == "aws:ec2:instance":  # the fleet's running instances, by the tag EC2 Auto Scaling gives them
             assert tags == {"aws:autoscaling:groupName": r.named(f"{stack}-fleet-asg").plain_inputs["name"]}
@@ -296,6 +346,20 @@ def test_targets_name_this_stacks_resources_only(r):
         assert tags["Environment"] == stack and tags["Name"].startswith(f"{stack}-"), drill
         (only,) = _tagged(r, PULUMI_TYPES[kind], tags)
         assert only.name == tags["Name"], drill
+
+
+def check_pod_target(r: Rendering, target: dict[str, Any]) -> None:
+    """This stack's cluster and namespace, the active colour's API pods (the PDB's selector), and one of them: the
+    HPA keeps at least pods_min, so the PDB's pods_min - 1 stay up."""
+    p = target["parameters"]
+    assert p["clusterIdentifier"] == r.named(f"{r.stack}-cluster-eks").plain_inputs["name"]
+    assert p["namespace"] == r.outputs[keys.WORKLOAD_NAMESPACE]
+    assert p["selectorType"] == "labelSelector"
+    pdb = r.named(f"{r.stack}-workload-pdb").plain_inputs["spec"]
+    assert dict(pair.split("=") for pair in p["selectorValue"].split(",")) == pdb["selector"]["matchLabels"]
+    assert target["selectionMode"] == "COUNT(1)"
+    hpa = r.named(f"{r.stack}-workload-hpa").plain_inputs["spec"]
+    assert hpa["minReplicas"] - 1 >= pdb["minAvailable"] >= 1
 
 
 def test_the_cache_target_is_the_zone_of_the_groups_first_node(r):
@@ -524,3 +588,49 @@ def test_plan_lists_each_template_with_its_target_and_stop_conditions(r, numbers
         assert row["action"].startswith(DRILL_ACTIONS[drill])
         assert row["stop conditions"] == ", ".join(names)
         assert fnmatchcase(row["schedule"], "cron(*) *" if r.stack == "staging" else "by hand")
+
+
+# ------------------------------------------------------------------ pod-loss: the cluster side
+
+
+def test_pod_loss_rbac_and_access_entry_only_with_fis_and_the_workload(r, cfg):
+    """The Role the FIS user guide lists, in the workload's namespace, bound to the service account the action names
+    and to the user the experiment role's access entry maps it to; that entry has no access policy."""
+    roles, bindings = r.of_type(ROLE), r.of_type(ROLE_BINDING)
+    entries = [e for e in r.of_type(ACCESS_ENTRY) if e.name.startswith(f"{r.stack}-fis-")]
+    if "pod-loss" not in expected_drills(cfg):
+        assert not roles and not bindings and not entries
+        return
+    namespace = r.outputs[keys.WORKLOAD_NAMESPACE]
+    (role,) = [x.plain_inputs for x in roles]
+    (binding,) = [x.plain_inputs for x in bindings]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    granted = {
+        (g, res): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for res in rule["resources"]
+    }
+    assert granted == FIS_POD_RBAC and len(role["rules"]) == len(FIS_POD_RBAC)  # one rule each, as documented
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = r.named(f"{r.stack}-workload-fis-account").plain_inputs["metadata"]
+    assert sorted(binding["subjects"], key=lambda x: x["kind"]) == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": namespace},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": FIS_POD_USER},
+    ]
+    (entry,) = [e.plain_inputs for e in entries]
+    assert entry["principalArn"] == r.named(f"{r.stack}-fis-role").state["arn"]
+    assert entry["clusterName"] == r.named(f"{r.stack}-cluster-eks").plain_inputs["name"]
+    assert (entry["type"], entry["userName"]) == ("STANDARD", FIS_POD_USER)
+    assert entry["tags"]["Environment"] == r.stack
+    policies = r.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
+    assert entry["principalArn"] not in {x.plain_inputs["principalArn"] for x in policies}
+
+
+def test_no_pod_loss_without_the_workload_on_the_cluster():
+    """fis.enabled with the cluster but not yet its Kubernetes objects (phase one): node-drain, not pod-loss."""
+    r = rendered("dev", {"pynomaly:fis.enabled": True, "pynomaly:cluster.kubernetes": False})
+    assert "node-drain" in templates(r) and "pod-loss" not in templates(r)
+    assert not r.of_type(ROLE) and not r.of_type(ROLE_BINDING)
+    assert not [e for e in r.of_type(ACCESS_ENTRY) if e.name.startswith("dev-fis-")]

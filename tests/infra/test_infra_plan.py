@@ -45,6 +45,6 @@ def test_printed_plan_shows_the_fis_templates_with_their_stop_conditions():
     console = Console(record=True, width=250)
     print_plan(rendered("prod"), console)
     text = console.export_text()
-    assert "FIS experiment templates (4)" in text
+    assert "FIS experiment templates (5)" in text
     for shown in ("aws:rds:reboot-db-instances forceFailover=true", "no-healthy-hosts-critical", "by hand"):
         assert shown in text

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import pytest
 
 from infra.cluster import ADDONS, kubeconfig
+from infra.fault_injection import FIS_USER
 from pynomaly_cli.render_k8s import HELM_RELEASE
 from pynomaly_ops import settings as stack_settings
 
@@ -33,16 +34,32 @@ def test_control_plane(each_stack):
 
 
 def test_public_endpoint_only_from_configured_cidrs_and_admin_access_entries(variant):
+    """The admin roles with the cluster-admin policy; with fis.enabled also FIS's experiment role, as the Kubernetes
+    user its RoleBinding names and with no access policy (the Role in the workload's namespace is all it may do)."""
     (cluster,) = variant.aws(EKS)
     assert cluster["vpcConfig"]["endpointPublicAccess"] is True
     assert cluster["vpcConfig"]["publicAccessCidrs"] == ["203.0.113.0/24"]
     admins = variant.settings.cluster.admin_role_arns
-    entries = variant.aws("aws:eks/accessEntry:AccessEntry")
-    assert sorted(e["principalArn"] for e in entries) == sorted(admins)
+    entries = {e["principalArn"]: e for e in variant.aws("aws:eks/accessEntry:AccessEntry")}
+    assert variant.settings.fis.enabled  # prod: the FIS entry is checked here
+    fis_role = variant.rendering.named(f"{variant.rendering.stack}-fis-role").state["arn"]
+    fis_entry = entries.pop(fis_role)
+    assert {k: fis_entry[k] for k in ("type", "userName")} == {"type": "STANDARD", "userName": FIS_USER}
+    assert "kubernetesGroups" not in fis_entry
+    assert sorted(entries) == sorted(admins)
     policies = variant.aws("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")
     assert sorted(p["principalArn"] for p in policies) == sorted(admins)
     assert {p["policyArn"] for p in policies} == {"arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}
     assert {p["accessScope"]["type"] for p in policies} == {"cluster"}
+
+
+def test_only_admin_access_entries_without_fis(stack_render):
+    s = stack_render("prod", {"fis.enabled": "false"})
+    assert not s.settings.fis.enabled
+    assert [e["principalArn"] for e in s.aws("aws:eks/accessEntry:AccessEntry")] == list(
+        s.settings.cluster.admin_role_arns
+    )
+    assert not s.all("Role") and not s.all("RoleBinding")
 
 
 def test_no_aws_auth_config_map(each_stack):

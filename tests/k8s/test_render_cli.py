@@ -21,15 +21,17 @@ def test_render_prod_with_both_checks(tmp_path):
     (out / "stale.yaml").write_text("kind: Leftover\n")
     result = runner.invoke(app, ["render-k8s", "--stack", "prod", "--out", str(out), "--check"])
     assert result.exit_code == 0, result.output
-    assert "19/19 valid" in result.output and "0 failed" in result.output
+    assert "22/22 valid" in result.output and "0 failed" in result.output
     files = sorted(out.glob("*.yaml"))
-    assert len(files) == 19 and not (out / "stale.yaml").exists()
+    assert len(files) == 22 and not (out / "stale.yaml").exists()
     first = yaml.safe_load(files[0].read_text())
     assert (first["kind"], first["metadata"]["name"]) == ("Namespace", "pynomaly-production")
     kinds = {yaml.safe_load(f.read_text())["kind"] for f in files}
     assert kinds == {
         "Namespace",
         "ServiceAccount",
+        "Role",  # with its RoleBinding: FIS's pod actions (fis.enabled in prod)
+        "RoleBinding",
         "ConfigMap",
         "Deployment",
         "Service",
