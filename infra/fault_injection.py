@@ -30,16 +30,15 @@ from infra.cluster import Cluster
 from infra.irsa import allow
 from infra.pod_specs import RESTRICTED_NAMESPACE
 from infra.tier import Tier, policy_document
-from pynomaly_ops.alarms import SERVICE_DOWN, CatalogueError
+from pynomaly_ops.alarms import STOP_ON, CatalogueError
 from pynomaly_ops.baselines import Baselines
 from pynomaly_ops.settings import FIS_DRILLS
 from pynomaly_ops.settings import FaultInjection as FisSettings
 
 # FIS allows 5 stop conditions per template (quota L-872EC72B, not adjustable); the catalogue has more critical
 # CloudWatch alarms than that. A drill stops on what users feel: the P0 pair (SERVICE_DOWN: no healthy target, a
-# critical error rate) and the critical p95; not on the capacity alarms a drill is expected to trip.
+# critical error rate) and the critical p95 (STOP_ON); not on the capacity alarms a drill is expected to trip.
 STOP_CONDITIONS_MAX = 5
-STOP_ON = (*SERVICE_DOWN, "response_time_p95.critical")
 ALARM_SOURCE = "aws:cloudwatch:alarm"
 LOG_SCHEMA_VERSION = 2  # the current experiment log schema (FIS user guide, "Experiment logging")
 # EventBridge Scheduler's universal target for FIS's StartExperiment (Scheduler user guide, "Universal targets").

@@ -11,12 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from local.recorders import ensure_loopback_url
+from local.recorders import recorder_url
 from pynomaly_ops import stack_outputs
-from pynomaly_ops.naming import LOAD_ALLOW_REMOTE_ENV
+from pynomaly_ops.naming import API_KEY_ENV
 from pynomaly_ops.outputs import StackOutputs
 
-API_KEY_ENV = "PYNOMALY_API_KEY"
 LOCAL = "local"
 
 
@@ -38,13 +37,10 @@ class Target:
 
 
 def checked_url(url: str) -> str:
-    url = url.rstrip("/")
-    if os.environ.get(LOAD_ALLOW_REMOTE_ENV) == "1":
-        return url
     try:
-        return ensure_loopback_url(url)
+        return recorder_url(url.rstrip("/"))
     except ValueError as exc:
-        raise TargetError(f"{exc} (set {LOAD_ALLOW_REMOTE_ENV}=1 to load a remote target you operate)") from None
+        raise TargetError(str(exc)) from None
 
 
 def local(state_dir: str | Path | None = None) -> Target:

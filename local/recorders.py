@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import json
 import math
+import os
 import queue
 import re
 import threading
@@ -34,6 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from local import zones
 from local.waiting import wait_for
+from pynomaly_ops.naming import LOAD_ALLOW_REMOTE_ENV
 
 DEFAULT_RATE_PER_S = 20.0
 MAX_RATE_PER_S = 200.0
@@ -69,6 +71,23 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def remote_allowed() -> bool:
+    """The operator said the target is a remote one they operate (a stack on AWS): ``$PYNOMALY_LOAD_ALLOW_REMOTE=1``.
+    Never set on this machine, whose rules allow loopback traffic only."""
+    return os.environ.get(LOAD_ALLOW_REMOTE_ENV) == "1"
+
+
+def recorder_url(url: str) -> str:
+    """What a recorder may send to: loopback, or anywhere the operator allowed (:func:`remote_allowed`)."""
+    if remote_allowed() and urlsplit(url).scheme in ("http", "https") and urlsplit(url).hostname:
+        return url
+    return ensure_loopback_url(url)
+
+
+def recorder_dsn(dsn: str) -> str:
+    return dsn if remote_allowed() else ensure_loopback_dsn(dsn)
+
+
 def ensure_loopback_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -76,8 +95,8 @@ def ensure_loopback_url(url: str) -> str:
     if not is_loopback_host(parts.hostname):
         raise NotLoopbackError(
             f"refusing {url!r}: host {parts.hostname!r} is not a loopback address (127.0.0.0/8, ::1, localhost) "
-            "nor one of a zoned local stack's; "
-            "this machine's rules forbid traffic elsewhere"
+            f"nor one of a zoned local stack's; this machine's rules forbid traffic elsewhere (a stack you operate: "
+            f"{LOAD_ALLOW_REMOTE_ENV}=1)"
         )
     return url
 
@@ -205,7 +224,7 @@ class RequestRecorder:
         max_duration_s: float = MAX_DURATION_S,
         concurrency: int = 8,
     ) -> None:
-        self.url = ensure_loopback_url(url)
+        self.url = recorder_url(url)
         self.rate_per_s = _bounded("rate_per_s", rate_per_s, MAX_RATE_PER_S)
         self.max_duration_s = _bounded("max_duration_s", max_duration_s, MAX_DURATION_S)
         self.timeout_s = _bounded("timeout_s", timeout_s, 60)
@@ -373,7 +392,7 @@ class WriteRecorder:
         max_duration_s: float = MAX_DURATION_S,
         setup_timeout_s: float = 30.0,
     ) -> None:
-        self.dsn = ensure_loopback_dsn(dsn)
+        self.dsn = recorder_dsn(dsn)
         self.table = _valid_table(table)
         self.rate_per_s = _bounded("rate_per_s", rate_per_s, MAX_WRITE_RATE_PER_S)
         self.max_duration_s = _bounded("max_duration_s", max_duration_s, MAX_DURATION_S)

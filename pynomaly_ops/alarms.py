@@ -149,6 +149,9 @@ SIGNALS: tuple[Signal, ...] = (
 # The P0 "service down" composite (002 severity P0): either means users get no service.
 SERVICE_DOWN = ("no_healthy_hosts.critical", "error_rate.critical")
 SERVICE_DOWN_KEY = "service_down.critical"  # the composite's key in StackOutputs.alarms
+# What stops a drill on AWS (the FIS templates' stop conditions, the drill runner's abort guard): what users
+# feel, the P0 pair and the critical p95; not the capacity alarms a drill is expected to trip.
+STOP_ON = (*SERVICE_DOWN, "response_time_p95.critical")
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ class DatabaseFailover(_Strict):
 
 class InstanceLoss(_Strict):
     max_error_rate: Severity
-    capacity_back_s: float = Field(gt=0)
+    capacity_back_s: PerTarget
 
 
 class CacheFailover(_Strict):
@@ -208,13 +208,15 @@ class ObjectRestore(_Strict):
     objects_differing: int = NonNegative
 
 
-class RecoveryPoint(_Strict):
+class PerTarget(_Strict):
+    """A time that differs by target: processes on one machine (``local``) or AWS's services (``aws``)."""
+
     local: float = Field(gt=0)
     aws: float = Field(gt=0)
 
 
 class PointInTime(_Strict):
-    rpo_s: RecoveryPoint
+    rpo_s: PerTarget
     restore_rto_s: float = Field(gt=0)
     rows_differing: int = NonNegative
 
@@ -236,6 +238,16 @@ class AzOutage(_Strict):
     leader_changes_on_heal: int = NonNegative
 
 
+class PodLoss(_Strict):
+    max_error_rate: Severity
+    pods_back_s: float = Field(gt=0)
+
+
+class NodeDrain(_Strict):
+    max_error_rate: Severity
+    rescheduled_s: float = Field(gt=0)
+
+
 class Recovery(_Strict):
     source: str
     database_failover: DatabaseFailover
@@ -252,6 +264,8 @@ class Recovery(_Strict):
     disaster: Disaster
     config_backup: ConfigBackup
     az_outage: AzOutage
+    pod_loss: PodLoss
+    node_drain: NodeDrain
     drill_load_per_s: float = Field(gt=0, le=200)  # bounded: drills send traffic to this machine only
     abort_after_s: float = Field(gt=0)
 

@@ -25,6 +25,7 @@ LOCUST_BUS_PORT = 5557
 LOAD_API_KEY_SECRET = "pynomaly-load-api-key"  # created by the operator: the key never enters Pulumi's state
 LOAD_API_KEY_ITEM = "api-key"
 LOAD_API_KEY_FILE_ENV = "PYNOMALY_API_KEY_FILE"  # where the locustfile reads the key the pods mount
+API_KEY_ENV = "PYNOMALY_API_KEY"  # the API key drills and load tests send to a stack (its outputs never hold one)
 LOAD_ALLOW_REMOTE_ENV = "PYNOMALY_LOAD_ALLOW_REMOTE"  # "1": load may go to a non-loopback target you operate
 LOCUST_RUN_ROUTE = "/pynomaly/run"  # the locustfile's route on a master left running (web mode)
 

@@ -26,6 +26,22 @@ STACK_PLACEHOLDER = "STACK_NAME"
 LOCAL_ONLY = {keys.DB_WRITER_DSN, keys.API_KEY, keys.AWS_ENDPOINT_URL, keys.PROMETHEUS_URL}
 
 
+ENVIRONMENT_REGION = "us-east-1"  # boto3's default here; the stack is in REGION
+
+
+def isolated_credentials(monkeypatch: Any, tmp_path: Path) -> None:
+    """moto's fake credentials, and nothing of a developer's AWS configuration or named stack."""
+    for var in ("AWS_PROFILE", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "PYNOMALY_AWS_OUTPUTS",
+                "PYNOMALY_AWS_STACK"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", ENVIRONMENT_REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
 def output_keys() -> set[str]:
     """Every key pynomaly_ops/outputs.py names."""
     return {v for k, v in vars(keys).items() if k.isupper() and isinstance(v, str)}
@@ -197,6 +213,44 @@ def write_outputs(path: Path, document: dict[str, Any]) -> str:
     return str(path)
 
 
+class Calls:
+    """Every API call made through a client the library asked :meth:`Target.client` for."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict[str, Any]]] = []
+
+    def watch(self, client: Any, service: str) -> Any:
+        def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+            self.seen.append((service, model.name, dict(params)))
+
+        client.meta.events.register("before-parameter-build.*.*", record, unique_id="aws-target-calls")
+        return client
+
+    def operations(self) -> set[tuple[str, str]]:
+        return {(service, op) for service, op, _ in self.seen}
+
+    def install(self, monkeypatch: Any) -> Calls:
+        """Record every call of a client the AWS fault library asks :meth:`Target.client` for."""
+        from aws_target.target import Target as Stack
+
+        real, watch = Stack.client, self.watch
+        monkeypatch.setattr(Stack, "client", lambda target, service: watch(real(target, service), service))
+        return self
+
+    def assert_allowed(self, stack: str = STACK) -> None:
+        """Every call recorded is one docs/aws-drill-permissions.json allows; S3 ones stay in the drill's objects."""
+        document = policy(stack)
+        denied = [
+            (op, action, arn)
+            for service, op, params in self.seen
+            for action, arn in required(service, op, params)
+            if not allowed(document, action, arn)
+        ]
+        assert not denied, f"calls docs/aws-drill-permissions.json does not allow: {denied}"
+        outside = [(op, p) for service, op, p in self.seen if service == "s3" and not within_drill_objects(op, p)]
+        assert not outside, f"S3 calls outside the drill's objects: {outside}"
+
+
 # --- the runner's IAM policy ---------------------------------------------------------------------------------
 IAM_PREFIX = {"elbv2": "elasticloadbalancing"}  # boto3's service name -> the IAM service prefix, where they differ
 ARN_FREE = "*"  # an action without resource-level permissions
@@ -232,6 +286,10 @@ def _resource(service: str, op: str, params: dict[str, Any]) -> list[str]:
         "SetDesiredCapacity": lambda: [group],
         "TerminateInstanceInAutoScalingGroup": lambda: [group],  # the instance's group
         "ModifyListener": lambda: [params["ListenerArn"]],
+        "DescribeCluster": lambda: [f"arn:aws:eks:{at}:cluster/{params['name']}"],
+        **dict.fromkeys(
+            ("PutParameter", "GetParameter", "DeleteParameter"), lambda: [f"arn:aws:ssm:{at}:parameter{params['Name']}"]
+        ),
         "SendCommand": lambda: [
             f"arn:aws:ssm:{REGION}::document/{params['DocumentName']}",
             *(f"arn:aws:ec2:{at}:instance/{i}" for i in params["InstanceIds"]),
