@@ -264,14 +264,26 @@ def _alarm_names(t: Target, keys: list[str]) -> dict[str, str]:
     return names
 
 
+DESCRIBE_ALARMS_MAX = 100  # AlarmNames per DescribeAlarms call
+
+
+def alarms_in_alarm(keys: list[str], outputs: str | None = None, stack: str | None = None) -> dict[str, float]:
+    """The catalogue alarms of ``keys`` in ALARM now, each with when it went there: ``{key: wall-clock time}``."""
+    t = resolve(outputs, stack)
+    names, cloudwatch, found = _alarm_names(t, keys), t.client("cloudwatch"), {}
+    listed = list(names)
+    for i in range(0, len(listed), DESCRIBE_ALARMS_MAX):
+        page = cloudwatch.describe_alarms(AlarmNames=listed[i : i + DESCRIBE_ALARMS_MAX], AlarmTypes=ALARM_TYPES)
+        for a in [*page.get("MetricAlarms", []), *page.get("CompositeAlarms", [])]:
+            if a["StateValue"] == ALARM:
+                found[names[a["AlarmName"]]] = float(a["StateUpdatedTimestamp"].timestamp())
+    return found
+
+
 def active_alarms(keys: list[str], outputs: str | None = None, stack: str | None = None) -> dict[str, str]:
     """Which of the catalogue alarms ``keys`` are in ALARM now: ``{key: "firing"}`` (CloudWatch has no
     pending state: an alarm goes to ALARM once its evaluation periods have breached)."""
-    t = resolve(outputs, stack)
-    names = _alarm_names(t, keys)
-    found = t.client("cloudwatch").describe_alarms(AlarmNames=list(names), AlarmTypes=ALARM_TYPES)
-    alarms = [*found.get("MetricAlarms", []), *found.get("CompositeAlarms", [])]
-    return {names[a["AlarmName"]]: "firing" for a in alarms if a["StateValue"] == ALARM}
+    return dict.fromkeys(alarms_in_alarm(keys, outputs, stack), "firing")
 
 
 def _went_to_alarm(item: dict[str, Any]) -> bool:
