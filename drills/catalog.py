@@ -7,12 +7,15 @@ key; nothing here types a runbook number.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pynomaly_ops.alarms import STRUCTURAL
-from pynomaly_ops.baselines import Baselines
+from pynomaly_ops.baselines import Baselines, PerTarget
+
+LOCAL, AWS = "local", "aws"  # drills/targets.py's names
+BOTH = (LOCAL, AWS)
 
 EXPERIMENTS = Path(__file__).resolve().parent / "experiments"
 
@@ -22,14 +25,21 @@ class Objective:
     what: str
     measured: str  # a key of the measurements
     comparison: Literal["<=", "=="]
-    limit: Callable[[Baselines], float]
+    limit: Callable[[Baselines], float | PerTarget]
     source: str  # the numbers-file key the limit comes from
 
-    def check(self, b: Baselines, measurements: dict[str, Any]) -> dict[str, Any]:
-        limit, value = self.limit(b), measurements.get(self.measured)
+    def limit_for(self, b: Baselines, target: str = LOCAL) -> float:
+        limit = self.limit(b)
+        return float(getattr(limit, target)) if isinstance(limit, PerTarget) else limit
+
+    def source_for(self, b: Baselines, target: str = LOCAL) -> str:
+        return f"{self.source}.{target}" if isinstance(self.limit(b), PerTarget) else self.source
+
+    def check(self, b: Baselines, measurements: dict[str, Any], target: str = LOCAL) -> dict[str, Any]:
+        limit, value = self.limit_for(b, target), measurements.get(self.measured)
         met = value is not None and (value <= limit if self.comparison == "<=" else value == limit)
         return {"objective": self.what, "measured": value, "limit": f"{self.comparison} {limit:g}",
-                "source": self.source, "met": met}  # fmt: skip
+                "source": self.source_for(b, target), "met": met}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,15 +48,24 @@ class Drill:
     procedure: str  # the runbook procedure it rehearses
     fault: str  # the cause, as the incident report states it
     objectives: tuple[Objective, ...]
-    targets: tuple[str, ...] = ("local",)
+    targets: tuple[str, ...] = (LOCAL,)
     needs_zones: bool = False  # the zones in network namespaces of `local up --zones` (root)
+    needs_outputs: tuple[str, ...] = ()  # stack outputs the drill needs (EKS's cluster_name)
 
     @property
     def experiment(self) -> Path:
         return EXPERIMENTS / f"{self.name}.json"
 
-    def verdict(self, b: Baselines, measurements: dict[str, Any]) -> list[dict[str, Any]]:
-        return [o.check(b, measurements) for o in self.objectives]
+    def verdict(self, b: Baselines, measurements: dict[str, Any], target: str = LOCAL) -> list[dict[str, Any]]:
+        return [o.check(b, measurements, target) for o in self.objectives]
+
+    def unfit_for(self, target: str, outputs: dict[str, Any]) -> str | None:
+        """Why the drill cannot run on ``target`` with these outputs (None: it can)."""
+        if target not in self.targets:
+            return f"no {target} implementation (its targets: {', '.join(self.targets)})"
+        if missing := [k for k in self.needs_outputs if not outputs.get(k)]:
+            return f"the stack has no {', '.join(missing)} (the drill needs EKS: cluster.enabled)"
+        return None
 
 
 def _error_rate(level_of: Callable[[Baselines], str], source: str) -> Objective:
@@ -463,7 +482,46 @@ AZ_DRILLS: tuple[Drill, ...] = (
         needs_zones=True,
     ),
 )
-DRILLS += AZ_DRILLS
+EKS_DRILLS: tuple[Drill, ...] = (
+    Drill(
+        "pod-loss",
+        "001 Auto-scaling Configuration (HPA minimum, PDB); 002 Training and Drills (failure injection)",
+        "API pods of the active colour deleted (as a node's kubelet or an operator would lose them)",
+        (
+            _error_rate(lambda b: b.recovery.pod_loss.max_error_rate, "recovery.pod_loss.max_error_rate"),
+            Objective(
+                "the Deployment's pods ready again, replacements included (s)",
+                "api pods ready (s)",
+                "<=",
+                lambda b: b.recovery.pod_loss.pods_back_s,
+                "recovery.pod_loss.pods_back_s",
+            ),
+        ),
+        targets=(AWS,),
+        needs_outputs=("cluster_name",),
+    ),
+    Drill(
+        "node-drain",
+        "001 Auto-scaling Configuration (pods reschedule); 002 Training and Drills (failure injection)",
+        "one node of the managed node group cordoned and drained through the Eviction API",
+        (
+            _error_rate(lambda b: b.recovery.node_drain.max_error_rate, "recovery.node_drain.max_error_rate"),
+            Objective(
+                "the drained node's API pods rescheduled and ready (s)",
+                "node drained (s)",
+                "<=",
+                lambda b: b.recovery.node_drain.rescheduled_s,
+                "recovery.node_drain.rescheduled_s",
+            ),
+        ),
+        targets=(AWS,),
+        needs_outputs=("cluster_name",),
+    ),
+)
+# The drills with an AWS implementation too (aws_target/): what the AWS APIs can break and observe.
+ON_AWS_TOO = ("instance-loss", "database-failover", "cache-failover", "traffic-spike", "queue-consumer-outage",
+              "maintenance-mode", "object-restore")  # fmt: skip
+DRILLS = tuple(replace(d, targets=BOTH) if d.name in ON_AWS_TOO else d for d in (*DRILLS, *AZ_DRILLS, *EKS_DRILLS))
 BY_NAME = {d.name: d for d in DRILLS}
 
 

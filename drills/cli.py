@@ -1,4 +1,4 @@
-"""``pynomaly-ops drill ...``: list the drills and run them against the local stack."""
+"""``pynomaly-ops drill ...``: list the drills and run them against the local stack or a stack on AWS."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from aws_target.outputs import STACK_ENV
 from drills import catalog
+from drills.targets import DrillError
 from local.layout import STATE_ENV
 from local.stack import StackError
 from pynomaly_ops import terminal
-from pynomaly_ops.baselines import load
+from pynomaly_ops.baselines import Baselines, load
+from pynomaly_ops.stack_outputs import OutputsError
 
 app = typer.Typer(no_args_is_help=True, help="The monthly failure-injection drills (Chaos Toolkit experiments).")
 console = terminal.console()
@@ -25,12 +28,21 @@ def list_drills() -> None:
     b = load()
     table = Table("drill", "runbook procedure", "objectives", "targets")
     for d in catalog.DRILLS:
-        objectives = "\n".join(f"{o.what} {o.comparison} {o.limit(b):g}" for o in d.objectives)
-        targets = ", ".join(
-            f"{t} (zones: `local up --zones`)" if d.needs_zones and t == "local" else t for t in d.targets
-        )
-        table.add_row(d.name, d.procedure, objectives, targets)
+        table.add_row(d.name, d.procedure, "\n".join(_objective(o, d, b) for o in d.objectives), _targets(d))
     console.print(table)
+
+
+def _objective(o: catalog.Objective, d: catalog.Drill, b: Baselines) -> str:
+    limits = {t: o.limit_for(b, t) for t in d.targets}
+    if len(set(limits.values())) == 1:
+        return f"{o.what} {o.comparison} {next(iter(limits.values())):g}"
+    return f"{o.what} {o.comparison} " + ", ".join(f"{v:g} ({t})" for t, v in limits.items())
+
+
+def _targets(d: catalog.Drill) -> str:
+    notes = {catalog.LOCAL: " (zones: `local up --zones`)" if d.needs_zones else "",
+             catalog.AWS: " (EKS)" if "cluster_name" in d.needs_outputs else ""}  # fmt: skip
+    return ", ".join(t + notes[t] for t in d.targets)
 
 
 @app.command()
@@ -41,8 +53,23 @@ def run(
         Path | None, typer.Option("--state-dir", envvar=STATE_ENV, help="The local stack (default .local-stack/).")
     ] = None,
     reports: Annotated[Path, typer.Option("--reports", help="Where the reports go.")] = Path("reports/drills"),
+    target: Annotated[
+        str, typer.Option("--target", help="local (the default: the local stack) or aws (a Pulumi stack, --stack).")
+    ] = "local",
+    stack: Annotated[
+        str | None, typer.Option("--stack", envvar=STACK_ENV, help="The Pulumi stack, with --target aws.")
+    ] = None,
+    outputs: Annotated[
+        Path | None,
+        typer.Option("--outputs", help="A saved `pulumi stack output --json` (default: the Pulumi CLI)."),
+    ] = None,
+    confirm_production: Annotated[
+        bool, typer.Option("--confirm-production", help="Needed to drill the prod stack.")
+    ] = False,
 ) -> None:
-    """Run drills against the local stack (brought up if down, and left as found); exit 1 if any fails."""
+    """Run drills against the local stack (brought up if down, and left as found) or, with --target aws, a
+    Pulumi stack's resources; exit 1 if any fails, 2 if they cannot run."""
+    from drills.runner import Stack
     from drills.runner import run as run_drills
 
     if run_all == bool(names):
@@ -57,9 +84,17 @@ def run(
     def say(message: str) -> None:
         err_console.print(f"[green]>[/] {message}")
 
+    if target not in catalog.BOTH:
+        err_console.print(f"[red]error:[/] --target {target!r}: the drills' targets are {', '.join(catalog.BOTH)}")
+        raise typer.Exit(2)
+    if (target == catalog.AWS) != bool(stack) or (outputs and target != catalog.AWS):
+        err_console.print("[red]error:[/] --target aws needs --stack NAME (and takes --outputs FILE); the local "
+                          "target takes neither")  # fmt: skip
+        raise typer.Exit(2)
+    aws = Stack(stack, outputs, confirm_production) if target == catalog.AWS and stack else None
     try:
-        outcomes = run_drills(chosen, say, state_dir, reports, skip_needing_zones=run_all)
-    except StackError as exc:
+        outcomes = run_drills(chosen, say, state_dir, reports, skip_needing_zones=run_all, stack=aws)
+    except (StackError, DrillError, OutputsError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     table = Table("drill", "verdict", "objectives", "report")

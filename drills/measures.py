@@ -110,6 +110,7 @@ def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
         # The P0 "service down" page (the catalogue's SERVICE_DOWN), raised at any time during the drill.
         "p0_alarms_raised": sum(key in SERVICE_DOWN for key in alarms),
         "aborted": rec.session.get("aborted_at") is not None,
+        "aborted_because": rec.session.get("aborted_because"),
         "events": rec.session["events"],
     }
     writes = rec.session.get("writes")

@@ -1,4 +1,5 @@
-"""Run drills against the local stack: pre-check, experiment, recovery, rollbacks, verdict, report.
+"""Run drills against the local stack or a stack on AWS (drills/targets.py): pre-check, experiment, recovery,
+rollbacks, verdict, report.
 
 Each drill's experiment runs in this process through chaoslib (the library behind ``chaos run``), with
 rollbacks played whatever happens (Chaos Toolkit plays them on a failed action, Ctrl-C and SIGTERM too).
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from drills import report, session, topology
+from drills import report, session, targets, topology
 from drills.catalog import Drill
 from drills.measures import measure
 from local.layout import STATE_ENV, state_dir_from
@@ -115,9 +116,9 @@ def run_one(drill: Drill, runs_root: Path, say: Say, state_dir: str | None = Non
     after, waited = topology.wait_until_restored(before, RESTORE_TIMEOUT_S, state_dir)
     problems = _problems(journal, run_dir)
     measurements = measure(run_dir, b) if (run_dir / "session.json").exists() else None
-    objectives = drill.verdict(b, measurements) if measurements else []
+    objectives = drill.verdict(b, measurements, targets.current()) if measurements else []
     if measurements and measurements["aborted"]:
-        problems.append(f"aborted: the critical error rate held for {b.recovery.abort_after_s:g} s")
+        problems.append(f"aborted: {measurements.get('aborted_because') or 'the abort guard tripped'}")
     differences = topology.differences(before, after)
     passed = not problems and not differences and bool(objectives) and all(o["met"] for o in objectives)
     result = report.summary(
@@ -135,6 +136,7 @@ def run_one(drill: Drill, runs_root: Path, say: Say, state_dir: str | None = Non
             "restored": not differences,
             "restore_wait_s": waited,
             "chaos_status": journal.get("status"),
+            "target": targets.describe(),
         },
     )
     report.write(run_dir, result, b)
@@ -193,44 +195,98 @@ def warm_up(say: Say, state_dir: str | None = None) -> None:
     say(f"warmed up: p95 {sample['p95_ms']:.0f} ms, errors {sample['error_rate_percent']:.1f} %")
 
 
+@dataclass(frozen=True)
+class Stack:
+    """A Pulumi stack on AWS as the drills' target: its name, and its saved outputs if not read through the CLI."""
+
+    name: str
+    outputs_file: Path | None = None
+    confirm_production: bool = False
+
+
+def _aws_target(stack: Stack, drills: list[Drill], say: Say, names_given: bool) -> list[Drill]:
+    """Point the experiments at ``stack`` (drills/targets.py reads the environment) and keep the drills it can
+    run: a drill without an AWS implementation, or an EKS drill on a stack without EKS, is refused when named
+    and skipped (and said so) in the monthly ``--all``."""
+    from aws_target.outputs import OUTPUTS_ENV, STACK_ENV
+
+    if stack.name == targets.PRODUCTION and not stack.confirm_production:
+        raise targets.DrillError(
+            f"stack {stack.name} is production: a drill there breaks what users use. Pass --confirm-production "
+            "if you mean it (runbook 002: drills in production are announced and staffed)"
+        )
+    os.environ[targets.TARGET_ENV] = targets.AWS
+    os.environ[STACK_ENV] = stack.name
+    if stack.outputs_file is not None:
+        os.environ[OUTPUTS_ENV] = str(stack.outputs_file)
+    else:
+        os.environ.pop(OUTPUTS_ENV, None)
+    outputs = targets.outputs()  # the stack named and readable, with a key and a load balancer to load
+    return _runnable(drills, targets.AWS, outputs.model_dump(), say, names_given)
+
+
+def _runnable(drills: list[Drill], target: str, outputs: dict[str, Any], say: Say, names_given: bool) -> list[Drill]:
+    """The drills ``target`` can run; one it cannot is refused when named (DrillError), skipped and said so in
+    the monthly ``--all``."""
+    unfit = {d.name: why for d in drills if (why := d.unfit_for(target, outputs))}
+    if unfit and names_given:
+        raise targets.DrillError("; ".join(f"{name}: {why}" for name, why in unfit.items()))
+    for name, why in unfit.items():
+        say(f"SKIPPED {name}: {why}")
+    return [d for d in drills if d.name not in unfit]
+
+
 def run(
     drills: list[Drill],
     say: Say,
     state_dir: Path | None = None,
     reports: Path | None = None,
     skip_needing_zones: bool = False,
+    stack: Stack | None = None,
 ) -> list[Outcome]:
     """Run ``drills`` one after the other against the local stack, bringing it up first if it is down and
     taking it down again afterwards (the target is left as it was found). A drill that needs zones (an AZ
     drill) needs a stack brought up with them: one is created so if none exists, and an existing stack
     without zones is refused (StackError), or, with ``skip_needing_zones`` (the monthly ``--all``), the
-    drill is skipped and said so."""
+    drill is skipped and said so. With ``stack``, against that Pulumi stack on AWS instead (DrillError if it
+    cannot be: production unconfirmed, outputs unreadable, a drill it cannot run)."""
+    if stack is not None:
+        drills = _aws_target(stack, drills, say, names_given=not skip_needing_zones)
+        return _run_drills(drills, say, None, reports)
+    os.environ[targets.TARGET_ENV] = targets.LOCAL
+    drills = _runnable(drills, targets.LOCAL, {}, say, names_given=not skip_needing_zones)
     root = state_dir_from(state_dir)
     os.environ[STATE_ENV] = str(root)  # what the experiments' providers read
     zonal = [d.name for d in drills if d.needs_zones]
-    stack = open_stack(root, say, create=True, zoned=True if zonal and not skip_needing_zones else None)
-    if zonal and not stack.layout.zoned:
+    local_stack = open_stack(root, say, create=True, zoned=True if zonal and not skip_needing_zones else None)
+    if zonal and not local_stack.layout.zoned:
         say(f"SKIPPED {', '.join(zonal)}: they need zones in network namespaces (`local up --zones`, as root)")
         drills = [d for d in drills if not d.needs_zones]
-    was_running = stack.supervisor.running()
+    was_running = local_stack.supervisor.running()
     if not was_running:
         say("the local stack is down: bringing it up for the drills")
-        stack.up()
-    warm_up(say, str(root))  # one sample when the stack is warm already; a just-started one is warmed
-    runs_root = (reports or Path("reports") / "drills") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    runs_root.mkdir(parents=True, exist_ok=True)
-    outcomes: list[Outcome] = []
+        local_stack.up()
     try:
-        for drill in drills:
-            if outcomes and outcomes[-1].summary["restored"]:  # a target left broken is the pre-check's to refuse
-                settle(drill, say, str(root))
-            say(f"drill {drill.name}: {drill.procedure}")
-            outcomes.append(run_one(drill, runs_root, say, str(root)))
-            say(f"drill {drill.name}: {'PASS' if outcomes[-1].passed else 'FAIL'} ({outcomes[-1].run_dir})")
+        return _run_drills(drills, say, str(root), reports)
     finally:
         if not was_running:
             say("taking the local stack down again (it was down before the drills)")
-            stack.down()
+            local_stack.down()
+
+
+def _run_drills(drills: list[Drill], say: Say, state_dir: str | None, reports: Path | None) -> list[Outcome]:
+    """Warm the target up, then each drill, settling between them; the suite's index in its reports folder."""
+    say(f"target: {targets.describe()}")
+    warm_up(say, state_dir)  # one sample when the stack is warm already; a just-started one is warmed
+    runs_root = (reports or Path("reports") / "drills") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    runs_root.mkdir(parents=True, exist_ok=True)
+    outcomes: list[Outcome] = []
+    for drill in drills:
+        if outcomes and outcomes[-1].summary["restored"]:  # a target left broken is the pre-check's to refuse
+            settle(drill, say, state_dir)
+        say(f"drill {drill.name}: {drill.procedure}")
+        outcomes.append(run_one(drill, runs_root, say, state_dir))
+        say(f"drill {drill.name}: {'PASS' if outcomes[-1].passed else 'FAIL'} ({outcomes[-1].run_dir})")
     (runs_root / "suite.json").write_text(
         json.dumps([{"drill": o.drill, "passed": o.passed, "run_dir": str(o.run_dir)} for o in outcomes], indent=2)
     )

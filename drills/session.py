@@ -4,43 +4,40 @@ Chaos Toolkit experiments call these functions as ``python`` providers (module `
 ``start`` before the fault, ``mark`` at each phase, ``finish`` once recovery has been awaited. Between
 them a bounded background load through the load balancer records every request (time, status, latency),
 an optional writer records every acknowledged database write, a watcher notes when each alarm of the
-catalogue fires on the target's Prometheus, and an abort guard stops the experiment (Chaos Toolkit then
-plays the rollbacks) when the critical error rate has held for ``recovery.abort_after_s``.
+catalogue fires on the target (Prometheus's alerts, or a stack's CloudWatch alarms), and an abort guard stops
+the experiment (Chaos Toolkit then plays the rollbacks) when the critical error rate has held for
+``recovery.abort_after_s`` or, on AWS, a critical alarm users feel goes to ALARM.
 
-One session per process, and one drill per target: ``start`` takes an exclusive lock on the target's
-state directory, held until ``finish`` or the process ends.
+One session per process, and one drill per target: ``start`` takes the target's lock (drills/targets.py: a
+file lock on the local stack's state directory, an SSM parameter on AWS), held until ``finish``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
-from local.layout import state_dir_from
+from drills import targets
+from drills.targets import DrillError
 from local.recorders import RequestRecorder, WriteRecorder, error_rate_percent, write_jsonl
+from pynomaly_ops.alarms import STOP_ON
 from pynomaly_ops.baselines import load
 from pynomaly_ops.outputs import StackOutputs
 
 RUN_DIR_ENV = "PYNOMALY_DRILL_RUN_DIR"
 DEFAULT_RUNS = Path("reports") / "drills"
-LOCK_FILE = "drill.lock"
 # A small fixed series: the request every user makes (detection), answered from the cache once warm.
 PROBE_SERIES = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.02, 0.98, 1.01, 9.0]
 WATCH_INTERVAL_S = 1.0
 GUARD_WINDOW_S = 5.0  # the error rate the guard watches is over this trailing window
-
-
-class DrillError(RuntimeError):
-    """A drill cannot start or finish; the message says why."""
 
 
 def run_dir(drill: str) -> Path:
@@ -51,97 +48,130 @@ def run_dir(drill: str) -> Path:
     return path
 
 
-def target_outputs(state_dir: str | None = None) -> StackOutputs:
-    path = state_dir_from(Path(state_dir) if state_dir else None) / "outputs.json"
-    if not path.exists():
-        raise DrillError(f"no outputs at {path}: is the local stack up? (`pynomaly-ops local up`)")
-    return StackOutputs.from_json_file(path)
-
-
-class TargetLock:
-    """An exclusive lock on the target's state directory: two drills never break one target at once."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / LOCK_FILE
-        self._file: IO[str] | None = None
-
-    def acquire(self, drill: str) -> None:
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise DrillError(f"another drill holds {self.path} ({holder}); wait for it to finish") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{drill} pid {os.getpid()} since {time.strftime('%H:%M:%S')}\n")
-        handle.flush()
-        self._file = handle
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-
 class AlertWatcher(threading.Thread):
-    """Polls Prometheus for the catalogue's alarms; notes when each was first pending and first firing."""
+    """Polls the target's alarms; notes when each catalogue alarm was first pending and first firing. An alarm
+    already active at the first poll was not caused by the fault and is left out."""
 
-    def __init__(self, prometheus_url: str, names_to_keys: dict[str, str]) -> None:
+    def __init__(self) -> None:
         super().__init__(name="alert-watcher", daemon=True)
-        self.url = f"{prometheus_url}/api/v1/alerts"
-        self.names_to_keys = names_to_keys
         self.seen: dict[str, dict[str, float]] = {}  # catalogue key -> {"pending": at, "firing": at}
         self.already_active: set[str] | None = None  # active at the first poll: not caused by the fault
+        self.firing: set[str] = set()  # firing at the last poll
         self.errors = 0
         self.stop_event = threading.Event()
 
+    def interval_s(self) -> float:
+        return WATCH_INTERVAL_S
+
+    def poll(self) -> set[tuple[str, str, float]]:
+        """The active alarms now: ``(key, state, since)``."""
+        raise NotImplementedError
+
     def run(self) -> None:
-        with httpx.Client(timeout=2) as client:
-            while not self.stop_event.wait(WATCH_INTERVAL_S):
-                try:
-                    alerts = client.get(self.url).json()["data"]["alerts"]
-                except (httpx.HTTPError, ValueError, KeyError):
-                    self.errors += 1
-                    continue
-                now = time.time()
-                keys = {
-                    (k, a["state"]) for a in alerts if (k := self.names_to_keys.get(a["labels"].get("alertname", "")))
-                }
-                if self.already_active is None:
-                    self.already_active = {k for k, _ in keys}
-                    continue
-                for key, state in keys:
-                    if key not in self.already_active:
-                        self.seen.setdefault(key, {}).setdefault(state, now)
+        while not self.stop_event.wait(self.interval_s()):
+            try:
+                active = self.poll()
+            except Exception:  # a poll that fails (the API throttled, a timeout) is retried at the next
+                self.errors += 1
+                continue
+            self.firing = {key for key, state, _ in active if state == "firing"}
+            if self.already_active is None:
+                self.already_active = {key for key, _, _ in active}
+                continue
+            for key, state, at in active:
+                if key not in self.already_active:
+                    self.seen.setdefault(key, {}).setdefault(state, at)
+
+
+class PrometheusWatcher(AlertWatcher):
+    """The local stack's alarms: Prometheus's alerts (pending, then firing after their ``for``)."""
+
+    def __init__(self, prometheus_url: str, names_to_keys: dict[str, str]) -> None:
+        super().__init__()
+        self.url = f"{prometheus_url}/api/v1/alerts"
+        self.names_to_keys = names_to_keys
+
+    def poll(self) -> set[tuple[str, str, float]]:
+        alerts = httpx.get(self.url, timeout=2).json()["data"]["alerts"]
+        now = time.time()
+        return {(k, a["state"], now) for a in alerts if (k := self.names_to_keys.get(a["labels"].get("alertname", "")))}
+
+
+class CloudWatchWatcher(AlertWatcher):
+    """A stack's CloudWatch alarms: in ALARM is firing (CloudWatch has no pending state), since the alarm's own
+    state change, not the poll that saw it."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__()
+        self.keys = keys
+
+    def interval_s(self) -> float:
+        from aws_target.target import POLL_INTERVAL_S  # every call counts against the account's API rate
+
+        return POLL_INTERVAL_S
+
+    def poll(self) -> set[tuple[str, str, float]]:
+        from aws_target.probes import alarms_in_alarm
+
+        return {(key, "firing", at) for key, at in alarms_in_alarm(self.keys).items()}
+
+
+def watcher_for(outputs: StackOutputs) -> AlertWatcher | None:
+    """The target's alarms: CloudWatch's on AWS, Prometheus's on the local stack (None: a target without)."""
+    if targets.current() == targets.AWS:
+        keys = targets.cloudwatch_keys(outputs)
+        return CloudWatchWatcher(keys) if keys else None
+    if not outputs.prometheus_url:
+        return None
+    names = {names[t]: key for key, names in outputs.alarms.items() for t in names}
+    return PrometheusWatcher(outputs.prometheus_url, names)
 
 
 class AbortGuard(threading.Thread):
-    """Stops the experiment once the critical error rate has held for ``hold_s`` (Chaos Toolkit's graceful
-    exit: the method ends and the rollbacks play)."""
+    """Stops the experiment once the critical error rate has held for ``hold_s``, or, on AWS, once one of the
+    critical alarms users feel (STOP_ON, the FIS templates' stop conditions) goes to ALARM after the start
+    (Chaos Toolkit's graceful exit: the method ends and the rollbacks play). ``reason`` says which."""
 
-    def __init__(self, recorder: RequestRecorder, critical_percent: float, hold_s: float) -> None:
+    def __init__(
+        self,
+        recorder: RequestRecorder,
+        critical_percent: float,
+        hold_s: float,
+        watcher: AlertWatcher | None = None,
+        stop_on: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(name="abort-guard", daemon=True)
         self.recorder, self.critical, self.hold_s = recorder, critical_percent, hold_s
+        self.watcher, self.stop_on = watcher, stop_on
         self.tripped_at: float | None = None
+        self.reason: str | None = None
         self.stop_event = threading.Event()
+
+    def _alarm(self) -> str | None:
+        w = self.watcher
+        if w is None or w.already_active is None:
+            return None
+        return next((k for k in self.stop_on if k in w.firing and k not in w.already_active), None)
 
     def run(self) -> None:
         above_since: float | None = None
         while not self.stop_event.wait(1.0):
             now = time.monotonic()
+            if alarm := self._alarm():
+                self._trip(f"the critical alarm {alarm} went to ALARM")
+                return
             recent = [r for r in self.recorder.records if now - GUARD_WINDOW_S <= r.t]
             if recent and error_rate_percent(recent) >= self.critical:
                 above_since = above_since or now
                 if now - above_since >= self.hold_s:
-                    self.tripped_at = time.time()
-                    self._abort()
+                    self._trip(f"the critical error rate held for {self.hold_s:g} s")
                     return
             else:
                 above_since = None
+
+    def _trip(self, reason: str) -> None:
+        self.tripped_at, self.reason = time.time(), reason
+        self._abort()
 
     @staticmethod
     def _abort() -> None:
@@ -155,7 +185,7 @@ class Session:
     drill: str
     directory: Path
     outputs: StackOutputs
-    lock: TargetLock
+    lock: targets.FileLock | targets.StackLock
     requests: RequestRecorder
     watcher: AlertWatcher | None
     guard: AbortGuard
@@ -199,16 +229,17 @@ def start(
     if _SESSION is not None:
         raise DrillError(f"a measurement for {_SESSION.drill} is already running in this process")
     b = load()
-    root = state_dir_from(Path(state_dir) if state_dir else None)
-    lock = TargetLock(root)
+    lock = targets.lock(state_dir)
     lock.acquire(drill)
     started: list[RequestRecorder | WriteRecorder | threading.Thread] = []  # stopped again if start fails
     try:
-        outputs = target_outputs(state_dir)
+        outputs = targets.outputs(state_dir)
         requests = _probe_recorder(outputs, b.recovery.drill_load_per_s, max_duration_s)
-        names = {names[t]: key for key, names in outputs.alarms.items() for t in names}
-        watcher = AlertWatcher(outputs.prometheus_url, names) if outputs.prometheus_url else None
-        abort_guard = AbortGuard(requests, b.thresholds.error_rate_percent.critical, b.recovery.abort_after_s)
+        watcher = watcher_for(outputs)
+        stop_on = STOP_ON if targets.current() == targets.AWS else ()
+        abort_guard = AbortGuard(
+            requests, b.thresholds.error_rate_percent.critical, b.recovery.abort_after_s, watcher, stop_on
+        )
         session = Session(drill, run_dir(drill), outputs, lock, requests, watcher, abort_guard)
         if writes:
             if not outputs.db_writer_dsn:
@@ -292,6 +323,8 @@ def finish(observe_s: float = 10, lost_writes_check: bool = True) -> dict[str, A
             "alarms": session.watcher.seen if session.watcher else {},
             "alarms_active_before": sorted(session.watcher.already_active or ()) if session.watcher else [],
             "aborted_at": session.guard.tripped_at,
+            "aborted_because": session.guard.reason,
+            "target": targets.describe(),
         }
         if session.writes is not None:
             session.writes.stop()

@@ -1,8 +1,9 @@
 """The steps a drill's experiment is made of, as Chaos Toolkit ``python`` providers (module ``drills.steps``).
 
-Faults and waits are the fault library's (local/faults.py, local/probes.py), called by name, so every
-experiment injects and observes through the same functions the tests use; these steps add the drill's
-timeline (each call is marked in the measurement session) and the steady-state probes.
+Faults and waits are the fault library's, called by name in the target's modules (drills/targets.py:
+local/faults.py and local/probes.py, or aws_target/ for a stack on AWS), so every experiment injects and
+observes through the same functions the tests use, on either target; these steps add the drill's timeline
+(each call is marked in the measurement session) and the steady-state probes.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ from typing import Any
 import httpx
 import numpy as np
 
-from drills import session
+from drills import session, targets
 from drills.measures import FAULT, WINDOW_S
-from local import config_backup, disaster, faults, pitr, probes, recovery, vault
 from local.recorders import error_rate_percent, p95_latency_s
 from pynomaly_ops.baselines import load
+from pynomaly_ops.waiting import Timeout
 
 
 def inject(
     fault: str, arguments: dict[str, Any] | None = None, from_events: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run ``local.faults.<fault>`` and mark it as the drill's fault on the timeline; ``from_events`` takes
-    arguments from earlier steps (see :func:`recover`)."""
-    result = getattr(faults, fault)(**(arguments or {}), **_from_events(from_events))
+    """Run the target's fault ``<fault>`` (``local.faults`` or ``aws_target.faults``) and mark it as the drill's
+    fault on the timeline; ``from_events`` takes arguments from earlier steps (see :func:`recover`). Nothing is
+    injected unless the drill is measuring: a start refused (another drill holds the target) stops it here."""
+    session.current()
+    result = targets.function("faults", fault)(**(arguments or {}), **_from_events(from_events))
     session.mark(FAULT, {"fault": fault, **result})
     return result
 
@@ -44,20 +47,15 @@ def _from_events(wanted: dict[str, str] | None) -> dict[str, Any]:
     return out
 
 
-RECOVERY_PROCEDURES = (recovery, pitr, config_backup, vault, disaster)
-
-
 def recover(
     procedure: str, event: str, arguments: dict[str, Any] | None = None, from_events: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run the recovery procedure ``<procedure>`` of one of :data:`RECOVERY_PROCEDURES` and mark its
-    result as ``event``: its ``seconds`` (an RTO) and ``figures`` become the drill's measurements.
-    ``from_events`` passes what earlier steps returned (the seeded objects, the fault's time) as arguments."""
-    module = next((m for m in RECOVERY_PROCEDURES if hasattr(m, procedure)), None)
-    if module is None:
-        modules = ", ".join(m.__name__ for m in RECOVERY_PROCEDURES)
-        raise session.DrillError(f"no recovery procedure {procedure!r} in {modules}")
-    result = getattr(module, procedure)(**(arguments or {}), **_from_events(from_events))
+    """Run the target's recovery procedure ``<procedure>`` (``local.recovery``, ``local.pitr``... or
+    ``aws_target.recovery``) and mark its result as ``event``: its ``seconds`` (an RTO) and ``figures`` become the
+    drill's measurements. ``from_events`` passes what earlier steps returned (the seeded objects, the fault's
+    time) as arguments."""
+    session.current()  # a procedure is only run while measured
+    result = targets.function("recovery", procedure)(**(arguments or {}), **_from_events(from_events))
     session.mark(event, result)
     return result
 
@@ -68,9 +66,17 @@ def act(
     event: str | None = None,
     from_events: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``local.faults.<action>`` as a recovery step (a rollback, a procedure), marked as ``event``."""
+    """Run the target's fault-library action ``<action>`` (a rollback, a procedure, a clean-up of the recovery
+    procedures'). A method's step names its ``event`` and runs only while the drill is measuring (a refused
+    start stops it); a rollback names none and always runs."""
+    if event is not None:
+        session.current()
     extra = _from_events(from_events) if from_events else {}
-    result = getattr(faults, action)(**(arguments or {}), **extra)
+    try:
+        run = targets.function("faults", action)
+    except targets.DrillError:
+        run = targets.function("recovery", action)
+    result = run(**(arguments or {}), **extra)
     if session._SESSION is not None:
         session.mark(event or action, result)
     return result
@@ -83,10 +89,13 @@ def await_(
     since_event: str = FAULT,
     from_events: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run the deadline-bounded wait ``local.probes.<probe>``, timed from ``since_event`` (the fault by
-    default); mark it as ``event``. ``from_events`` passes what earlier steps returned (see :func:`recover`)."""
-    wait = getattr(probes, probe)
+    """Run the target's deadline-bounded wait ``<probe>`` (``local.probes`` or ``aws_target.probes``), timed from
+    ``since_event`` (the fault by default); mark it as ``event``. ``from_events`` passes what earlier steps
+    returned (see :func:`recover`). On AWS the wait lasts at least its own default (targets.wait_timeout)."""
+    wait = targets.function("probes", probe)
     kwargs = dict(arguments or {}) | _from_events(from_events)
+    if (timeout := targets.wait_timeout(wait, kwargs.get("timeout_s"))) is not None:
+        kwargs["timeout_s"] = timeout
     since = next((e["at"] for e in session.current().events if e["event"] == since_event), None)
     if "since" in inspect.signature(wait).parameters and since is not None:
         kwargs.setdefault("since", since)
@@ -124,7 +133,7 @@ def await_p95_under_warning(timeout_s: float, event: str = "p95 back under warni
         if len(recent) >= 10 and p95 is not None and p95 < warning_s and error_rate_percent(recent) == 0:
             return session.mark(event, {"seconds": time.monotonic() - started, "p95_ms": 1000 * p95})
         time.sleep(1.0)  # the polling interval of a deadline-bounded wait
-    raise probes.ProbeError(f"p95 not back under {1000 * warning_s:g} ms within {timeout_s:g}s")
+    raise Timeout(f"p95 not back under {1000 * warning_s:g} ms within {timeout_s:g}s")
 
 
 def hold(seconds: float, event: str) -> dict[str, Any]:
@@ -177,7 +186,7 @@ def await_jobs_done(timeout_s: float, event: str = "backlog drained", since_even
                 break
             if time.monotonic() > deadline:
                 pending = sum(j["status"] not in ("completed", "failed") for j in jobs)
-                raise probes.ProbeError(f"{pending} of {len(ids)} jobs still queued or running after {timeout_s:g}s")
+                raise Timeout(f"{pending} of {len(ids)} jobs still queued or running after {timeout_s:g}s")
             time.sleep(JOB_POLL_INTERVAL_S)  # the polling interval of a deadline-bounded wait
     once = sum(j["status"] == "completed" and j["attempts"] == 1 for j in jobs)
     counts = (once, len(jobs) - once, sum(j["attempts"] > 1 for j in jobs), sum(j["status"] == "failed" for j in jobs))
@@ -192,25 +201,25 @@ def await_alarm(
     ``figure``, if named, counts it for an objective."""
     s = session.current()
     if s.watcher is None:
-        raise session.DrillError(f"this target has no Prometheus to see {key} fire")
+        raise session.DrillError(f"{targets.describe()} has no alarms to watch: {key} cannot be seen to fire")
     since = next((e["at"] for e in s.events if e["event"] == since_event), time.time())
     deadline = time.monotonic() + timeout_s
     while (fired := s.watcher.seen.get(key, {}).get("firing")) is None:
         if time.monotonic() > deadline:
-            raise probes.ProbeError(f"alarm {key} did not fire within {timeout_s:g}s")
+            raise Timeout(f"alarm {key} did not fire within {timeout_s:g}s")
         time.sleep(session.WATCH_INTERVAL_S)
     return session.mark(event, {"key": key, "seconds": fired - since, "figures": {figure: 1} if figure else {}})
 
 
 # --- steady state -----------------------------------------------------------------------
 def health_ok(state_dir: str | None = None) -> bool:
-    outputs = session.target_outputs(state_dir)
+    outputs = targets.outputs(state_dir)
     return httpx.get(f"{outputs.load_balancer_url}/health", timeout=3).status_code == 200
 
 
 def within_warning(sample_s: float = 5, state_dir: str | None = None) -> dict[str, Any]:
     """A short sample of the drill's load: error rate and p95 must both be under their warning levels."""
-    b, outputs = load(), session.target_outputs(state_dir)
+    b, outputs = load(), targets.outputs(state_dir)
     recorder = session._probe_recorder(outputs, b.recovery.drill_load_per_s, sample_s)
     with recorder:
         recorder.run_for(sample_s)
@@ -235,16 +244,7 @@ def topology_intact(state_dir: str | None = None) -> bool:
 
 def active_alarms(keys: list[str], state_dir: str | None = None) -> dict[str, str]:
     """Which of the catalogue alarms ``keys`` are active on the target: ``{key: "pending" | "firing"}``."""
-    outputs = session.target_outputs(state_dir)
-    if not outputs.prometheus_url:
-        return {}
-    names = {outputs.alarms[k][t]: k for k in keys if k in outputs.alarms for t in outputs.alarms[k]}
-    alerts = httpx.get(f"{outputs.prometheus_url}/api/v1/alerts", timeout=3).json()["data"]["alerts"]
-    active: dict[str, str] = {}
-    for a in alerts:
-        if (key := names.get(a["labels"].get("alertname", ""))) and active.get(key) != "firing":
-            active[key] = a["state"]
-    return active
+    return targets.active_alarms(keys, state_dir)
 
 
 def no_alarm_firing(keys: list[str], state_dir: str | None = None) -> bool:
@@ -271,4 +271,5 @@ def back_to_normal() -> dict[str, Any]:
     """Extra load off (if a drill is measuring) and the fleet back to its normal count: idempotent, a rollback."""
     if session._SESSION is not None:
         session.remove_load()
-    return act("scale_instances", {"count": load().scaling.instances_normal}, "scaled back")
+    measuring = session._SESSION is not None
+    return act("scale_instances", {"count": load().scaling.instances_normal}, "scaled back" if measuring else None)

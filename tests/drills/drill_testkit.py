@@ -52,6 +52,7 @@ def session(
     writes: dict[str, Any] | None = None,
     aborted_at: float | None = None,
     drill: str = "instance-loss",
+    aborted_because: str = "the critical error rate held for 20 s",
 ) -> dict[str, Any]:
     """What ``drills.session.finish`` writes to session.json."""
     data: dict[str, Any] = {
@@ -60,6 +61,7 @@ def session(
         "alarms": alarms or {},
         "alarms_active_before": [],
         "aborted_at": aborted_at,
+        "aborted_because": aborted_because if aborted_at is not None else None,
     }
     if writes is not None:
         data["writes"] = writes

@@ -112,7 +112,7 @@ def test_list_shows_every_drill_with_its_objectives_limits_from_the_numbers_file
     assert rows["cache-failover"] == ["Sentinel promotes a replica (s) <= 42", "error rate users saw (%) <= 2.5"]
     assert rows["instance-loss"] == [
         "error rate users saw (%) <= 2.5",
-        "capacity back to the normal count (s) <= 60",
+        "capacity back to the normal count (s) <= 60 (local), 600 (aws)",
     ]
     assert rows["cache-flush"] == ["error rate users saw (%) <= 2.5", "p95 back under the warning level (s) <= 60"]
     assert rows["traffic-spike"] == [

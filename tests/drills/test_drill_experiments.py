@@ -15,7 +15,7 @@ from chaoslib.experiment import ensure_experiment_is_valid
 from chaoslib.loader import load_experiment
 from drill_testkit import event, requests, session, write_attempts, write_run, writes_summary
 
-from drills import catalog, measures, steps
+from drills import catalog, measures, steps, targets
 from local import faults, probes
 from pynomaly_ops.alarms import Target, catalogue, for_target
 from pynomaly_ops.baselines import load
@@ -96,40 +96,54 @@ def test_every_python_provider_exists_and_accepts_its_arguments(path):
         assert not missing, f"{path.name} {where}: {_name({'provider': provider})} needs {missing}"
 
 
+def _lookup(kind: str, name: str) -> Any:
+    try:
+        return targets.function(kind, name)
+    except targets.DrillError:
+        return None
+
+
 def _nested(provider: dict[str, Any], arguments: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
-    """The fault-library function a step calls by name (inject/act/await_...), with the arguments it gets."""
+    """The fault-library function a step calls by name (inject/act/await_...) on the current target (as
+    drills/targets.py finds it), with the arguments it gets."""
     if provider["module"] != "drills.steps":
         return None
     func = provider["func"]
     from_events = dict.fromkeys(arguments.get("from_events", {}), "from an earlier step")
     if func == "inject":
-        return getattr(faults, arguments["fault"], None), arguments.get("arguments", {}) | from_events
+        return _lookup("faults", arguments["fault"]), arguments.get("arguments", {}) | from_events
     if func == "recover":
-        module = next((m for m in steps.RECOVERY_PROCEDURES if hasattr(m, arguments["procedure"])), None)
-        return getattr(module, arguments["procedure"], None), arguments.get("arguments", {}) | from_events
+        return _lookup("recovery", arguments["procedure"]), arguments.get("arguments", {}) | from_events
     if func == "act":
-        return getattr(faults, arguments["action"], None), arguments.get("arguments", {}) | from_events
+        action = arguments["action"]
+        found = _lookup("faults", action) or _lookup("recovery", action)
+        return found, arguments.get("arguments", {}) | from_events
     if func == "await_":
-        return getattr(probes, arguments["probe"], None), arguments.get("arguments", {}) | from_events
+        return _lookup("probes", arguments["probe"]), arguments.get("arguments", {}) | from_events
     if func == "await_fault_argument":
         passed = {**arguments.get("arguments", {}), arguments["argument"]: "from the fault"}
         passed["timeout_s"] = arguments["timeout_s"]
-        return getattr(probes, arguments["probe"], None), passed
+        return _lookup("probes", arguments["probe"]), passed
     return None
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
-def test_the_faults_and_waits_the_steps_name_exist_and_accept_their_arguments(path):
-    for where, provider, arguments in _python_calls(_experiment(path)):
+ON_TARGETS = [(d, t) for d in catalog.DRILLS for t in d.targets]
+
+
+@pytest.mark.parametrize(("drill", "target"), ON_TARGETS, ids=lambda x: getattr(x, "name", x))
+def test_the_faults_and_waits_the_steps_name_exist_and_accept_their_arguments(drill, target, monkeypatch):
+    """On each of the drill's targets: the AWS fault library mirrors the local one by name and argument."""
+    monkeypatch.setenv(targets.TARGET_ENV, target)
+    for where, provider, arguments in _python_calls(_experiment(drill.experiment)):
         nested = _nested(provider, arguments)
         if nested is None:
             continue
         func, passed = nested
-        assert callable(func), f"{path.name} {where}: names a fault or wait that local/ does not have: {arguments}"
+        assert callable(func), f"{drill.name} {where}: names a fault or wait the {target} target lacks: {arguments}"
         try:
             inspect.signature(func).bind(**passed)
         except TypeError as exc:
-            pytest.fail(f"{path.name} {where}: {func.__name__}({passed}): {exc}")
+            pytest.fail(f"{drill.name} on {target} {where}: {func.__name__}({passed}): {exc}")
 
 
 @pytest.mark.parametrize("drill", catalog.DRILLS, ids=lambda d: d.name)
@@ -177,7 +191,7 @@ def _timed_events(experiment: dict[str, Any]) -> list[tuple[str, dict[str, Any]]
         elif func == "act" and arguments.get("event"):
             events.append((arguments["event"], dict.fromkeys(faults.FIGURES.get(arguments["action"], ()), 0)))
         elif func == "recover":
-            counted = {k: v for m in steps.RECOVERY_PROCEDURES for k, v in getattr(m, "FIGURES", {}).items()}
+            counted = {k: v for m in targets._modules("recovery") for k, v in getattr(m, "FIGURES", {}).items()}
             events.append((arguments["event"], dict.fromkeys(counted.get(arguments["procedure"], ()), 0)))
         elif func in ("await_p95_under_warning", "await_jobs_done", "await_alarm"):
             default = inspect.signature(getattr(steps, func)).parameters["event"].default

@@ -69,7 +69,10 @@ def test_every_objective_reads_the_number_its_source_names(tmp_path, monkeypatch
     changes = {
         "recovery__database_failover__rto_s": 111,
         "recovery__database_failover__acknowledged_writes_lost": 3,
-        "recovery__instance_loss__capacity_back_s": 22,
+        "recovery__instance_loss__capacity_back_s__local": 22,
+        "recovery__instance_loss__capacity_back_s__aws": 222,
+        "recovery__pod_loss__pods_back_s": 88,
+        "recovery__node_drain__rescheduled_s": 99,
         "recovery__cache_failover__rto_s": 33,
         "recovery__cache_flush__p95_back_s": 44,
         "recovery__traffic_spike__p95_back_s": 55,
@@ -84,16 +87,17 @@ def test_every_objective_reads_the_number_its_source_names(tmp_path, monkeypatch
     monkeypatch.setenv(PATH_ENV, str(copy))
     numbers, b = yaml.safe_load(copy.read_text()), load()
     for drill in catalog.DRILLS:
-        for objective in drill.objectives:
+        for objective, target in ((o, t) for o in drill.objectives for t in drill.targets):
+            limit, source = objective.limit_for(b, target), objective.source_for(b, target)
             if objective.source.startswith(STRUCTURAL):  # a rule, not a number of the file: it does not move
-                assert objective.limit(b) == objective.limit(defaults) in (0, 1)
+                assert limit == objective.limit_for(defaults, target) in (0, 1)
                 continue
-            expected = _at(numbers, objective.source)
+            expected = _at(numbers, source)
             if expected in ("warning", "critical"):  # an error-rate level: its number is that level's threshold
                 expected = numbers["thresholds"]["error_rate_percent"][expected]
             elif isinstance(expected, str):  # another number of the file, by its key (an app_alarms one)
                 expected = numbers["app_alarms"][expected]
-            assert objective.limit(b) == expected, f"{drill.name}: {objective.what} is not {objective.source}"
+            assert limit == expected, f"{drill.name} on {target}: {objective.what} is not {source}"
 
 
 def test_objective_check_meets_and_misses():

@@ -1,5 +1,6 @@
 """Drills run for real against a local stack of their own: a pass with its report, a refused pre-check, a
-failed rollback and a missed objective each give the verdict they must, and the target is left as found."""
+failed rollback and a missed objective each give the verdict they must, and the target is left as found; and
+the AWS target's drills against a stack whose control plane is moto's (see ``aws_stack``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aws_testkit as kit
 import pytest
 import yaml
+from moto import mock_aws
 
-from drills import catalog, runner, topology
+import aws_target.target
+from drills import catalog, runner, targets, topology
 from local import faults, probes
 from local.layout import PORT_OFFSET_ENV, STATE_ENV
 from pynomaly_ops.baselines import DEFAULT_PATH, PATH_ENV
+from pynomaly_ops.naming import API_KEY_ENV
+from pynomaly_ops.outputs import LOAD_BALANCER_URL, StackOutputs
 
 pytestmark = pytest.mark.integration
 PORT_OFFSET = "1500"  # away from a developer's stack and from the local-stack tests' (1000)
@@ -111,7 +117,7 @@ def test_a_failed_rollback_fails_the_run_loudly(stack, tmp_path, monkeypatch):
 
 def test_a_missed_objective_fails_and_the_target_is_still_restored(stack, tmp_path, monkeypatch):
     numbers = yaml.safe_load(DEFAULT_PATH.read_text())
-    numbers["recovery"]["instance_loss"]["capacity_back_s"] = 0.001  # a target no stack can meet
+    numbers["recovery"]["instance_loss"]["capacity_back_s"]["local"] = 0.001  # a target no stack can meet
     copy = tmp_path / "baselines.yaml"
     copy.write_text(yaml.safe_dump(numbers))
     monkeypatch.setenv(PATH_ENV, str(copy))
@@ -119,7 +125,7 @@ def test_a_missed_objective_fails_and_the_target_is_still_restored(stack, tmp_pa
     outcome = _run("instance-loss", stack, tmp_path)
     assert not outcome.passed and outcome.summary["problems"] == []
     missed = [o for o in outcome.summary["objectives"] if not o["met"]]
-    assert [o["source"] for o in missed] == ["recovery.instance_loss.capacity_back_s"]
+    assert [o["source"] for o in missed] == ["recovery.instance_loss.capacity_back_s.local"]
     assert outcome.summary["restored"]
 
 
@@ -129,7 +135,8 @@ def test_the_monthly_drill_passes_every_drill_and_leaves_the_stack_as_found(stac
     _settled(catalog.DRILLS[0].name, stack)
     before = topology.snapshot(stack)
     outcomes = runner.run(list(catalog.DRILLS), print, Path(stack), tmp_path / "reports", skip_needing_zones=True)
-    assert [o.drill for o in outcomes] == [d.name for d in catalog.DRILLS if not d.needs_zones]  # no zones here
+    local = [d.name for d in catalog.DRILLS if "local" in d.targets and not d.needs_zones]  # no zones here
+    assert [o.drill for o in outcomes] == local
     missed = {
         o.drill: o.summary["problems"] or [x for x in o.summary["objectives"] if not x["met"]]
         for o in outcomes
@@ -141,3 +148,82 @@ def test_the_monthly_drill_passes_every_drill_and_leaves_the_stack_as_found(stac
         assert summary["objectives"] and all(x["met"] for x in summary["objectives"]), o.drill
         assert (o.run_dir / "timeline.png").read_bytes()[:4] == b"\x89PNG", o.drill
     assert topology.differences(before, topology.snapshot(stack)) == {}
+
+
+# --- the same drills against a Pulumi stack on AWS (--target aws), its control plane in moto ---------------------
+@pytest.fixture
+def aws_stack(stack, tmp_path, monkeypatch) -> Iterator[tuple[runner.Stack, kit.Calls]]:
+    """A stack in moto (in-process): the Auto Scaling group, the listener, RDS, ElastiCache, SQS, S3, CloudWatch
+    and SSM as the Pulumi program names them. moto serves no traffic, so the outputs' load balancer is this
+    module's local stack: what users felt is measured on a real service the AWS faults do not touch, and what
+    this proves is the runner's AWS path end to end (target, lock, alarms, faults, waits, shape, rollbacks,
+    report) and what it leaves behind. Every AWS call is checked against docs/aws-drill-permissions.json."""
+    kit.isolated_credentials(monkeypatch, tmp_path)
+    for var in (targets.TARGET_ENV, API_KEY_ENV):  # the runner sets them: restored after the test
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(aws_target.target, "POLL_INTERVAL_S", 0.5)
+    local = StackOutputs.from_json_file(Path(stack) / "outputs.json")
+    monkeypatch.setenv(API_KEY_ENV, local.api_key or "")
+    calls = kit.Calls().install(monkeypatch)
+    with mock_aws():
+        document = kit.build_stack() | {LOAD_BALANCER_URL: local.load_balancer_url}
+        path = kit.write_outputs(tmp_path / "outputs.json", document)
+        yield runner.Stack(kit.STACK, Path(path)), calls
+    calls.assert_allowed()
+
+
+def test_the_aws_drills_run_against_a_stack_in_moto_and_leave_it_as_found(stack, aws_stack, tmp_path):
+    target, calls = aws_stack
+    asg = kit.client("autoscaling")
+    group = kit.name("fleet", "asg")
+
+    def fleet() -> tuple[set[str], int]:
+        g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+        return {i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"}, g["DesiredCapacity"]
+
+    before, _ = fleet()
+    names = ["instance-loss", "object-restore", "traffic-spike"]
+    outcomes = runner.run([catalog.get(n) for n in names], print, reports=tmp_path / "reports", stack=target)
+    failed = {o.drill: o.summary["problems"] or o.summary["objectives"] for o in outcomes if not o.passed}
+    assert [o.drill for o in outcomes] == names and not failed, failed
+    for o in outcomes:
+        summary = json.loads((o.run_dir / "summary.json").read_text())
+        assert summary["target"] == f"stack {kit.STACK} on AWS" and summary["restored"], o.drill
+        assert summary["topology_before"]["instances_up"] == 3 and "redis_roles" in summary["topology_before"]
+    loss = json.loads((outcomes[0].run_dir / "summary.json").read_text())
+    assert loss["objectives"][1]["source"] == "recovery.instance_loss.capacity_back_s.aws"
+    lost = next(e["detail"]["pid"] for e in loss["measurements"]["events"] if e["event"] == "fault injected")
+    after, desired = fleet()
+    assert lost in before and lost not in after and len(after) == 3 and desired == 3  # replaced; scaled 6 and back
+    ops = calls.operations()
+    assert {("autoscaling", "TerminateInstanceInAutoScalingGroup"), ("autoscaling", "SetDesiredCapacity"),
+            ("ssm", "PutParameter"), ("ssm", "DeleteParameter"), ("cloudwatch", "DescribeAlarms"),
+            ("s3", "CopyObject")} <= ops  # fmt: skip
+    with pytest.raises(kit.client("ssm").exceptions.ParameterNotFound):  # the lock released
+        kit.client("ssm").get_parameter(Name=f"/pynomaly/{kit.STACK}/drill-lock")
+    versions = kit.client("s3").list_object_versions(Bucket=_artifacts(), Prefix="drills/")
+    assert not versions.get("Versions") and not versions.get("DeleteMarkers")  # the drill's objects removed
+
+
+def _artifacts() -> str:
+    return f"{kit.name('storage', 'artifacts')}-{kit.ACCOUNT}"
+
+
+def test_production_needs_confirming_and_a_held_lock_refuses_the_drill(stack, aws_stack, tmp_path):
+    target, _ = aws_stack
+    prod = runner.Stack("prod", target.outputs_file)
+    with pytest.raises(targets.DrillError, match="--confirm-production"):
+        runner.run([catalog.get("instance-loss")], print, reports=tmp_path / "r", stack=prod)
+    ssm = kit.client("ssm")
+    held = f"/pynomaly/{kit.STACK}/drill-lock"
+    ssm.put_parameter(Name=held, Value='{"drill": "cache-failover", "host": "elsewhere"}', Type="String")
+    asg = kit.client("autoscaling")
+    group = kit.name("fleet", "asg")
+    ids = [i["InstanceId"] for i in asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])
+           ["AutoScalingGroups"][0]["Instances"]]  # fmt: skip
+    (outcome,) = runner.run([catalog.get("instance-loss")], print, reports=tmp_path / "r", stack=target)
+    assert not outcome.passed and outcome.summary["problems"][0].startswith("steps failed: start-measuring")
+    assert "elsewhere" in (outcome.run_dir / "chaostoolkit.log").read_text()  # who holds it, said
+    again = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]["Instances"]
+    assert [i["InstanceId"] for i in again] == ids  # nothing was injected
+    assert ssm.get_parameter(Name=held)["Parameter"]["Value"].startswith('{"drill": "cache-failover"')  # not ours

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from drills import session
-from drills.session import AbortGuard, DrillError, TargetLock
+from drills import session, targets
+from drills.session import AbortGuard, DrillError
+from drills.targets import FileLock as TargetLock
 from local.recorders import RequestRecord
 
 # --- the target lock ----------------------------------------------------------------------
@@ -26,12 +27,12 @@ def test_a_second_drill_on_the_same_target_is_refused_naming_the_holder(tmp_path
             second.acquire("cache-flush")
         message = str(refused.value)
         assert f"database-failover pid {os.getpid()}" in message
-        assert str(tmp_path / session.LOCK_FILE) in message
+        assert str(tmp_path / targets.LOCK_FILE) in message
     finally:
         first.release()
     second.acquire("cache-flush")  # released: the next drill may take it
     try:
-        assert (tmp_path / session.LOCK_FILE).read_text().startswith(f"cache-flush pid {os.getpid()} since ")
+        assert (tmp_path / targets.LOCK_FILE).read_text().startswith(f"cache-flush pid {os.getpid()} since ")
         with pytest.raises(DrillError, match="cache-flush"):
             TargetLock(tmp_path).acquire("instance-loss")
     finally:
@@ -54,7 +55,7 @@ def test_another_process_is_refused_while_the_lock_is_held(tmp_path):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from drills.session import DrillError, TargetLock\n"
+        "from drills.session import DrillError\nfrom drills.targets import FileLock as TargetLock\n"
         "try:\n"
         "    TargetLock(Path(sys.argv[1])).acquire('cache-flush')\n"
         "except DrillError as exc:\n"
