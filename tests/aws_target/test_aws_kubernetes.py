@@ -1,9 +1,9 @@
 """The EKS half of the AWS fault library (aws_target/kubernetes.py): pod-loss and node-drain.
 
-The real ``kubernetes`` client talks HTTP to a fake of the EKS cluster's Kubernetes API (kube_fake.py: an
-in-process server on 127.0.0.1 with a toy Deployment controller, scheduler and Eviction API), reached through a
-kubeconfig named by ``$PYNOMALY_KUBECONFIG``: no cluster exists here. The EKS client (DescribeCluster and the
-``aws eks get-token`` token) is tested against moto.
+The real ``kubernetes`` client talks HTTP to a fake of the EKS cluster's Kubernetes API (tests/kube_fake.py: an
+in-process server on 127.0.0.1 with a toy Deployment controller, scheduler and Eviction API, serving the stack's
+workload), reached through a kubeconfig named by ``$PYNOMALY_KUBECONFIG``: no cluster exists here. The EKS client
+(DescribeCluster and the ``aws eks get-token`` token) is tested against moto.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aws_testkit as kit
 import pytest
-from kube_fake import FakeCluster
+from kube_fake import ACTIVE, IDLE, NAMESPACE, WORKER, FakeCluster, serving
 from moto import mock_aws
 
 from aws_target import kubernetes as kube
@@ -26,10 +27,7 @@ from pynomaly_ops.outputs import StackOutputs
 from pynomaly_ops.stack_outputs import OutputsError
 from pynomaly_ops.waiting import Timeout
 
-NAMESPACE = "pynomaly-drill"
 CLUSTER = kit.name("cluster", "eks")  # infra/cluster.py names it so: <stack>-cluster-eks
-ACTIVE, IDLE = "green", "blue"  # the active colour not the first: found, not assumed
-WORKER = {"app": "pynomaly", "component": "worker"}
 
 
 def outputs_file(path, **values: Any) -> str:
@@ -39,46 +37,18 @@ def outputs_file(path, **values: Any) -> str:
     return kit.write_outputs(path, document | values)
 
 
-def workload(fake: FakeCluster) -> dict[str, list[str]]:
-    """The stack's workload as infra/workload.py declares it, on four nodes:
-
-    - node-a: two active (green) API pods, a worker, a DaemonSet's pod and a mirror pod;
-    - node-b: one active API pod and three of the idle colour's (more API pods than node-a, of the wrong colour);
-    - node-c: four workers (the most pods); node-d: cordoned by someone else, empty.
-    """
-    for name, zone in (("node-a", "a"), ("node-b", "b"), ("node-c", "c"), ("node-d", "a")):
-        fake.add_node(name, f"{kit.REGION}{zone}", unschedulable=name == "node-d")
-    pods = {
-        ACTIVE: fake.add_deployment(
-            NAMESPACE, f"pynomaly-{ACTIVE}", kube.api_selector(ACTIVE), ["node-a", "node-a", "node-b"]
-        ),
-        IDLE: fake.add_deployment(NAMESPACE, f"pynomaly-{IDLE}", kube.api_selector(IDLE), ["node-b"] * 3),
-        "worker": fake.add_deployment(NAMESPACE, "pynomaly-worker", WORKER, ["node-a", *["node-c"] * 4]),
-    }
-    fake.add_budget(NAMESPACE, "pynomaly", kube.api_selector(ACTIVE), min_available=2)  # scaling.pods_min - 1
-    fake.add_budget(NAMESPACE, "pynomaly-other", kube.api_selector(IDLE), min_available=3)  # not the workload's
-    for node in ("node-a", "node-b", "node-c"):
-        fake.add_pod("kube-system", f"aws-node-{node}", node, {"k8s-app": "aws-node"}, owner="DaemonSet")
-    fake.add_pod("kube-system", "static-node-a", "node-a", {}, annotations={kube.MIRROR_POD: "hash"})
-    return pods
-
-
 @pytest.fixture
 def cluster(tmp_path, monkeypatch) -> Iterator[Callable[..., tuple[FakeCluster, str]]]:
-    """``cluster(ready_after_s=..., terminating_s=...)``: the fake with the workload, reached through
-    $PYNOMALY_KUBECONFIG; returns it and the outputs file."""
-    started: list[FakeCluster] = []
+    """``cluster(ready_after_s=..., terminating_s=...)``: the fake with the workload (kube_fake.workload: which pods
+    run on which node), reached through $PYNOMALY_KUBECONFIG; returns it and the outputs file."""
+    with ExitStack() as started:
 
-    def make(**options: Any) -> tuple[FakeCluster, str]:
-        fake = FakeCluster(**options)
-        workload(fake)
-        started.append(fake.start())
-        monkeypatch.setenv(kube.KUBECONFIG_ENV, fake.write_kubeconfig(tmp_path / "kubeconfig"))
-        return fake, outputs_file(tmp_path / "outputs.json")
+        def make(**options: Any) -> tuple[FakeCluster, str]:
+            fake = started.enter_context(serving(tmp_path / "kubeconfig", **options))
+            monkeypatch.setenv(kube.KUBECONFIG_ENV, str(tmp_path / "kubeconfig"))
+            return fake, outputs_file(tmp_path / "outputs.json")
 
-    yield make
-    for fake in started:
-        fake.stop()
+        yield make
 
 
 def green(fake: FakeCluster) -> list[str]:

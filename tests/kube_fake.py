@@ -1,5 +1,5 @@
-"""A fake of the EKS cluster's Kubernetes API, in-process, for aws_target/kubernetes.py's tests: no cluster exists
-on this machine (no kube-apiserver, no Docker).
+"""A fake of the EKS cluster's Kubernetes API, in-process, for aws_target/kubernetes.py's tests and the EKS drills'
+runs (tests/drills/test_drill_runs.py): no cluster exists on this machine (no kube-apiserver, no Docker).
 
 An HTTP server on 127.0.0.1 answers the few endpoints the library calls, with objects shaped as the real API
 returns them (the real ``kubernetes`` client deserializes them): list, get and delete pods, list and patch nodes,
@@ -9,6 +9,8 @@ replacement ready after ``ready_after_s``; a deleted or evicted pod terminates f
 zero grace period); an eviction answers 429 when the pod is healthy and the budget would fall below its
 ``minAvailable``, and deletes the pod otherwise. Requests need the kubeconfig's bearer token. It is a fake: no
 admission, no watches, equality label selectors and the ``spec.nodeName`` field selector only.
+
+:func:`serving` starts one with the stack's workload as infra/workload.py deploys it (:func:`workload`).
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import aws_testkit as kit
 import yaml
+
+from aws_target import kubernetes as kube
 
 TOKEN = "fake-eks-token"
 CREATED = "2026-01-01T00:00:00Z"
@@ -116,6 +123,17 @@ class FakeCluster:
         with self.lock:
             self._reconcile()
             return sorted(p.name for p in self.pods.values() if p.node == node)
+
+    def pods_of(self, deployment: str) -> list[str]:
+        """The Deployment's pods, terminating ones left out."""
+        with self.lock:
+            self._reconcile()
+            return sorted(p.name for p in self.pods.values() if p.deployment == deployment and p.deleted_at is None)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """A pod deleted from outside the API (what FIS's aws:eks:pod-delete does, in the drills' tests)."""
+        with self.lock:
+            self._terminate(self.pods[(namespace, name)], grace=None)
 
     def cordoned(self, node: str) -> bool:
         return bool(self.nodes[node]["spec"].get("unschedulable"))
@@ -422,3 +440,47 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             _merge(target.setdefault(key, {}), value)
         else:
             target[key] = value
+
+
+# --- the stack's workload ---------------------------------------------------------------------------------------
+NAMESPACE = "pynomaly-drill"  # the stack's workload_namespace output
+ACTIVE, IDLE = "green", "blue"  # the active colour not the first: found, not assumed
+WORKER = {"app": "pynomaly", "component": "worker"}
+
+
+def workload(fake: FakeCluster) -> dict[str, list[str]]:
+    """The stack's workload as infra/workload.py declares it, on four nodes; returns each Deployment's pods:
+
+    - node-a: two active (green) API pods, a worker, a DaemonSet's pod and a mirror pod;
+    - node-b: one active API pod and three of the idle colour's (more API pods than node-a, of the wrong colour);
+    - node-c: four workers (the most pods); node-d: cordoned by someone else, empty.
+    """
+    for name, zone in (("node-a", "a"), ("node-b", "b"), ("node-c", "c"), ("node-d", "a")):
+        fake.add_node(name, f"{kit.REGION}{zone}", unschedulable=name == "node-d")
+    pods = {
+        ACTIVE: fake.add_deployment(
+            NAMESPACE, kube.deployment_name(ACTIVE), kube.api_selector(ACTIVE), ["node-a", "node-a", "node-b"]
+        ),
+        IDLE: fake.add_deployment(NAMESPACE, kube.deployment_name(IDLE), kube.api_selector(IDLE), ["node-b"] * 3),
+        "worker": fake.add_deployment(NAMESPACE, "pynomaly-worker", WORKER, ["node-a", *["node-c"] * 4]),
+    }
+    fake.add_budget(NAMESPACE, kube.PDB_NAME, kube.api_selector(ACTIVE), min_available=2)  # scaling.pods_min - 1
+    fake.add_budget(NAMESPACE, "pynomaly-other", kube.api_selector(IDLE), min_available=3)  # not the workload's
+    for node in ("node-a", "node-b", "node-c"):
+        fake.add_pod("kube-system", f"aws-node-{node}", node, {"k8s-app": "aws-node"}, owner="DaemonSet")
+    fake.add_pod("kube-system", "static-node-a", "node-a", {}, annotations={kube.MIRROR_POD: "hash"})
+    return pods
+
+
+@contextmanager
+def serving(kubeconfig: Path, **options: Any) -> Iterator[FakeCluster]:
+    """A fake (``options``: ready_after_s, terminating_s...) with the stack's :func:`workload`, answering until the
+    block ends, and a kubeconfig of it written to ``kubeconfig`` (for $PYNOMALY_KUBECONFIG)."""
+    fake = FakeCluster(**options)
+    workload(fake)
+    fake.start()
+    try:
+        fake.write_kubeconfig(kubeconfig)
+        yield fake
+    finally:
+        fake.stop()
