@@ -537,3 +537,16 @@ def wait_for_node_drained(
 
         done = wait_for(f"the API pods off {node} and ready elsewhere", drained, timeout_s, targets.POLL_INTERVAL_S)
     return {"node": node, **done, "seconds": elapsed()}
+
+
+# --- what a FIS experiment picks from (aws_target/fis.py) ---------------------------------------------------
+def ready_api_pods(outputs: str | None = None, stack: str | None = None) -> list[str]:
+    """The active colour's ready API pods: those FIS's pod-delete picks one of."""
+    with _connect(resolve(outputs, stack)) as c:
+        return [_name(p) for p in _api_pods(c, _active(c)) if _ready(p)]
+
+
+def ready_nodes(outputs: str | None = None, stack: str | None = None) -> list[str]:
+    """The cluster's Ready nodes: a node FIS terminates leaves them."""
+    with _connect(resolve(outputs, stack)) as c:
+        return sorted(_name(n) for n in c.core.list_node().items if _node_ready(n))

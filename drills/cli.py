@@ -10,7 +10,7 @@ from rich.table import Table
 
 from aws_target.outputs import STACK_ENV
 from drills import catalog
-from drills.targets import DrillError
+from drills.targets import VIA_API, VIA_FIS, DrillError
 from local.layout import STATE_ENV
 from local.stack import StackError
 from pynomaly_ops import terminal
@@ -66,6 +66,14 @@ def run(
     confirm_production: Annotated[
         bool, typer.Option("--confirm-production", help="Needed to drill the prod stack.")
     ] = False,
+    via: Annotated[
+        str,
+        typer.Option(
+            "--via",
+            help="With --target aws: api (the fault library's calls) or fis (the stack's FIS "
+            "experiment templates, fis.enabled).",
+        ),
+    ] = "api",
 ) -> None:
     """Run drills against the local stack (brought up if down, and left as found) or, with --target aws, a
     Pulumi stack's resources; exit 1 if any fails, 2 if they cannot run."""
@@ -91,7 +99,10 @@ def run(
         err_console.print("[red]error:[/] --target aws needs --stack NAME (and takes --outputs FILE); the local "
                           "target takes neither")  # fmt: skip
         raise typer.Exit(2)
-    aws = Stack(stack, outputs, confirm_production) if target == catalog.AWS and stack else None
+    if via not in (VIA_API, VIA_FIS) or (via == VIA_FIS and target != catalog.AWS):
+        err_console.print(f"[red]error:[/] --via {via!r}: {VIA_API} or {VIA_FIS}, and {VIA_FIS} with --target aws only")
+        raise typer.Exit(2)
+    aws = Stack(stack, outputs, confirm_production, via) if target == catalog.AWS and stack else None
     try:
         outcomes = run_drills(chosen, say, state_dir, reports, skip_needing_zones=run_all, stack=aws)
     except (StackError, DrillError, OutputsError) as exc:

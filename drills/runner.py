@@ -70,6 +70,20 @@ def _chaos_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+@contextmanager
+def _fis_stopped_after(say: Say) -> Iterator[None]:
+    """Via FIS: whatever becomes of the drill, no experiment it started is left acting (an AZ power
+    interruption lasts its duration; the rollbacks cannot name the experiment)."""
+    try:
+        yield
+    finally:
+        if targets.current() == targets.AWS and targets.via() == targets.VIA_FIS:
+            from aws_target import fis
+
+            if stopped := fis.stop_started():
+                say(f"stopped the FIS experiments still running: {', '.join(stopped)}")
+
+
 def _problems(journal: dict[str, Any], run_dir: Path) -> list[str]:
     problems = []
     before = (journal.get("steady_states") or {}).get("before") or {}
@@ -105,7 +119,7 @@ def run_one(drill: Drill, runs_root: Path, say: Say, state_dir: str | None = Non
     started = time.time()
     experiment = load_experiment(str(drill.experiment))
     ensure_experiment_is_valid(experiment)
-    with _chaos_log(run_dir):
+    with _chaos_log(run_dir), _fis_stopped_after(say):
         journal = run_experiment(
             experiment,
             settings={"runtime": {"rollbacks": {"strategy": "always"}}},
@@ -202,6 +216,7 @@ class Stack:
     name: str
     outputs_file: Path | None = None
     confirm_production: bool = False
+    via: str = targets.VIA_API  # or VIA_FIS: the faults through the stack's FIS experiment templates
 
 
 def _aws_target(stack: Stack, drills: list[Drill], say: Say, names_given: bool) -> list[Drill]:
@@ -216,19 +231,24 @@ def _aws_target(stack: Stack, drills: list[Drill], say: Say, names_given: bool) 
             "if you mean it (runbook 002: drills in production are announced and staffed)"
         )
     os.environ[targets.TARGET_ENV] = targets.AWS
+    os.environ[targets.VIA_ENV] = stack.via
     os.environ[STACK_ENV] = stack.name
     if stack.outputs_file is not None:
         os.environ[OUTPUTS_ENV] = str(stack.outputs_file)
     else:
         os.environ.pop(OUTPUTS_ENV, None)
     outputs = targets.outputs()  # the stack named and readable, with a key and a load balancer to load
-    return _runnable(drills, targets.AWS, outputs.model_dump(), say, names_given)
+    unfit = {d.name: why for d in drills if (why := d.unfit_for(targets.AWS, outputs.model_dump()))}
+    if stack.via == targets.VIA_FIS:
+        have = outputs.fis_experiment_templates
+        why = f"stack {stack.name} exports no FIS template for it (it has {', '.join(have) or 'none'}; fis.enabled)"
+        unfit = {d.name: why for d in drills if d.name not in have} | unfit  # the first reason stands
+    return _runnable(drills, unfit, say, names_given)
 
 
-def _runnable(drills: list[Drill], target: str, outputs: dict[str, Any], say: Say, names_given: bool) -> list[Drill]:
-    """The drills ``target`` can run; one it cannot is refused when named (DrillError), skipped and said so in
-    the monthly ``--all``."""
-    unfit = {d.name: why for d in drills if (why := d.unfit_for(target, outputs))}
+def _runnable(drills: list[Drill], unfit: dict[str, str], say: Say, names_given: bool) -> list[Drill]:
+    """The drills without a reason (``unfit``) not to run; one with is refused when named (DrillError),
+    skipped and said so in the monthly ``--all``."""
     if unfit and names_given:
         raise targets.DrillError("; ".join(f"{name}: {why}" for name, why in unfit.items()))
     for name, why in unfit.items():
@@ -254,7 +274,9 @@ def run(
         drills = _aws_target(stack, drills, say, names_given=not skip_needing_zones)
         return _run_drills(drills, say, None, reports)
     os.environ[targets.TARGET_ENV] = targets.LOCAL
-    drills = _runnable(drills, targets.LOCAL, {}, say, names_given=not skip_needing_zones)
+    os.environ.pop(targets.VIA_ENV, None)
+    unfit = {d.name: why for d in drills if (why := d.unfit_for(targets.LOCAL, {}))}
+    drills = _runnable(drills, unfit, say, names_given=not skip_needing_zones)
     root = state_dir_from(state_dir)
     os.environ[STATE_ENV] = str(root)  # what the experiments' providers read
     zonal = [d.name for d in drills if d.needs_zones]

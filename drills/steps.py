@@ -25,12 +25,15 @@ from pynomaly_ops.waiting import Timeout
 def inject(
     fault: str, arguments: dict[str, Any] | None = None, from_events: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run the target's fault ``<fault>`` (``local.faults`` or ``aws_target.faults``) and mark it as the drill's
-    fault on the timeline; ``from_events`` takes arguments from earlier steps (see :func:`recover`). Nothing is
-    injected unless the drill is measuring: a start refused (another drill holds the target) stops it here."""
-    session.current()
-    result = targets.function("faults", fault)(**(arguments or {}), **_from_events(from_events))
-    session.mark(FAULT, {"fault": fault, **result})
+    """Run the target's fault ``<fault>`` (``local.faults`` or ``aws_target.faults``, or on AWS ``--via fis``
+    the stack's FIS template for the drill) and mark it as the drill's fault on the timeline; ``from_events``
+    takes arguments from earlier steps (see :func:`recover`). Nothing is injected unless the drill is
+    measuring: a start refused (another drill holds the target) stops it here."""
+    drill = session.current().drill
+    result = targets.inject(drill, fault, {**(arguments or {}), **_from_events(from_events)})
+    # Via FIS the call returns once the experiment has acted and what it hit is seen: the fault began earlier.
+    began = result["time"] if result.get("via") == targets.VIA_FIS else None
+    session.mark(FAULT, {"fault": fault, **result}, at=began)
     return result
 
 

@@ -26,6 +26,8 @@ from pynomaly_ops.naming import API_KEY_ENV
 from pynomaly_ops.outputs import StackOutputs
 
 TARGET_ENV = "PYNOMALY_DRILL_TARGET"
+VIA_ENV = "PYNOMALY_DRILL_VIA"  # on AWS: "api" (the fault library's calls, the default) or "fis" (its templates)
+VIA_API, VIA_FIS = "api", "fis"
 LOCK_FILE = "drill.lock"
 PRODUCTION = "prod"  # the stack a drill needs --confirm-production for
 
@@ -41,6 +43,16 @@ def current() -> str:
     return chosen
 
 
+def via() -> str:
+    """How faults are injected on AWS: the fault library's own API calls, or the stack's FIS templates."""
+    chosen = os.environ.get(VIA_ENV) or VIA_API
+    if chosen not in (VIA_API, VIA_FIS):
+        raise DrillError(f"${VIA_ENV}={chosen!r}: faults go in via {VIA_API} or {VIA_FIS}")
+    if chosen == VIA_FIS and current() != AWS:
+        raise DrillError(f"--via {VIA_FIS} is for a stack on AWS (--target aws): the local stack has no FIS")
+    return chosen
+
+
 def stack_name() -> str:
     """The AWS stack's name (``--stack``): its lock, its production check and its reports carry it."""
     from aws_target.outputs import STACK_ENV
@@ -52,7 +64,9 @@ def stack_name() -> str:
 
 
 def describe() -> str:
-    return "the local stack" if current() == LOCAL else f"stack {stack_name()} on AWS"
+    if current() == LOCAL:
+        return "the local stack"
+    return f"stack {stack_name()} on AWS" + (" via FIS" if via() == VIA_FIS else "")
 
 
 # --- the fault library's modules ---------------------------------------------------------------------------------
@@ -80,6 +94,16 @@ def function(kind: str, name: str) -> Callable[..., Any]:
         raise DrillError(f"{describe()} has no {kind} function {name!r} (looked in {where}): this drill is not "
                           f"one of the target's (`pynomaly-ops drill list` shows each drill's targets)")  # fmt: skip
     return found
+
+
+def inject(drill: str, fault: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The drill's fault: the target's fault library function ``fault``, or on AWS via FIS, the stack's
+    experiment template for ``drill`` in its place (aws_target/fis.py)."""
+    if via() == VIA_FIS:
+        from aws_target import fis
+
+        return fis.inject(drill, fault)
+    return function("faults", fault)(**arguments)
 
 
 def wait_timeout(wait: Callable[..., Any], asked: float | None) -> float | None:

@@ -150,7 +150,7 @@ def alarm_names() -> dict[str, dict[str, str]]:
     return names | {SERVICE_DOWN_KEY: {Target.CLOUDWATCH.value: name("alarms", "service-down")}}
 
 
-def _alarms(names: dict[str, dict[str, str]], watched: list[str]) -> None:
+def put_alarms(names: dict[str, dict[str, str]], watched: list[str]) -> None:
     """The metric alarms of ``watched`` (moto has no composite alarms)."""
     cloudwatch = client("cloudwatch")
     for key in watched:
@@ -172,7 +172,7 @@ WATCHED_ALARMS = ["error_rate.critical", "dlq_not_empty.warning"]
 def build_stack() -> dict[str, Any]:
     """The stack's resources in moto (inside ``mock_aws``); returns its ``pulumi stack output --json``."""
     names = alarm_names()
-    _alarms(names, WATCHED_ALARMS)
+    put_alarms(names, WATCHED_ALARMS)
     values = _fleet_and_load_balancer() | _data_tiers()
     return outputs_document(
         values
@@ -290,6 +290,14 @@ def _resource(service: str, op: str, params: dict[str, Any]) -> list[str]:
         **dict.fromkeys(
             ("PutParameter", "GetParameter", "DeleteParameter"), lambda: [f"arn:aws:ssm:{at}:parameter{params['Name']}"]
         ),
+        "StartExperiment": lambda: [
+            f"arn:aws:fis:{at}:experiment-template/{params['experimentTemplateId']}",
+            f"arn:aws:fis:{at}:experiment/new",  # the experiment it creates
+        ],
+        **dict.fromkeys(
+            ("GetExperiment", "StopExperiment", "ListExperimentResolvedTargets"),
+            lambda: [f"arn:aws:fis:{at}:experiment/{params.get('id') or params['experimentId']}"],
+        ),
         "SendCommand": lambda: [
             f"arn:aws:ssm:{REGION}::document/{params['DocumentName']}",
             *(f"arn:aws:ec2:{at}:instance/{i}" for i in params["InstanceIds"]),
@@ -329,3 +337,34 @@ def within_drill_objects(op: str, params: dict[str, Any]) -> bool:
     """The S3 calls stay in the drill's own prefix, which the policy's conditions and object ARNs grant."""
     where = params.get("Prefix") if op in ("ListObjectsV2", "ListObjectVersions") else params.get("Key")
     return str(where).startswith(object_versions.DRILL_OBJECTS)
+
+
+# --- FIS: the stack's drill templates (infra/fault_injection.py), as moto holds them --------------------------
+FIS_TARGET_KEYS = {"aws:ec2:instance": "Instances", "aws:rds:db": "DBInstances", "aws:eks:pod": "Pods"}
+
+
+def fis_template(
+    action: str, resource_type: str, target: dict[str, Any], parameters: dict[str, str] | None = None
+) -> str:
+    """A template shaped as the program declares them: one action on one target, tagged with the stack (what the
+    runner's policy lets it start); returns its id, what ``fis_experiment_templates`` exports."""
+    made = client("fis").create_experiment_template(
+        description=f"Pynomaly {STACK}, {action}",
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/{name('fis', 'role')}",
+        stopConditions=[{"source": "none"}],
+        targets={"t": {"resourceType": resource_type, **target}},
+        actions={
+            "a": {"actionId": action, "targets": {FIS_TARGET_KEYS[resource_type]: "t"}, "parameters": parameters or {}}
+        },
+        tags={"Environment": STACK, "Name": name("fis", "template")},
+    )
+    return str(made["experimentTemplate"]["id"])
+
+
+def instance_loss_template() -> str:
+    """instance-loss's: one instance of the group, picked by FIS (``COUNT(1)``) by the group's tag."""
+    return fis_template(
+        "aws:ec2:terminate-instances",
+        "aws:ec2:instance",
+        {"resourceTags": {"aws:autoscaling:groupName": name("fleet", "asg")}, "selectionMode": "COUNT(1)"},
+    )

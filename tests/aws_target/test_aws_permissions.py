@@ -24,6 +24,7 @@ NOT_AN_OPERATION = {
     "s3:DeleteObjectVersion": ["delete_object"],  # with a VersionId
     "kms:GenerateDataKey": ["send_message", "put_object"],  # the queue and the bucket are SSE-KMS
     "kms:Decrypt": ["receive_message", "get_object", "copy_object", "send_message"],
+    "fis:TagResource": ["start_experiment"],  # its tags, on the experiment it creates
 }
 BOTO3_SERVICE = {"elasticloadbalancing": "elbv2"}
 
@@ -93,7 +94,7 @@ def test_the_stacks_names_are_the_programs():
 
 
 ALLOWED_IMPORTS = {"__future__", "base64", "contextlib", "collections", "json", "os", "time", "dataclasses", "datetime",
-                   "typing", "boto3"}  # fmt: skip
+                   "typing", "uuid", "boto3"}  # fmt: skip
 # The EKS cluster's API, through the official client (aws_target/kubernetes.py): the control plane, not the service.
 CLUSTER_API = {"kubernetes"}
 

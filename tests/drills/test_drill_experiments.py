@@ -19,6 +19,7 @@ from drills import catalog, measures, steps, targets
 from local import faults, probes
 from pynomaly_ops.alarms import Target, catalogue, for_target
 from pynomaly_ops.baselines import load
+from pynomaly_ops.settings import FIS_DRILLS
 
 FILES = sorted(catalog.EXPERIMENTS.glob("*.json"))
 STEADY_STATE = {
@@ -144,6 +145,33 @@ def test_the_faults_and_waits_the_steps_name_exist_and_accept_their_arguments(dr
             inspect.signature(func).bind(**passed)
         except TypeError as exc:
             pytest.fail(f"{drill.name} on {target} {where}: {func.__name__}({passed}): {exc}")
+
+
+def _fault_keys_taken(experiment: dict[str, Any]) -> tuple[str | None, set[str]]:
+    """The fault the method injects, and the keys of its result later steps take (``await_fault_argument``)."""
+    calls = [(p["func"], a) for _, p, a in _python_calls(experiment) if p["module"] == "drills.steps"]
+    fault = next((a["fault"] for func, a in calls if func == "inject"), None)
+    return fault, {a["from_key"] for func, a in calls if func == "await_fault_argument"}
+
+
+def _says(func: Any, key: str) -> bool:
+    """``"key"`` is written in the function's module (a fault may build its result in a helper)."""
+    return f'"{key}"' in inspect.getsource(inspect.getmodule(func))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("drill", "target"), ON_TARGETS, ids=lambda x: getattr(x, "name", x))
+def test_what_the_waits_take_from_the_fault_is_in_its_result(drill, target, monkeypatch):
+    """A key a wait takes from the fault's result is one the fault returns, on each target and via FIS (the
+    pod-loss experiment once took ``names`` from a fault that returns ``deleted``: no run could pass)."""
+    from aws_target import fis
+
+    monkeypatch.setenv(targets.TARGET_ENV, target)
+    fault, taken = _fault_keys_taken(_experiment(drill.experiment))
+    for key in taken:
+        assert fault and _says(targets.function("faults", fault), key), f"{drill.name} on {target}: no {key!r}"
+        aim = fis.AIMS.get(fault or "")
+        if target == targets.AWS and drill.name in FIS_DRILLS and aim is not None:
+            assert key == aim.key or (aim.before and _says(aim.before, key)), f"{drill.name} via FIS: no {key!r}"
 
 
 @pytest.mark.parametrize("drill", catalog.DRILLS, ids=lambda d: d.name)

@@ -1,6 +1,7 @@
 """Drills run for real against a local stack of their own: a pass with its report, a refused pre-check, a
 failed rollback and a missed objective each give the verdict they must, and the target is left as found; and
-the AWS target's drills against a stack whose control plane is moto's (see ``aws_stack``)."""
+the AWS target's drills against a stack whose control plane is moto's (see ``aws_stack``), the EKS ones also
+against a fake of its cluster's Kubernetes API (see ``eks_stack``)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,32 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aws_testkit as kit
+import kube_fake
 import pytest
 import yaml
 from moto import mock_aws
 
 import aws_target.target
+from aws_target import kubernetes as kube
 from drills import catalog, runner, targets, topology
+from drills.measures import FAULT
 from local import faults, probes
 from local.layout import PORT_OFFSET_ENV, STATE_ENV
 from pynomaly_ops.baselines import DEFAULT_PATH, PATH_ENV
 from pynomaly_ops.naming import API_KEY_ENV
-from pynomaly_ops.outputs import LOAD_BALANCER_URL, StackOutputs
+from pynomaly_ops.outputs import (
+    CLUSTER_NAME,
+    FIS_EXPERIMENT_TEMPLATES,
+    LOAD_BALANCER_URL,
+    WORKLOAD_NAMESPACE,
+    StackOutputs,
+)
 
 pytestmark = pytest.mark.integration
 PORT_OFFSET = "1500"  # away from a developer's stack and from the local-stack tests' (1000)
@@ -159,7 +171,7 @@ def aws_stack(stack, tmp_path, monkeypatch) -> Iterator[tuple[runner.Stack, kit.
     this proves is the runner's AWS path end to end (target, lock, alarms, faults, waits, shape, rollbacks,
     report) and what it leaves behind. Every AWS call is checked against docs/aws-drill-permissions.json."""
     kit.isolated_credentials(monkeypatch, tmp_path)
-    for var in (targets.TARGET_ENV, API_KEY_ENV):  # the runner sets them: restored after the test
+    for var in (targets.TARGET_ENV, targets.VIA_ENV, API_KEY_ENV):  # the runner sets them: restored after the test
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(aws_target.target, "POLL_INTERVAL_S", 0.5)
     local = StackOutputs.from_json_file(Path(stack) / "outputs.json")
@@ -227,3 +239,131 @@ def test_production_needs_confirming_and_a_held_lock_refuses_the_drill(stack, aw
     again = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]["Instances"]
     assert [i["InstanceId"] for i in again] == ids  # nothing was injected
     assert ssm.get_parameter(Name=held)["Parameter"]["Value"].startswith('{"drill": "cache-failover"')  # not ours
+
+
+def test_an_eks_drill_is_refused_on_the_local_target_before_any_stack_is_opened(tmp_path, monkeypatch):
+    monkeypatch.delenv(targets.TARGET_ENV, raising=False)  # the runner sets it: restored after the test
+    with pytest.raises(targets.DrillError, match=r"pod-loss: no local implementation \(its targets: aws\)"):
+        runner.run([catalog.get("pod-loss"), catalog.get("instance-loss")], print, tmp_path / "state")
+    assert not (tmp_path / "state").exists()
+
+
+def test_an_eks_drill_is_refused_on_a_stack_without_a_cluster(stack, aws_stack, tmp_path):
+    target, calls = aws_stack
+    with pytest.raises(targets.DrillError, match=f"node-drain: the stack has no {CLUSTER_NAME}"):
+        runner.run([catalog.get("node-drain")], print, reports=tmp_path / "r", stack=target)
+    assert not (tmp_path / "r").exists() and not calls.seen  # refused before the lock or any fault
+
+
+# --- the EKS drills: the stack in moto, its cluster a fake of the Kubernetes API ---------------------------------
+@pytest.fixture
+def eks_stack(aws_stack, tmp_path, monkeypatch) -> Iterator[tuple[runner.Stack, kube_fake.FakeCluster]]:
+    """``aws_stack`` with EKS: its outputs name the cluster and the workload's namespace, and the Kubernetes client
+    reaches a fake of the cluster's API serving the workload as infra/workload.py deploys it (tests/kube_fake.py)
+    through $PYNOMALY_KUBECONFIG, as moto's EKS cluster has an endpoint nothing answers at. Its replacement pods
+    are ready and its deleted pods gone within a second: the drills' waits judge, not the fake's pace."""
+    target, _ = aws_stack
+    assert target.outputs_file is not None
+    document = json.loads(target.outputs_file.read_text())
+    eks = {CLUSTER_NAME: kit.name("cluster", "eks"), WORKLOAD_NAMESPACE: kube_fake.NAMESPACE}
+    kit.write_outputs(target.outputs_file, kit.outputs_document(document | eks))
+    kubeconfig = tmp_path / "kubeconfig"
+    with kube_fake.serving(kubeconfig, ready_after_s=0.5, terminating_s=0.3) as fake:
+        monkeypatch.setenv(kube.KUBECONFIG_ENV, str(kubeconfig))
+        yield target, fake
+
+
+def _fault(summary: dict) -> dict:
+    return next(e["detail"] for e in summary["measurements"]["events"] if e["event"] == FAULT)
+
+
+def test_the_eks_drills_pod_loss_and_node_drain_run_against_a_stack_and_its_cluster(stack, eks_stack, tmp_path):
+    target, fake = eks_stack
+    active = kube.deployment_name(kube_fake.ACTIVE)
+    before = fake.pods_of(active)
+    names = ["pod-loss", "node-drain"]
+    outcomes = runner.run([catalog.get(n) for n in names], print, reports=tmp_path / "reports", stack=target)
+    failed = {o.drill: o.summary["problems"] or o.summary["objectives"] for o in outcomes if not o.passed}
+    assert [o.drill for o in outcomes] == names and not failed, failed
+    summaries = {o.drill: json.loads((o.run_dir / "summary.json").read_text()) for o in outcomes}
+    for name, summary in summaries.items():
+        assert summary["target"] == f"stack {kit.STACK} on AWS" and summary["restored"], name
+        assert len(summary["objectives"]) == 2 and all(o["met"] for o in summary["objectives"]), name
+        shape = summary["topology_before"]
+        assert shape["api_pods_ready"] is True and shape["nodes_schedulable"] is True, name
+
+    (deleted,) = _fault(summaries["pod-loss"])["deleted"]  # one pod of the active colour's Deployment
+    after = fake.pods_of(active)
+    assert deleted in before and deleted not in after and len(after) == len(before) == 3  # replaced
+    assert deleted not in {name for _, name in fake.pods}  # gone, not terminating
+
+    drained = _fault(summaries["node-drain"])
+    node, moved = drained["node"], drained["api_pods"]
+    assert moved and not set(moved) & set(fake.pods_of(active))  # it evicted API pods of the active colour...
+    assert not set(fake.pods_of(active)) & set(fake.pods_on(node))  # ...replaced elsewhere
+    journal = json.loads((outcomes[1].run_dir / "journal.json").read_text())
+    rollback = next(r for r in journal["rollbacks"] if r["activity"]["name"] == "nodes-uncordoned")
+    assert rollback["status"] == "succeeded" and rollback["output"]["uncordoned"] == [node]
+    assert not fake.cordoned(node) and kube.CORDONED_BY_DRILL not in fake.nodes[node]["metadata"]["annotations"]
+    assert fake.cordoned("node-d")  # cordoned by someone else: left alone
+
+    with pytest.raises(kit.client("ssm").exceptions.ParameterNotFound):  # the lock released
+        kit.client("ssm").get_parameter(Name=f"/pynomaly/{kit.STACK}/drill-lock")
+
+
+def test_via_fis_the_stacks_templates_break_it_and_the_drills_measure_the_same(stack, aws_stack, eks_stack, tmp_path):
+    """``--via fis``: the runner starts the stack's own templates, not the fault library's calls. moto runs no FIS
+    action, so the test does what each template's action would, once its experiment starts: terminate one of
+    the group's instances (aws:ec2:terminate-instances) and delete one API pod (aws:eks:pod-delete); the drills
+    must then name what was hit and pass as without FIS."""
+    target, fake = eks_stack
+    assert target.outputs_file is not None
+    fis, asg = kit.client("fis"), kit.client("autoscaling")  # made here: boto3's default session is not thread-safe
+    group = kit.name("fleet", "asg")
+    templates = {"instance-loss": kit.instance_loss_template(), "pod-loss": kit.fis_template(
+        "aws:eks:pod-delete", "aws:eks:pod", {"parameters": {"clusterIdentifier": kit.name("cluster", "eks"),
+        "namespace": kube_fake.NAMESPACE, "selectorType": "labelSelector", "selectorValue": "app=pynomaly"},
+        "selectionMode": "COUNT(1)"})}  # fmt: skip
+    document = json.loads(target.outputs_file.read_text()) | {FIS_EXPERIMENT_TEMPLATES: templates}
+    via_fis = runner.Stack(kit.STACK, Path(kit.write_outputs(tmp_path / "fis.json", document)), via=targets.VIA_FIS)
+    active = kube.deployment_name(kube_fake.ACTIVE)
+    hit: dict[str, str] = {}
+
+    def act_as_fis() -> None:
+        started: set[str] = set()
+        while len(started) < len(templates):
+            for e in fis.list_experiments()["experiments"]:
+                if e["id"] in started:
+                    continue
+                started.add(e["id"])
+                if e["experimentTemplateId"] == templates["instance-loss"]:
+                    g = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+                    hit["instance-loss"] = sorted(i["InstanceId"] for i in g["Instances"])[0]
+                    asg.terminate_instance_in_auto_scaling_group(
+                        InstanceId=hit["instance-loss"], ShouldDecrementDesiredCapacity=False
+                    )
+                else:
+                    hit["pod-loss"] = fake.pods_of(active)[0]
+                    fake.delete_pod(kube_fake.NAMESPACE, hit["pod-loss"])
+            time.sleep(0.05)
+
+    fis_acts = threading.Thread(target=act_as_fis, daemon=True)
+    fis_acts.start()
+    names = ["instance-loss", "pod-loss", "maintenance-mode"]
+    with pytest.raises(targets.DrillError, match="maintenance-mode: stack drill exports no FIS template"):
+        runner.run([catalog.get(n) for n in names], print, reports=tmp_path / "refused", stack=via_fis)
+    outcomes = runner.run([catalog.get(n) for n in names[:2]], print, reports=tmp_path / "reports", stack=via_fis)
+    fis_acts.join(5)
+    failed = {o.drill: o.summary["problems"] or o.summary["objectives"] for o in outcomes if not o.passed}
+    assert [o.drill for o in outcomes] == names[:2] and not failed, failed
+    summaries = {o.drill: json.loads((o.run_dir / "summary.json").read_text()) for o in outcomes}
+    assert all(s["target"] == f"stack {kit.STACK} on AWS via FIS" and s["restored"] for s in summaries.values())
+    loss, pods = _fault(summaries["instance-loss"]), _fault(summaries["pod-loss"])
+    assert (loss["via"], loss["template"], loss["pid"]) == ("fis", templates["instance-loss"], hit["instance-loss"])
+    assert (pods["template"], pods["deleted"]) == (templates["pod-loss"], [hit["pod-loss"]])
+    for name, fault in (("instance-loss", loss), ("pod-loss", pods)):
+        experiment = fis.get_experiment(id=fault["experiment"])["experiment"]
+        assert experiment["tags"] == {"pynomaly:drill": name, "Environment": kit.STACK}
+    ops = aws_stack[1].operations()
+    assert {("fis", "StartExperiment"), ("fis", "GetExperiment"), ("fis", "ListExperimentResolvedTargets")} <= ops
+    assert ("autoscaling", "TerminateInstanceInAutoScalingGroup") not in ops  # FIS's action did it, not the library
