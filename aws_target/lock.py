@@ -25,6 +25,7 @@ class ParameterLock:
     def __init__(self, stack: str) -> None:
         self.name = LOCK_PARAMETER.format(stack=stack)
         self.held = False
+        self._holder = ""  # the value we wrote: release removes the parameter only while it is still ours
 
     def _ssm(self) -> Any:
         return resolve().client("ssm")
@@ -33,7 +34,8 @@ class ParameterLock:
         ssm = self._ssm()
         holder = {"drill": drill, "host": os.uname().nodename, "pid": os.getpid(), "since": time.time()}
         try:
-            ssm.put_parameter(Name=self.name, Value=json.dumps(holder), Type="String", Overwrite=False,
+            self._holder = json.dumps(holder)
+            ssm.put_parameter(Name=self.name, Value=self._holder, Type="String", Overwrite=False,
                               Description="a pynomaly drill is running on this stack")  # fmt: skip
         except ssm.exceptions.ParameterAlreadyExists:
             held = ssm.get_parameter(Name=self.name)["Parameter"]["Value"]
@@ -44,8 +46,11 @@ class ParameterLock:
         self.held = True
 
     def release(self) -> None:
+        """Remove the lock if it is still ours: an operator may have deleted it and another drill taken it since
+        (the read and the delete are two calls; SSM has no conditional delete)."""
         if self.held:
             ssm = self._ssm()
             with contextlib.suppress(ssm.exceptions.ParameterNotFound):
-                ssm.delete_parameter(Name=self.name)
+                if ssm.get_parameter(Name=self.name)["Parameter"]["Value"] == self._holder:
+                    ssm.delete_parameter(Name=self.name)
             self.held = False

@@ -111,6 +111,7 @@ def measure(run_dir: Path, b: Baselines) -> dict[str, Any]:
         "p0_alarms_raised": sum(key in SERVICE_DOWN for key in alarms),
         "aborted": rec.session.get("aborted_at") is not None,
         "aborted_because": rec.session.get("aborted_because"),
+        "alarm_polls_failed": rec.session.get("alarm_polls_failed", 0),
         "events": rec.session["events"],
     }
     writes = rec.session.get("writes")

@@ -95,9 +95,11 @@ def _objective_row(o: dict[str, Any]) -> str:
 
 def _detection(m: dict[str, Any]) -> str:
     first = m.get("first_alarm")
-    if not first:
-        return "no alarm of the catalogue was raised"
-    return f"`{first['key']}` raised {first['after_s']:.1f} s after the fault"
+    found = "no alarm of the catalogue was raised" if not first else (
+        f"`{first['key']}` raised {first['after_s']:.1f} s after the fault")  # fmt: skip
+    if failed := m.get("alarm_polls_failed"):
+        found += f" ({failed} polls of the alarms failed: detection, and the abort on an alarm, missed those)"
+    return found
 
 
 def html_page(s: dict[str, Any], md: str) -> str:

@@ -50,14 +50,16 @@ def run_dir(drill: str) -> Path:
 
 class AlertWatcher(threading.Thread):
     """Polls the target's alarms; notes when each catalogue alarm was first pending and first firing. An alarm
-    already active at the first poll was not caused by the fault and is left out."""
+    already active at the first poll was not caused by the fault and is left out until it clears: raised again,
+    it counts."""
 
     def __init__(self) -> None:
         super().__init__(name="alert-watcher", daemon=True)
         self.seen: dict[str, dict[str, float]] = {}  # catalogue key -> {"pending": at, "firing": at}
-        self.already_active: set[str] | None = None  # active at the first poll: not caused by the fault
+        self.active_at_start: set[str] = set()  # for the record
+        self.already_active: set[str] | None = None  # active since the first poll: not caused by the fault
         self.firing: set[str] = set()  # firing at the last poll
-        self.errors = 0
+        self.errors = 0  # polls that failed: the report says so (the guard's alarm stop was blind meanwhile)
         self.stop_event = threading.Event()
 
     def interval_s(self) -> float:
@@ -76,8 +78,10 @@ class AlertWatcher(threading.Thread):
                 continue
             self.firing = {key for key, state, _ in active if state == "firing"}
             if self.already_active is None:
-                self.already_active = {key for key, _, _ in active}
+                self.active_at_start = {key for key, _, _ in active}
+                self.already_active = set(self.active_at_start)
                 continue
+            self.already_active &= {key for key, _, _ in active}  # one that cleared is the fault's if raised again
             for key, state, at in active:
                 if key not in self.already_active:
                     self.seen.setdefault(key, {}).setdefault(state, at)
@@ -272,9 +276,10 @@ def _stop_all(started: list[RequestRecorder | WriteRecorder | threading.Thread])
                 part.stop()
 
 
-def mark(event: str, detail: Any = None) -> dict[str, Any]:
-    """Note a phase of the drill on the timeline (fault injected, recovered...) with the wall-clock time."""
-    entry = {"event": event, "at": time.time(), "detail": detail}
+def mark(event: str, detail: Any = None, at: float | None = None) -> dict[str, Any]:
+    """Note a phase of the drill on the timeline (fault injected, recovered...) with the wall-clock time, now or
+    ``at`` (a fault that returns once it has acted says when it began)."""
+    entry = {"event": event, "at": time.time() if at is None else at, "detail": detail}
     current().events.append(entry)
     return entry
 
@@ -321,7 +326,8 @@ def finish(observe_s: float = 10, lost_writes_check: bool = True) -> dict[str, A
             "drill": session.drill,
             "events": session.events,
             "alarms": session.watcher.seen if session.watcher else {},
-            "alarms_active_before": sorted(session.watcher.already_active or ()) if session.watcher else [],
+            "alarms_active_before": sorted(session.watcher.active_at_start) if session.watcher else [],
+            "alarm_polls_failed": session.watcher.errors if session.watcher else 0,
             "aborted_at": session.guard.tripped_at,
             "aborted_because": session.guard.reason,
             "target": targets.describe(),
