@@ -22,7 +22,8 @@ from aws_target.lock import DrillLocked, ParameterLock
 from drills.catalog import AWS, BOTH, LOCAL
 from local.layout import state_dir_from
 from local.recorders import recorder_url
-from pynomaly_ops.naming import API_KEY_ENV
+from pynomaly_ops.environment import production_db_dsn
+from pynomaly_ops.naming import API_KEY_ENV, DB_NAME, DRILL_DB_DSN_ENV
 from pynomaly_ops.outputs import StackOutputs
 
 TARGET_ENV = "PYNOMALY_DRILL_TARGET"
@@ -135,7 +136,14 @@ def outputs(state_dir: str | None = None) -> StackOutputs:
         recorder_url(found.load_balancer_url)
     except ValueError as exc:
         raise DrillError(str(exc)) from None
-    return found.model_copy(update={"api_key": key})
+    return found.model_copy(update={"api_key": key, "db_writer_dsn": writer_dsn(found)})
+
+
+def writer_dsn(found: StackOutputs) -> str:
+    """Where a drill's writes go on a stack (database-failover's RTO and RPO): ``$PYNOMALY_DRILL_DB_DSN``, else
+    the writer endpoint as the service reaches it (``verify-full``, user and password from the libpq service
+    file's ``[pynomaly]``: PGSERVICEFILE, PGSSLROOTCERT), so a failover is measured through the endpoint's DNS."""
+    return os.environ.get(DRILL_DB_DSN_ENV) or production_db_dsn(found.db_writer_endpoint, DB_NAME)
 
 
 # --- one drill per target at a time -----------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from infra.network import Network
 from infra.tier import Tier, assume_role_policy
 from pynomaly_ops import ports
 from pynomaly_ops.baselines import Database as DatabaseBaselines
+from pynomaly_ops.naming import DB_NAME
 from pynomaly_ops.settings import Database as DatabaseSettings
 
 PORT = ports.POSTGRES
-DB_NAME = "pynomaly"
 USERNAME = "pynomaly"
 PAGE_KB = 8  # PostgreSQL memory settings are counted in 8 kB pages
 LOG_EXPORTS = ["postgresql", "upgrade"]

@@ -32,3 +32,7 @@ LOCUST_RUN_ROUTE = "/pynomaly/run"  # the locustfile's route on a master left ru
 
 def load_generators_namespace(stack: str) -> str:
     return f"pynomaly-load-{stack}"
+
+
+DB_NAME = "pynomaly"  # the RDS database the program creates (infra/database.py) and the drills write through
+DRILL_DB_DSN_ENV = "PYNOMALY_DRILL_DB_DSN"  # a stack's writer as a libpq DSN, when the default will not reach it

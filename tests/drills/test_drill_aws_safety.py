@@ -33,7 +33,7 @@ from drills.targets import DrillError
 from local.layout import STATE_ENV
 from local.recorders import RequestRecorder
 from pynomaly_ops.alarms import STOP_ON, Target
-from pynomaly_ops.naming import API_KEY_ENV, LOAD_ALLOW_REMOTE_ENV
+from pynomaly_ops.naming import API_KEY_ENV, DRILL_DB_DSN_ENV, LOAD_ALLOW_REMOTE_ENV
 from pynomaly_ops.outputs import CLUSTER_NAME, LOAD_BALANCER_URL, StackOutputs
 
 CRITICAL = "error_rate.critical"  # in STOP_ON: users get errors
@@ -73,7 +73,7 @@ def _aws_target(monkeypatch: pytest.MonkeyPatch, outputs_file: Path) -> None:
     monkeypatch.setenv(targets.TARGET_ENV, targets.AWS)
     monkeypatch.setenv(STACK_ENV, kit.STACK)
     monkeypatch.setenv(OUTPUTS_ENV, str(outputs_file))
-    for var in (targets.VIA_ENV, API_KEY_ENV, LOAD_ALLOW_REMOTE_ENV):
+    for var in (targets.VIA_ENV, API_KEY_ENV, LOAD_ALLOW_REMOTE_ENV, DRILL_DB_DSN_ENV):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -339,6 +339,19 @@ def test_the_drills_load_needs_an_api_key_for_the_stack(aws_outputs, monkeypatch
     monkeypatch.setenv(API_KEY_ENV, "")  # set but empty is no key either
     with pytest.raises(DrillError, match=API_KEY_ENV):
         targets.outputs()
+
+
+def test_the_drills_writes_go_to_the_writer_endpoint_verified_unless_a_dsn_is_given(aws_outputs, monkeypatch, document):
+    """database-failover writes through the stack's writer endpoint as the service does (the server verified,
+    credentials from the libpq service file), or through $PYNOMALY_DRILL_DB_DSN."""
+    monkeypatch.setenv(LOAD_ALLOW_REMOTE_ENV, "1")
+    monkeypatch.setenv(API_KEY_ENV, API_KEY)
+    host = document["db_writer_endpoint"]
+    assert targets.outputs().db_writer_dsn == (
+        f"host={host} port=5432 dbname=pynomaly sslmode=verify-full service=pynomaly"
+    )
+    monkeypatch.setenv(DRILL_DB_DSN_ENV, "host=10.0.1.5 dbname=pynomaly user=drill")
+    assert targets.outputs().db_writer_dsn == "host=10.0.1.5 dbname=pynomaly user=drill"
 
 
 @pytest.mark.parametrize("allow", [None, "0", "true", "yes"])

@@ -22,12 +22,13 @@ from moto import mock_aws
 
 import aws_target.target
 from aws_target import kubernetes as kube
-from drills import catalog, runner, targets, topology
+from aws_target.outputs import OUTPUTS_ENV, STACK_ENV
+from drills import catalog, runner, session, targets, topology
 from drills.measures import FAULT
 from local import faults, probes
 from local.layout import PORT_OFFSET_ENV, STATE_ENV
 from pynomaly_ops.baselines import DEFAULT_PATH, PATH_ENV
-from pynomaly_ops.naming import API_KEY_ENV
+from pynomaly_ops.naming import API_KEY_ENV, DRILL_DB_DSN_ENV
 from pynomaly_ops.outputs import (
     CLUSTER_NAME,
     FIS_EXPERIMENT_TEMPLATES,
@@ -215,6 +216,27 @@ def test_the_aws_drills_run_against_a_stack_in_moto_and_leave_it_as_found(stack,
         kit.client("ssm").get_parameter(Name=f"/pynomaly/{kit.STACK}/drill-lock")
     versions = kit.client("s3").list_object_versions(Bucket=_artifacts(), Prefix="drills/")
     assert not versions.get("Versions") and not versions.get("DeleteMarkers")  # the drill's objects removed
+
+
+def test_on_a_stack_the_drills_writes_go_through_the_writer_it_is_given(stack, aws_stack, tmp_path, monkeypatch):
+    """database-failover's writer on AWS (RTO and RPO through the writer endpoint): moto has no server behind
+    its endpoint, so $PYNOMALY_DRILL_DB_DSN names a real PostgreSQL, the local stack's writer, in its place; the
+    session on the stack writes through it, acknowledged and none lost, and leaves the stack's lock as found."""
+    target, _ = aws_stack
+    local = StackOutputs.from_json_file(Path(stack) / "outputs.json")
+    assert local.db_writer_dsn and target.outputs_file is not None
+    env = {targets.TARGET_ENV: targets.AWS, STACK_ENV: kit.STACK, OUTPUTS_ENV: str(target.outputs_file),
+           DRILL_DB_DSN_ENV: local.db_writer_dsn, session.RUN_DIR_ENV: str(tmp_path / "run")}  # fmt: skip
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert targets.outputs().db_writer_dsn == local.db_writer_dsn
+    session.start("database-failover", writes=True, max_duration_s=30)
+    time.sleep(2)
+    session.finish(observe_s=0)
+    writes = json.loads((tmp_path / "run" / "session.json").read_text())["writes"]
+    assert writes["acknowledged"] >= 50 and writes["lost_writes"] == 0, writes
+    with pytest.raises(kit.client("ssm").exceptions.ParameterNotFound):
+        kit.client("ssm").get_parameter(Name=f"/pynomaly/{kit.STACK}/drill-lock")
 
 
 def _artifacts() -> str:
