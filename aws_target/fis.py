@@ -175,10 +175,15 @@ def inject(
 def stop_started() -> list[str]:
     """Stop every experiment this process started that is still running (a drill failed, aborted or was
     interrupted while FIS still acts: an AZ power interruption lasts its duration); returns their ids."""
-    stopped = []
+    stopped, failed = [], []
     while _started:
         t, experiment_id = _started.pop()
-        if _experiment(t, experiment_id)["state"]["status"] not in ENDED:
-            t.client("fis").stop_experiment(id=experiment_id)
-            stopped.append(experiment_id)
+        try:  # one that cannot be read or stopped does not keep the others running
+            if _experiment(t, experiment_id)["state"]["status"] not in ENDED:
+                t.client("fis").stop_experiment(id=experiment_id)
+                stopped.append(experiment_id)
+        except Exception as exc:  # named below, with how to stop it by hand
+            failed.append(f"{experiment_id} ({type(exc).__name__}: {exc})")
+    if failed:
+        raise FaultError(f"could not stop FIS experiments {'; '.join(failed)}: `aws fis stop-experiment --id ID`")
     return stopped

@@ -73,15 +73,12 @@ def _chaos_log(run_dir: Path) -> Iterator[None]:
 @contextmanager
 def _fis_stopped_after(say: Say) -> Iterator[None]:
     """Via FIS: whatever becomes of the drill, no experiment it started is left acting (an AZ power
-    interruption lasts its duration; the rollbacks cannot name the experiment)."""
+    interruption lasts its duration)."""
     try:
         yield
-    finally:
-        if targets.current() == targets.AWS and targets.via() == targets.VIA_FIS:
-            from aws_target import fis
-
-            if stopped := fis.stop_started():
-                say(f"stopped the FIS experiments still running: {', '.join(stopped)}")
+    finally:  # the experiments' rollbacks stop them first; this is for a run whose rollbacks never ran
+        if stopped := targets.stop_injected():
+            say(f"stopped the FIS experiments still running: {', '.join(stopped)}")
 
 
 def _problems(journal: dict[str, Any], run_dir: Path) -> list[str]:

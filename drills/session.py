@@ -346,7 +346,9 @@ def finish(observe_s: float = 10, lost_writes_check: bool = True) -> dict[str, A
 
 
 def abort_if_running() -> dict[str, Any]:
-    """A rollback: stops a session the method left running (a failed action), keeping its records."""
+    """A rollback: stops what the method left running (a session after a failed action, keeping its records;
+    via FIS, the stack's experiments still acting)."""
+    stopped = {"fis_experiments_stopped": experiments} if (experiments := targets.stop_injected()) else {}
     if _SESSION is None:
-        return {"stopped": False}
-    return {"stopped": True, **finish(observe_s=0, lost_writes_check=False)}
+        return {"stopped": False, **stopped}
+    return {"stopped": True, **stopped, **finish(observe_s=0, lost_writes_check=False)}

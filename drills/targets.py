@@ -107,6 +107,16 @@ def inject(drill: str, fault: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return function("faults", fault)(**arguments)
 
 
+def stop_injected() -> list[str]:
+    """Undo what :func:`inject` started that outlives its call: via FIS, the experiments still running (the
+    experiments' rollbacks and the runner call it, whatever became of the drill)."""
+    if current() != AWS or via() != VIA_FIS:
+        return []
+    from aws_target import fis
+
+    return fis.stop_started()
+
+
 def wait_timeout(wait: Callable[..., Any], asked: float | None) -> float | None:
     """On AWS a wait lasts at least the AWS function's own default: the experiments' timeouts are sized for
     processes on one machine, an Auto Scaling group or RDS takes minutes (the objectives still judge)."""

@@ -19,6 +19,7 @@ from moto.moto_api import state_manager
 from aws_target import fis
 from aws_target.faults import FaultError
 from pynomaly_ops import outputs as keys
+from pynomaly_ops.waiting import wait_for
 
 ASG = kit.name("fleet", "asg")
 
@@ -70,13 +71,11 @@ def test_the_instance_fis_picks_by_tag_is_named_once_it_is_gone(fis_stack):
     """moto resolves no tag-selected target and terminates nothing: the test terminates one, as FIS would, while
     the library waits for one of the group's instances to go."""
     lost = _instances()[2]
+    fis_api, asg = kit.client("fis"), kit.client("autoscaling")  # made here: boto3's default session is not thread-safe
 
     def terminate_once_started() -> None:
-        while not kit.client("fis").list_experiments()["experiments"]:
-            time.sleep(0.01)
-        kit.client("autoscaling").terminate_instance_in_auto_scaling_group(
-            InstanceId=lost, ShouldDecrementDesiredCapacity=False
-        )
+        wait_for("the experiment started", lambda: fis_api.list_experiments()["experiments"], 30, 0.01)
+        asg.terminate_instance_in_auto_scaling_group(InstanceId=lost, ShouldDecrementDesiredCapacity=False)
 
     fis_acts = threading.Thread(target=terminate_once_started)
     fis_acts.start()

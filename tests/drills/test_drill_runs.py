@@ -230,8 +230,7 @@ def test_on_a_stack_the_drills_writes_go_through_the_writer_it_is_given(stack, a
     for var, value in env.items():
         monkeypatch.setenv(var, value)
     assert targets.outputs().db_writer_dsn == local.db_writer_dsn
-    session.start("database-failover", writes=True, max_duration_s=30)
-    time.sleep(2)
+    session.start("database-failover", writes=True, max_duration_s=30)  # returns once 50 writes are acknowledged
     session.finish(observe_s=0)
     writes = json.loads((tmp_path / "run" / "session.json").read_text())["writes"]
     assert writes["acknowledged"] >= 50 and writes["lost_writes"] == 0, writes
@@ -353,7 +352,8 @@ def test_via_fis_the_stacks_templates_break_it_and_the_drills_measure_the_same(s
 
     def act_as_fis() -> None:
         started: set[str] = set()
-        while len(started) < len(templates):
+        deadline = time.monotonic() + 600  # the two drills' length, with room: a runner that never starts one fails
+        while len(started) < len(templates) and time.monotonic() < deadline:
             for e in fis.list_experiments()["experiments"]:
                 if e["id"] in started:
                     continue
